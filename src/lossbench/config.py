@@ -1,0 +1,231 @@
+"""Run configs: what one requested run is, checks that catch bad input before any training or
+recording, and which runs may train together as stacked members.
+
+Imports torch (to dry-run losses, optimizers and schedules on dummies) but never Lightning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench.data import DatasetError, SplitData, load_dataset
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "tracking")
+MEMBER_KEYS = ("seed", "loss")  # runs differing only in these can train as stacked members
+# Keys that do not change what a run computes: left out of params and of the config hash.
+NON_RESULT_KEYS = ("tracking",)
+COUPLED_OPTIMIZERS = ("torch.optim.LBFGS",)
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be trained; the message names the bad value and the choices."""
+
+
+@dataclass
+class RunSpec:
+    """One requested run: its resolved config (plain containers, no ``hydra`` node), the Hydra
+    choice of each config group, and the overrides that produced it."""
+
+    cfg: dict[str, Any]
+    choices: dict[str, str] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    job_num: int | None = None
+
+    @classmethod
+    def from_task_config(
+        cls,
+        cfg: DictConfig | Mapping[str, Any],
+        choices: Mapping[str, Any] | None = None,
+        overrides: Sequence[str] = (),
+        job_num: int | None = None,
+    ) -> RunSpec:
+        """From a composed task config (as ``@hydra.main`` passes it)."""
+        if isinstance(cfg, DictConfig):
+            container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        else:
+            container = json.loads(json.dumps(dict(cfg)))
+        assert isinstance(container, dict)
+        container.pop("hydra", None)
+        groups = {g: str(c) for g, c in (choices or {}).items() if g in (*GROUPS, "experiment")}
+        return cls(container, groups, list(overrides), job_num)
+
+    @classmethod
+    def from_hydra_config(cls, cfg: DictConfig) -> RunSpec:
+        """From a full composed config that still holds its ``hydra`` node (a sweep job's)."""
+        hydra = cfg.hydra
+        choices = OmegaConf.to_container(hydra.runtime.choices)
+        overrides = OmegaConf.to_container(hydra.overrides.task)
+        job_num = hydra.job.get("num")
+        task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        return cls.from_task_config(task, choices, overrides, job_num)  # type: ignore[arg-type]
+
+    @property
+    def seed(self) -> int:
+        """The training seed."""
+        return int(self.cfg["seed"])
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """Instantiate a ``_target_`` config node with plain Python containers as arguments."""
+    from hydra.utils import instantiate
+
+    return instantiate(node, _convert_="all", **kwargs)
+
+
+def batch_rows(batch_size: Any, data: SplitData) -> int:
+    """Rows per step: ``full`` means the whole training split."""
+    n_train = len(data.y_train)
+    if batch_size == "full":
+        return n_train
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer or 'full'")
+    if batch_size > n_train:
+        raise ConfigError(
+            f"batch_size={batch_size} is larger than the {n_train} training rows of "
+            f"{data.name}; use batch_size=full for full-batch training"
+        )
+    return batch_size
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """A short, stable hash of everything in a config that can change a run's results."""
+    kept = {k: v for k, v in cfg.items() if k not in NON_RESULT_KEYS}
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stack_key(spec: RunSpec) -> str | None:
+    """Runs with equal keys can train as members of one stacked model; ``None`` if this run must
+    train alone, because something in it couples members (a schedule reading a metric of the
+    whole fit, global-norm gradient clipping, a line-search optimizer)."""
+    cfg = spec.cfg
+    if cfg["scheduler"] and cfg["scheduler"].get("_target_") == "lossbench.optim.reduce_on_plateau":
+        return None
+    if cfg["trainer"].get("gradient_clip_val") is not None:
+        return None
+    if cfg["optimizer"].get("_target_") in COUPLED_OPTIMIZERS:
+        return None
+    shared = {k: v for k, v in cfg.items() if k not in MEMBER_KEYS}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+
+@cache
+def group_options(group: str) -> tuple[str, ...]:
+    """The option names of a config group (its YAML files under ``conf/<group>/``)."""
+    return tuple(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+
+@cache
+def losses_of_kind(kind: str) -> tuple[str, ...]:
+    """Names of the loss options whose class is a ``kind`` ("classification"/"regression") loss."""
+    import yaml
+    from hydra.utils import get_class
+
+    names = []
+    for name in group_options("loss"):
+        target = yaml.safe_load((CONF_DIR / "loss" / f"{name}.yaml").read_text()).get("_target_")
+        if target and getattr(get_class(target), "kind", None) == kind:
+            names.append(name)
+    return tuple(names)
+
+
+def _unwrap(err: Exception) -> str:
+    """The useful part of an error raised inside Hydra's instantiate."""
+    cause = err.__cause__ or err
+    return f"{type(cause).__name__}: {cause}" if not isinstance(cause, ValueError) else str(cause)
+
+
+def _check_int(cfg: Mapping[str, Any], key: str, minimum: int) -> None:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+
+
+def check_seed(cfg: Mapping[str, Any]) -> None:
+    """The training seed must be a non-negative integer."""
+    _check_int(cfg, "seed", 0)
+
+
+def _label(spec: RunSpec, group: str) -> str:
+    choice = spec.choices.get(group)
+    return f"{group}={choice}" if choice else group
+
+
+def check_run(spec: RunSpec) -> SplitData:
+    """Check a run config end to end without training it, and return its data.
+
+    Builds every component on small dummies, so any value torch or Lightning would reject later
+    is rejected now, with the key that holds it. Raises :class:`ConfigError`.
+    """
+    import torch
+
+    from lossbench.losses import check_penalty
+
+    cfg = spec.cfg
+    check_seed(cfg)
+    _check_int(cfg, "data_seed", 0)
+    _check_int(cfg, "threads", 1)
+    _check_int(cfg["trainer"], "max_epochs", 1)
+
+    try:
+        data = load_dataset(cfg["dataset"], int(cfg["data_seed"]))
+    except DatasetError as err:
+        raise ConfigError(f"{_label(spec, 'dataset')}: {err}") from err
+    batch_rows(cfg["batch_size"], data)
+    try:
+        check_penalty(str(cfg["penalty"]["kind"]), float(cfg["penalty"]["strength"]))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+
+    try:
+        model = build(cfg["model"])(
+            in_features=data.n_features, out_features=data.n_outputs, seeds=[0]
+        )
+    except Exception as err:
+        raise ConfigError(f"{_label(spec, 'model')}: {_unwrap(err)}") from err
+
+    try:
+        loss = build(cfg["loss"])
+    except Exception as err:
+        raise ConfigError(f"{_label(spec, 'loss')}: {_unwrap(err)}") from err
+    if data.task == "regression" and loss.kind == "classification":
+        raise ConfigError(
+            f"{_label(spec, 'loss')} is a classification loss, but {_label(spec, 'dataset')} is a "
+            f"regression task. Losses for regression: {', '.join(losses_of_kind('regression'))}"
+        )
+    x = torch.from_numpy(data.x_train[:4])
+    y = torch.from_numpy(data.y_train[:4])
+    try:
+        value = loss(model(x), y.expand(1, -1))
+    except Exception as err:
+        raise ConfigError(f"{_label(spec, 'loss')} on {data.task} data: {_unwrap(err)}") from err
+    assert value.shape == (1,), value.shape
+
+    lr = cfg["optimizer"].get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise ConfigError(f"optimizer.lr={lr!r} must be a number > 0 ({_label(spec, 'optimizer')})")
+    try:
+        optimizer = build(cfg["optimizer"])(model.parameters())
+    except Exception as err:
+        raise ConfigError(f"{_label(spec, 'optimizer')}: {_unwrap(err)}") from err
+    if cfg.get("scheduler"):
+        try:
+            build(cfg["scheduler"])(
+                optimizer, max_epochs=int(cfg["trainer"]["max_epochs"]), steps_per_epoch=1
+            )
+        except Exception as err:
+            raise ConfigError(f"{_label(spec, 'scheduler')}: {_unwrap(err)}") from err
+    return data

@@ -1,0 +1,244 @@
+"""Lightning adapters: the in-memory datamodule and the LightningModule.
+
+The module receives its model, losses, optimizer and schedule; it never picks them. It trains K
+stacked members at once (K=1 for a plain run) and keeps one row of per-member metrics per epoch
+in memory: no ``self.log`` per step, no logger. Whoever runs the fit decides where rows go.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from lossbench.data import SplitData
+from lossbench.losses import Loss, weight_penalty
+from lossbench.metrics import classification_metrics, regression_metrics
+from lossbench.models import StackedMLP, member_generators
+
+EpochRow = dict[str, Tensor]  # metric name -> one value per member, [K]
+
+
+class MemberBatches:
+    """Mini-batches for K members from tensors in memory, each member in its own shuffled order.
+
+    Yields ``(x [K, B, F], y [K, B])``. A batch covering the whole split (full-batch training)
+    needs no shuffling and is yielded once, shared by all members: ``(x [N, F], y [N])``.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, seeds: Sequence[int], batch_size: int) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.generators = member_generators(seeds, stream=1)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.y)
+        if self.batch_size >= n:
+            yield self.x, self.y
+            return
+        order = torch.stack([torch.randperm(n, generator=g) for g in self.generators])
+        order = order.to(self.x.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[:, start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class OneBatch:
+    """A whole split as a single batch, shared by all members (validation and test)."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.batch = (x, y)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        yield self.batch
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Serves a :class:`SplitData` as tensors, without DataLoader or per-sample collation."""
+
+    def __init__(self, data: SplitData, seeds: Sequence[int], batch_size: int) -> None:
+        super().__init__()
+        self.data = data
+        self.seeds = list(seeds)
+        self.batch_size = batch_size
+        self._tensors: dict[str, Tensor] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Move the splits to the trainer's device, once."""
+        if self._tensors:
+            return
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        d = self.data
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+            self._tensors[name] = torch.from_numpy(getattr(d, name)).to(device)
+
+    def train_dataloader(self) -> MemberBatches:
+        """Shuffled per-member mini-batches of the training split."""
+        t = self._tensors
+        return MemberBatches(t["x_train"], t["y_train"], self.seeds, self.batch_size)
+
+    def val_dataloader(self) -> OneBatch:
+        """The validation split as one batch."""
+        return OneBatch(self._tensors["x_val"], self._tensors["y_val"])
+
+    def test_dataloader(self) -> OneBatch:
+        """The test split as one batch."""
+        return OneBatch(self._tensors["x_test"], self._tensors["y_test"])
+
+
+class RecipeModule(pl.LightningModule):
+    """Trains stacked members with the given losses (one per member), optimizer and schedule.
+
+    ``optimizer`` is a partial of a torch.optim class; ``scheduler`` follows
+    :mod:`lossbench.optim`'s signature. After each epoch, ``history`` gains one row:
+    train/loss, train/grad_norm, lr, time/epoch_seconds and the val/ metrics.
+    """
+
+    def __init__(
+        self,
+        model: StackedMLP,
+        losses: Sequence[Loss],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., dict[str, Any]] | None,
+        data: SplitData,
+        penalty_kind: str = "none",
+        penalty_strength: float = 0.0,
+        on_epoch_end: Callable[[int, EpochRow], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if len(losses) != model.n_members:
+            raise ValueError(f"{len(losses)} losses for {model.n_members} members")
+        self.model = model
+        self.loss_groups = _group_losses(losses)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.task, self.n_classes = data.task, data.n_classes
+        self.y_mean, self.y_std = data.y_mean, data.y_std
+        self.penalty_kind, self.penalty_strength = penalty_kind, penalty_strength
+        self.on_epoch_end = on_epoch_end
+        self.history: list[EpochRow] = []
+        self.test_metrics: EpochRow = {}
+        self._monitor: str | None = None
+        self._sums: dict[str, Tensor] = {}
+        self._steps = 0
+        self._val: EpochRow = {}
+        self._epoch_start = 0.0
+        self._lr = 0.0
+
+    # -- losses and metrics ----------------------------------------------------------------
+
+    def member_losses(self, output: Tensor, target: Tensor) -> Tensor:
+        """Each member's loss under its own loss function, ``[K]``."""
+        if target.dim() == 1:  # one batch shared by all members
+            target = target.expand(output.shape[:-1])
+        if len(self.loss_groups) == 1:
+            return self.loss_groups[0][0](output, target)
+        parts = [loss(output[idx], target[idx]) for loss, idx in self.loss_groups]
+        order = torch.cat([idx for _, idx in self.loss_groups])
+        return torch.cat(parts)[torch.argsort(order)]
+
+    def evaluate(self, output: Tensor, target: Tensor, prefix: str) -> EpochRow:
+        """Loss and task metrics of every member on one evaluation split."""
+        row = {f"{prefix}/loss": self.member_losses(output, target)}
+        if self.task == "regression":
+            metrics = regression_metrics(output, target, self.y_mean, self.y_std)
+        else:
+            metrics = classification_metrics(output, target, self.n_classes)
+        row.update({f"{prefix}/{name}": value for name, value in metrics.items()})
+        return row
+
+    # -- Lightning hooks -------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        """Bind the optimizer to the stacked parameters; build the schedule for this fit."""
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        max_epochs = int(self.trainer.max_epochs or 1)
+        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
+        schedule = self.scheduler_factory(
+            optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch
+        )
+        self._monitor = schedule.get("monitor")
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def on_train_epoch_start(self) -> None:
+        """Reset the epoch's accumulators; note the rate in effect as the epoch starts."""
+        k = self.model.n_members
+        self._sums = {
+            "train/loss": torch.zeros(k, device=self.device),
+            "train/grad_norm": torch.zeros(k, device=self.device),
+        }
+        self._steps = 0
+        self._lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self._epoch_start = time.perf_counter()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Sum of the members' losses: its gradient is each member's own gradient."""
+        x, y = batch
+        losses = self.member_losses(self.model(x), y)
+        self._sums["train/loss"] += losses.detach()
+        self._steps += 1
+        penalty = weight_penalty(
+            self.model.weight_matrices(), self.penalty_kind, self.penalty_strength
+        )
+        objective = losses if penalty is None else losses + penalty
+        return objective.sum()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Accumulate each member's gradient norm (over all its parameters)."""
+        squares = [
+            p.grad.square().flatten(1).sum(1) for p in self.parameters() if p.grad is not None
+        ]
+        self._sums["train/grad_norm"] += torch.stack(squares).sum(0).sqrt()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Validation loss and metrics of every member."""
+        x, y = batch
+        self._val = self.evaluate(self.model(x), y, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        """Expose the monitored metric to Lightning (reduce_on_plateau runs alone, K=1)."""
+        if self._monitor and self._monitor in self._val:
+            self.log(self._monitor, self._val[self._monitor].mean())
+
+    def on_train_epoch_end(self) -> None:
+        """Close the epoch's row (validation has run by now) and hand it on."""
+        k = self.model.n_members
+        steps = max(self._steps, 1)
+        row = {name: total / steps for name, total in self._sums.items()}
+        row["lr"] = torch.full((k,), self._lr)
+        # a vectorized fit shares its time among its members
+        row["time/epoch_seconds"] = torch.full((k,), (time.perf_counter() - self._epoch_start) / k)
+        row.update(self._val)
+        row = {name: value.detach().cpu() for name, value in row.items()}
+        self.history.append(row)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self.current_epoch, row)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Test loss and metrics of every member, with the final weights."""
+        x, y = batch
+        self.test_metrics = {
+            name: value.detach().cpu()
+            for name, value in self.evaluate(self.model(x), y, "test").items()
+        }
+
+
+def _group_losses(losses: Sequence[Loss]) -> list[tuple[Loss, Tensor]]:
+    """Members sharing a loss function, so each distinct loss runs once per step."""
+    groups: dict[Loss, list[int]] = {}
+    for member, loss in enumerate(losses):
+        groups.setdefault(loss, []).append(member)
+    return [(loss, torch.tensor(idx)) for loss, idx in groups.items()]

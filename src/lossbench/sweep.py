@@ -1,0 +1,222 @@
+"""Running many runs fast: check them all, stack compatible ones, train stacks in parallel.
+
+Used by lossbench's Hydra launcher (``hydra/launcher=lossbench``, the default):
+
+1. every job's config is composed and checked before anything trains or is written;
+2. runs that differ only in ``seed`` and ``loss`` are grouped into stacks (one Lightning fit
+   each, members trained as one batched model);
+3. stacks train in worker processes (one torch thread each) while this process, the only MLflow
+   writer, records each run: RUNNING when its stack starts, metrics and status when it ends.
+
+Nothing here imports Lightning: only the workers (or :func:`train_stack` in-process) do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossbench.config import ConfigError, RunSpec, check_run, check_seed, stack_key
+from lossbench.data import SplitData
+from lossbench.results import RunResult
+from lossbench.tracking import SweepInfo, Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stack:
+    """Runs that train together as members of one stacked model (one Lightning fit)."""
+
+    jobs: list[int]  # indices into the sweep's job list
+    specs: list[RunSpec]
+    data: SplitData
+    run_ids: list[str | None] = field(default_factory=list)
+    started: float = 0.0
+
+    def label(self) -> str:
+        """A short description for progress lines."""
+        first = self.specs[0]
+        choices = first.choices
+        text = "-".join(choices.get(g, "?") for g in ("dataset", "optimizer", "scheduler"))
+        losses = sorted({s.choices.get("loss", "?") for s in self.specs})
+        seeds = sorted({s.seed for s in self.specs})
+        return f"{text} loss={','.join(losses)} seeds={','.join(map(str, seeds))}"
+
+
+def plan_stacks(
+    specs: Sequence[RunSpec], datas: Sequence[SplitData], stack: bool, max_members: int
+) -> list[Stack]:
+    """Group runs into stacks, keeping the sweep's order of first appearance."""
+    stacks: list[Stack] = []
+    open_stacks: dict[str, Stack] = {}
+    for job, (spec, data) in enumerate(zip(specs, datas, strict=True)):
+        key = stack_key(spec) if stack else None
+        current = open_stacks.get(key) if key is not None else None
+        if current is None or len(current.specs) >= max_members:
+            current = Stack([], [], data)
+            stacks.append(current)
+            if key is not None:
+                open_stacks[key] = current
+        current.jobs.append(job)
+        current.specs.append(spec)
+    return stacks
+
+
+def check_all(specs: Sequence[RunSpec]) -> list[SplitData]:
+    """Check every run before any trains; the first bad one raises, naming its job.
+
+    Runs that differ only in their seed are checked once (the seed itself is checked for each).
+    """
+    checked: dict[str, SplitData] = {}
+    datas = []
+    for spec in specs:
+        key = json.dumps(
+            {k: v for k, v in spec.cfg.items() if k != "seed"}, sort_keys=True, default=str
+        )
+        try:
+            if key not in checked:
+                checked[key] = check_run(spec)
+            else:
+                check_seed(spec.cfg)
+        except ConfigError as err:
+            where = f"job #{spec.job_num}" if spec.job_num is not None else "run"
+            overrides = " ".join(spec.overrides)
+            raise ConfigError(f"{where} ({overrides}): {err}") from None
+        datas.append(checked[key])
+    return datas
+
+
+def train_stack(cfgs: list[dict[str, Any]]) -> list[RunResult]:
+    """Worker entry point: train one stack; a failure fails each member with its traceback."""
+    try:
+        from lossbench.training import fit_members
+
+        return fit_members(cfgs)
+    except Exception:
+        error = traceback.format_exc()
+        return [RunResult.failed(error) for _ in cfgs]
+
+
+def _warm_worker() -> None:
+    """Pay a worker's imports while the main process is still composing and checking."""
+    import lossbench.training  # noqa: F401
+
+
+class _InlineExecutor(Executor):
+    """Runs each task at submit time, in this process (one worker, or a single stack)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:
+            future.set_exception(err)
+        return future
+
+
+def make_executor(n_workers: int) -> Executor:
+    """A pool of ``n_workers`` spawned processes, or in-process execution for one."""
+    if n_workers <= 1:
+        return _InlineExecutor()
+    pool = ProcessPoolExecutor(
+        max_workers=n_workers, mp_context=multiprocessing.get_context("spawn")
+    )
+    for _ in range(n_workers):
+        pool.submit(_warm_worker)
+    return pool
+
+
+def worker_count(n_jobs: int | None, n_stacks: int) -> int:
+    """Worker processes to use: ``n_jobs`` (all cores when ``None`` or -1), at most one per stack."""
+    cores = os.cpu_count() or 1
+    wanted = cores if n_jobs in (None, -1) else int(n_jobs)
+    if wanted < 1:
+        raise ConfigError(f"hydra.launcher.n_jobs={n_jobs} must be >= 1, or -1 for all cores")
+    return max(1, min(wanted, n_stacks))
+
+
+class StackRunner:
+    """Trains stacks on an executor and records each run as its stack starts and ends."""
+
+    def __init__(
+        self, sweep: SweepInfo | None, on_result: Callable[[int, RunResult], None]
+    ) -> None:
+        self.sweep = sweep
+        self.on_result = on_result
+        self.trackers: dict[tuple[Any, ...], Tracker | None] = {}
+        self.done = 0
+
+    def tracker(self, spec: RunSpec) -> Tracker | None:
+        """The tracker of a run's ``tracking`` config (shared by runs with the same config)."""
+        key = tuple(sorted((k, str(v)) for k, v in spec.cfg["tracking"].items()))
+        if key not in self.trackers:
+            self.trackers[key] = Tracker.from_config(spec.cfg["tracking"])
+        return self.trackers[key]
+
+    def mlflow_seconds(self) -> float:
+        """Time spent in MLflow calls so far."""
+        return sum(t.seconds for t in self.trackers.values() if t is not None)
+
+    def _start(self, stack: Stack) -> None:
+        stack.started = time.perf_counter()
+        members = len(stack.specs)
+        stack.run_ids = []
+        for spec in stack.specs:
+            tracker = self.tracker(spec)
+            run_id = tracker.start_run(spec, stack.data, self.sweep, members) if tracker else None
+            stack.run_ids.append(run_id)
+
+    def _finish(self, stack: Stack, results: Sequence[RunResult], total: int, t0: float) -> None:
+        for job, spec, run_id, result in zip(
+            stack.jobs, stack.specs, stack.run_ids, results, strict=True
+        ):
+            tracker = self.tracker(spec)
+            if tracker is not None and run_id is not None:
+                tracker.finish_run(run_id, result)
+            self.on_result(job, result)
+        self.done += len(results)
+        elapsed = time.perf_counter() - t0
+        rate = self.done / elapsed * 60 if elapsed else 0.0
+        eta = (total - self.done) / rate * 60 if rate else 0.0
+        failed = sum(r.status != "FINISHED" for r in results)
+        log.info(
+            "[%d/%d] %d run(s) in %.1fs%s: %s | %.0f runs/min, ETA %.0fs",
+            self.done,
+            total,
+            len(results),
+            time.perf_counter() - stack.started,
+            f", {failed} FAILED" if failed else "",
+            stack.label(),
+            rate,
+            eta,
+        )
+
+    def run(self, stacks: Sequence[Stack], executor: Executor, n_workers: int) -> None:
+        """Train all stacks, at most ``n_workers`` at a time."""
+        total = sum(len(s.specs) for s in stacks)
+        pending = deque(stacks)
+        running: dict[Future, Stack] = {}
+        t0 = time.perf_counter()
+        while pending or running:
+            while pending and len(running) < n_workers:
+                stack = pending.popleft()
+                self._start(stack)
+                running[executor.submit(train_stack, [s.cfg for s in stack.specs])] = stack
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stack = running.pop(future)
+                try:
+                    results = future.result()
+                except Exception:  # a worker died (e.g. killed): its members failed
+                    results = [RunResult.failed(traceback.format_exc()) for _ in stack.specs]
+                self._finish(stack, results, total, t0)

@@ -1,0 +1,382 @@
+"""All MLflow writing lives here.
+
+- The store: a local SQLite file ``<root>/mlflow.db`` with artifacts under ``<root>/artifacts``
+  unless ``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` says otherwise. It is created once, under a
+  file lock, before any job starts: processes creating a fresh SQLite store at the same moment
+  can corrupt it.
+- A sweep is a parent run (tag ``lossbench.role=sweep``) with one child run per job; every run
+  carries the sweep id tag ``lossbench.sweep_id``.
+- Runs are written in few batched calls: params and tags at the start, metrics every
+  ``flush_every_n_epochs`` epochs for a run training in this process, or all at once at the end.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import functools
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
+from lossbench.results import RunResult
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from lossbench.data import SplitData
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "lossbench-sweep.json"  # in the Hydra sweep dir: how jobs find their parent run
+VERSIONED_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "mlflow", "scikit-learn", "numpy")
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri(tracking: Mapping[str, Any]) -> str:
+    """The store to write to: ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the local
+    SQLite store under ``tracking.root`` (made absolute here, once)."""
+    if tracking.get("uri"):
+        return str(tracking["uri"])
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = Path(str(tracking.get("root") or "mlruns")).expanduser().resolve()
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else ``None``."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterable[None]:
+    """Serialize store creation across processes (SQLite only; servers handle their own)."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@functools.cache
+def git_commit() -> tuple[str, bool]:
+    """(commit of the lossbench checkout, whether it has uncommitted changes); 'unknown' outside git."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, bool(dirty)
+
+
+@functools.cache
+def environment_tags() -> dict[str, str]:
+    """Tags describing where a run trained: package versions, platform, git commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {
+        "lossbench.platform": platform.platform(),
+        "lossbench.python": platform.python_version(),
+    }
+    for package in VERSIONED_PACKAGES:
+        try:
+            tags[f"lossbench.version.{package}"] = version(package)
+        except PackageNotFoundError:
+            tags[f"lossbench.version.{package}"] = "not installed"
+    commit, dirty = git_commit()
+    tags["mlflow.source.git.commit"] = commit
+    tags["lossbench.git_dirty"] = str(dirty).lower()
+    return tags
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten a nested config into ``a.b.c -> value`` strings (lists as JSON)."""
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        if key == "_partial_":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def run_params(spec: RunSpec, data: SplitData | None = None) -> dict[str, str]:
+    """A run's params: its resolved config, flattened (no store paths), plus facts of its data."""
+    kept = {k: v for k, v in spec.cfg.items() if k not in NON_RESULT_KEYS}
+    params = flatten(kept)
+    if data is not None:
+        params.update({f"data.{k}": str(v) for k, v in data.summary().items()})
+    return {k: v[:MAX_PARAM_LENGTH] for k, v in params.items()}
+
+
+def run_name(spec: RunSpec) -> str:
+    """A readable, deterministic name: ``<dataset>-<loss>-<optimizer>-<scheduler>-s<seed>``,
+    e.g. ``moons-focal-adamw-cosine-s3``. Other swept values show as params, not in the name."""
+    choices = spec.choices
+    dataset = choices.get("dataset") or str(spec.cfg["dataset"].get("name", "data"))
+    parts = [dataset, *(choices.get(g, g) for g in ("loss", "optimizer", "scheduler"))]
+    return "-".join([*parts, f"s{spec.seed}"])
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """How the jobs of one sweep find their parent run."""
+
+    sweep_id: str
+    parent_run_id: str | None = None
+
+
+def new_sweep_id() -> str:
+    """A sortable, unique sweep id: UTC time plus a random suffix."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+class Tracker:
+    """Writes runs to one MLflow experiment. Construction does no I/O; the store and the
+    experiment are created on first use."""
+
+    def __init__(self, uri: str, experiment: str, flush_every_n_epochs: int = 10) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.flush_every_n_epochs = flush_every_n_epochs
+        self.seconds = 0.0  # time spent in MLflow calls, for the benchmark's share
+
+    @classmethod
+    def from_config(cls, tracking: Mapping[str, Any]) -> Tracker | None:
+        """The tracker a ``tracking`` config asks for, or ``None`` for ``tracking=none``."""
+        if not tracking.get("enabled", True):
+            return None
+        return cls(
+            tracking_uri(tracking),
+            str(tracking.get("experiment") or "lossbench"),
+            int(tracking.get("flush_every_n_epochs") or 0),
+        )
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        """The MLflow client, after making sure the store exists."""
+        from mlflow import MlflowClient
+
+        with _store_lock(self.uri):
+            client = MlflowClient(tracking_uri=self.uri)
+            client.search_experiments(max_results=1)  # creates/upgrades the schema, once
+        return client
+
+    @functools.cached_property
+    def experiment_id(self) -> str:
+        """The experiment's id, creating the experiment if needed."""
+        client = self.client
+        with self._timed(), _store_lock(self.uri):  # two sweeps may create it at once
+            found = client.get_experiment_by_name(self.experiment)
+            if found is not None:
+                return found.experiment_id
+            db = sqlite_path(self.uri)
+            location = (db.parent / "artifacts" / self.experiment).as_uri() if db else None
+            return client.create_experiment(self.experiment, artifact_location=location)
+
+    @contextmanager
+    def _timed(self) -> Iterable[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    # -- sweeps ----------------------------------------------------------------------------
+
+    def start_sweep(self, overrides: Sequence[str], sweep_dir: str) -> SweepInfo:
+        """Create the parent run of a sweep."""
+        sweep_id = new_sweep_id()
+        tags = {
+            "lossbench.role": "sweep",
+            "lossbench.sweep_id": sweep_id,
+            "lossbench.overrides": " ".join(overrides)[:5000],
+            "lossbench.sweep_dir": sweep_dir,
+            "mlflow.source.name": "lossbench-train",
+            **environment_tags(),
+        }
+        experiment_id = self.experiment_id
+        with self._timed():
+            run = self.client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
+        return SweepInfo(sweep_id, run.info.run_id)
+
+    def end_sweep(self, sweep: SweepInfo, status: str = "FINISHED") -> None:
+        """Close the parent run of a sweep."""
+        if sweep.parent_run_id:
+            with self._timed():
+                self.client.set_terminated(sweep.parent_run_id, status=status)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        spec: RunSpec,
+        data: SplitData | None = None,
+        sweep: SweepInfo | None = None,
+        members: int = 1,
+    ) -> str:
+        """Create a RUNNING run with its params, tags and config artifacts; returns its id."""
+        from mlflow.entities import Param
+
+        tags = {
+            "lossbench.role": "run",
+            "lossbench.seed": str(spec.seed),
+            "lossbench.config_hash": config_hash(spec.cfg),
+            "lossbench.members": str(members),
+            "lossbench.torch_threads": str(spec.cfg.get("threads", 1)),
+            "lossbench.overrides": " ".join(spec.overrides)[:5000],
+            "mlflow.source.name": "lossbench-train",
+            **{f"lossbench.choice.{g}": c for g, c in spec.choices.items()},
+            **environment_tags(),
+        }
+        if sweep is not None:
+            tags["lossbench.sweep_id"] = sweep.sweep_id
+            if sweep.parent_run_id:
+                tags["mlflow.parentRunId"] = sweep.parent_run_id
+        if data is not None:
+            tags["lossbench.task"] = data.task
+        experiment_id = self.experiment_id
+        params = [Param(k, v) for k, v in run_params(spec, data).items()]
+        with self._timed():
+            run = self.client.create_run(experiment_id, run_name=run_name(spec), tags=tags)
+            run_id = run.info.run_id
+            for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(run_id, params=params[i : i + MAX_PARAMS_PER_BATCH])
+            self.client.log_text(run_id, OmegaConf.to_yaml(spec.cfg), "config.yaml")
+            self.client.log_text(run_id, OmegaConf.to_yaml(spec.overrides), "overrides.yaml")
+        return run_id
+
+    def log_epochs(
+        self, run_id: str, series: Mapping[str, Sequence[float]], start: int = 0
+    ) -> None:
+        """Write per-epoch values from epoch ``start`` on, batched (step = epoch)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(name, float(value), now, step)
+            for name, values in series.items()
+            for step, value in enumerate(values[start:], start=start)
+        ]
+        self._log_metrics(run_id, metrics)
+
+    def finish_run(self, run_id: str, result: RunResult, written_epochs: int = 0) -> None:
+        """Write what is left of a run's metrics and its final test metrics, then close it."""
+        from mlflow.entities import Metric
+
+        self.log_epochs(run_id, result.series, start=written_epochs)
+        now = int(time.time() * 1000)
+        last = max(result.epochs - 1, 0)
+        tests = [
+            Metric(k, float(v), now, last) for k, v in result.final.items() if k.startswith("test/")
+        ]
+        self._log_metrics(run_id, tests)
+        with self._timed():
+            if result.error:
+                self.client.set_tag(run_id, "lossbench.error", result.error[-5000:])
+            self.client.set_terminated(run_id, status=result.status)
+
+    def _log_metrics(self, run_id: str, metrics: list[Any]) -> None:
+        with self._timed():
+            for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep bookkeeping shared by the main process and the jobs (which may be other processes).
+
+
+def write_sweep_file(sweep_dir: str | Path, sweep: SweepInfo) -> None:
+    """Record the sweep's parent run where every job of the sweep can read it."""
+    path = Path(sweep_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / SWEEP_FILE).write_text(json.dumps(sweep.__dict__))
+
+
+def read_sweep_file(sweep_dir: str | Path) -> SweepInfo | None:
+    """The sweep a job belongs to, if its sweep dir records one."""
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not path.exists():
+        return None
+    return SweepInfo(**json.loads(path.read_text()))
+
+
+class SweepCallback(Callback):
+    """Hydra callback: before a multirun's first job, create the store, the experiment and the
+    sweep's parent run; after its last job, close the parent run. Works with any launcher."""
+
+    def __init__(self) -> None:
+        self._open: tuple[Tracker, SweepInfo] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Create the store and the parent run, and tell the jobs where it is."""
+        tracking = OmegaConf.to_container(config.tracking, resolve=True)
+        tracker = Tracker.from_config(tracking)  # type: ignore[arg-type]
+        sweep_dir = str(config.hydra.sweep.dir)
+        if tracker is None:
+            write_sweep_file(sweep_dir, SweepInfo(new_sweep_id()))
+            return
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        sweep = tracker.start_sweep(overrides, sweep_dir)
+        write_sweep_file(sweep_dir, sweep)
+        self._open = (tracker, sweep)
+        atexit.register(self._fail_open_sweep)
+        log.info(
+            "MLflow: experiment %r, sweep %s, store %s",
+            tracker.experiment,
+            sweep.sweep_id,
+            tracker.uri,
+        )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Close the parent run."""
+        if self._open is not None:
+            tracker, sweep = self._open
+            self._open = None
+            atexit.unregister(self._fail_open_sweep)
+            tracker.end_sweep(sweep, "FINISHED")
+
+    def _fail_open_sweep(self) -> None:
+        """At exit: Hydra skips on_multirun_end when a job failed; the parent must not stay
+        RUNNING."""
+        if self._open is not None:
+            tracker, sweep = self._open
+            self._open = None
+            tracker.end_sweep(sweep, "FAILED")

@@ -1,0 +1,65 @@
+"""One Lightning fit for a set of runs that can be stacked (see :func:`lossbench.config.stack_key`).
+
+This module imports Lightning; light commands and the sweep's main process never import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lossbench.config import batch_rows, build
+from lossbench.data import SplitData, load_dataset
+from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
+from lossbench.results import RunResult
+
+# Lightning's banners and tips would repeat on every fit of a sweep; warnings still show.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def fit_members(
+    cfgs: Sequence[dict[str, Any]],
+    data: SplitData | None = None,
+    on_epoch_end: Callable[[int, EpochRow], None] | None = None,
+) -> list[RunResult]:
+    """Train the runs described by ``cfgs`` together, as stacked members of one model.
+
+    The configs must share everything but ``seed`` and ``loss``. Returns one result per config,
+    in order: its per-epoch metrics and its final test metrics.
+    """
+    first = cfgs[0]
+    torch.set_num_threads(int(first["threads"]))
+    pl.seed_everything(int(first["seed"]), workers=False, verbose=False)
+    if data is None:
+        data = load_dataset(first["dataset"], int(first["data_seed"]))
+    seeds = [int(c["seed"]) for c in cfgs]
+    model = build(first["model"])(
+        in_features=data.n_features, out_features=data.n_outputs, seeds=seeds
+    )
+    module = RecipeModule(
+        model=model,
+        losses=[build(c["loss"]) for c in cfgs],
+        optimizer=build(first["optimizer"]),
+        scheduler=build(first["scheduler"]) if first.get("scheduler") else None,
+        data=data,
+        penalty_kind=str(first["penalty"]["kind"]),
+        penalty_strength=float(first["penalty"]["strength"]),
+        on_epoch_end=on_epoch_end,
+    )
+    datamodule = InMemoryDataModule(data, seeds, batch_rows(first["batch_size"], data))
+    trainer: pl.Trainer = build(first["trainer"])
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    seconds = (time.perf_counter() - start) / len(cfgs)
+    return [
+        RunResult.from_rows(module.history, module.test_metrics, member, seconds)
+        for member in range(len(cfgs))
+    ]
