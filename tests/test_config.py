@@ -1,0 +1,139 @@
+"""Every option of every config group composes and builds; bad choices fail before training."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+
+from conftest import conf_options
+from lossbench.config import GROUPS, ConfigError, RunSpec, check_run, losses_of_kind
+from lossbench.tracking import Tracker
+
+REGRESSION_SETS = {"diabetes", "regression", "friedman1", "linear1", "linear2"}
+TINY_SETS = {"xor", "linear1", "linear2"}  # fewer training rows than the default batch of 64
+
+
+def option_overrides(group: str, option: str) -> list[str]:
+    """Overrides selecting one option, with compatible choices for the other groups."""
+    overrides = [f"{group}={option}"]
+    if group == "dataset" and option in REGRESSION_SETS:
+        overrides.append("loss=mse")
+    if group == "dataset" and option in TINY_SETS:
+        overrides.append("batch_size=full")
+    if group == "loss" and option in losses_of_kind("regression"):
+        overrides.append("dataset=diabetes")
+    return overrides
+
+
+CASES = [(g, o) for g in GROUPS for o in conf_options(g)]
+
+
+def test_groups_have_the_options_the_articles_need() -> None:
+    assert set(conf_options("loss")) >= {
+        "mse", "mae", "huber", "smooth_l1", "log_cosh", "bce", "cross_entropy", "focal", "hinge",
+        "squared_hinge",
+    }  # fmt: skip
+    assert set(conf_options("optimizer")) >= {
+        "gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam",
+    }  # fmt: skip
+    assert set(conf_options("scheduler")) >= {
+        "constant", "step", "multistep", "multistep_article", "exponential", "cosine",
+        "warmup_cosine", "onecycle", "reduce_on_plateau",
+    }  # fmt: skip
+    assert set(conf_options("model")) == {"mlp", "linear"}
+    assert set(conf_options("trainer")) == {"default", "smoke"}
+    assert set(conf_options("tracking")) == {"mlflow", "none"}
+
+
+@pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_every_option_composes_and_builds(make_spec, group: str, option: str) -> None:  # noqa: ANN001
+    spec = make_spec(option_overrides(group, option))
+    assert spec.choices[group] == option
+    data = check_run(spec)  # builds data, model, loss, optimizer and schedule on dummies
+    assert data.n_features > 0
+    if group == "trainer":
+        trainer = instantiate(spec.cfg["trainer"])
+        assert trainer.max_epochs == spec.cfg["trainer"]["max_epochs"]
+    if group == "tracking":
+        tracker = Tracker.from_config(spec.cfg["tracking"])
+        assert (tracker is None) == (option == "none")
+
+
+def test_gd_trains_on_the_full_batch(make_spec) -> None:  # noqa: ANN001
+    assert make_spec(["optimizer=gd"]).cfg["batch_size"] == "full"
+    assert make_spec(["optimizer=sgd"]).cfg["batch_size"] == 64
+
+
+def test_experiment_presets_compose(make_spec) -> None:  # noqa: ANN001
+    for name in conf_options("experiment"):
+        spec = make_spec([f"experiment={name}"])
+        check_run(spec)
+        assert spec.cfg["tracking"]["experiment"] == name
+
+
+def test_unknown_group_option_lists_the_valid_ones(make_spec) -> None:  # noqa: ANN001
+    with pytest.raises(MissingConfigException) as err:
+        make_spec(["loss=nope"])
+    message = str(err.value)
+    assert "loss/nope" in message
+    for option in conf_options("loss"):
+        assert option in message
+
+
+def test_unknown_key_is_refused(make_spec) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigCompositionException, match="optimizer.lrr"):
+        make_spec(["optimizer.lrr=0.1"])
+
+
+def test_classification_loss_on_regression_data(make_spec) -> None:  # noqa: ANN001
+    spec = make_spec(["dataset=diabetes", "loss=focal"])
+    with pytest.raises(ConfigError) as err:
+        check_run(spec)
+    message = str(err.value)
+    assert "loss=focal is a classification loss" in message and "dataset=diabetes" in message
+    assert "huber, log_cosh, mae, mse, smooth_l1" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be a number > 0"),
+        (["optimizer.lr=abc"], "optimizer.lr='abc' must be a number > 0"),
+        (["batch_size=0"], "batch_size=0 must be a positive integer or 'full'"),
+        (["batch_size=100000"], "larger than the 1200 training rows"),
+        (["model.hidden=[]"], None),
+        (["model.hidden=[64,0]"], "model.hidden=\\[64, 0\\] must be a list of positive integers"),
+        (["loss=focal", "loss.gamma=-1"], "focal gamma must be >= 0"),
+        (["dataset=diabetes", "loss=huber", "loss.delta=0"], "huber delta must be > 0"),
+        (["dataset.val_fraction=0.5", "dataset.test_fraction=0.5"], "leaves no training rows"),
+        (["seed=-1"], "seed=-1 must be an integer >= 0"),
+        (["trainer.max_epochs=0"], "max_epochs=0 must be an integer >= 1"),
+        (["penalty.kind=l3"], "penalty.kind='l3' is not one of none, l1, l2"),
+        (["loss=focal", "+loss.alpha=[0.5,0.5]"], None),
+    ],
+)
+def test_bad_values_fail_before_training(
+    make_spec, overrides: list[str], message: str | None
+) -> None:  # noqa: ANN001, E501
+    try:
+        spec = make_spec(overrides)
+    except ConfigCompositionException:  # '+' on an existing key: use a plain override instead
+        spec = make_spec([o.lstrip("+") for o in overrides])
+    if message is None:
+        if "loss.alpha" in " ".join(overrides):  # a per-class list on a binary task
+            with pytest.raises(ConfigError, match="binary task is one float"):
+                check_run(spec)
+        else:
+            check_run(spec)
+        return
+    with pytest.raises(ConfigError, match=message):
+        check_run(spec)
+
+
+def test_run_spec_keeps_choices_and_overrides(make_spec) -> None:  # noqa: ANN001
+    spec = make_spec(["loss=focal", "seed=3"])
+    assert isinstance(spec, RunSpec)
+    assert spec.choices["loss"] == "focal" and spec.seed == 3
+    assert spec.overrides == ["loss=focal", "seed=3"]
+    assert "hydra" not in spec.cfg
