@@ -28,7 +28,12 @@ def launcher_module():  # noqa: ANN201
 JOBS = [
     [f"loss={loss}", f"optimizer={opt}", f"seed={seed}", "trainer.max_epochs=7"]
     for loss, opt, seed in itertools.product(["mse", "focal"], ["sgd", "gd"], [0, 1])
-] + [["scheduler=reduce_on_plateau", "seed=0"], ["scheduler=reduce_on_plateau", "seed=1"]]
+] + [
+    ["scheduler=reduce_on_plateau", "seed=0"],
+    ["scheduler=reduce_on_plateau", "seed=1"],
+    ["model.hidden=[8,4]", "dataset.source={}", "optimizer.lr=1e-3", "seed=2"],
+    ["penalty={kind: l2}", "batch_size=full", "seed=3"],
+]
 
 
 @pytest.fixture
@@ -44,7 +49,8 @@ def composed():  # noqa: ANN201
 
 
 def test_fast_composition_equals_hydras(composed) -> None:  # noqa: ANN001
-    fast, slow = composed
+    jobs, slow = composed
+    fast = [job.config() for job in jobs]
     for job, (a, b) in enumerate(zip(fast, slow, strict=True)):
         a_task = OmegaConf.to_container(a, resolve=False)
         b_task = OmegaConf.to_container(b, resolve=False)
@@ -53,15 +59,19 @@ def test_fast_composition_equals_hydras(composed) -> None:  # noqa: ANN001
             cfg["hydra"]["runtime"].pop("output_dir", None)
         assert a_task == b_task, JOBS[job]
         assert a.hydra.job.num == job
+        # the spec derived without OmegaConf equals the one resolved from Hydra's config
+        expected = RunSpec.from_hydra_config(b)
+        expected.job_num = job
+        assert jobs[job].spec == expected, JOBS[job]
 
 
 def test_stacks_group_seeds_and_losses_only(composed) -> None:  # noqa: ANN001
-    fast, _ = composed
-    specs = [RunSpec.from_hydra_config(cfg) for cfg in fast]
+    jobs, _ = composed
+    specs = [job.spec for job in jobs]
     stacks = plan_stacks(specs, check_all(specs), stack=True, max_members=64)
     groups = sorted(sorted(s.jobs) for s in stacks)
     # sgd: 2 losses x 2 seeds; gd: the same; reduce_on_plateau runs alone
-    assert groups == [[0, 1, 4, 5], [2, 3, 6, 7], [8], [9]]
+    assert groups == [[0, 1, 4, 5], [2, 3, 6, 7], [8], [9], [10], [11]]
     small = plan_stacks(specs, check_all(specs), stack=True, max_members=3)
     assert max(len(s.jobs) for s in small) == 3
     alone = plan_stacks(specs, check_all(specs), stack=False, max_members=64)

@@ -12,10 +12,10 @@ from lossbench.config import ConfigError
 from lossbench.train import train
 
 METRICS = {
-    "train/loss", "train/grad_norm", "lr", "time/epoch_seconds",
+    "train/loss", "train/grad_norm", "lr",
     "val/loss", "val/acc", "val/balanced_acc", "val/f1_macro",
 }  # fmt: skip
-TESTS = {"test/loss", "test/acc", "test/balanced_acc", "test/f1_macro"}
+TESTS = {"test/loss", "test/acc", "test/balanced_acc", "test/f1_macro", "time/seconds"}
 
 
 def run_once(make_spec, store_uri: str, experiment: str, *overrides: str):  # noqa: ANN001, ANN201

@@ -8,7 +8,6 @@ in memory: no ``self.log`` per step, no logger. Whoever runs the fit decides whe
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -102,7 +101,7 @@ class RecipeModule(pl.LightningModule):
 
     ``optimizer`` is a partial of a torch.optim class; ``scheduler`` follows
     :mod:`lossbench.optim`'s signature. After each epoch, ``history`` gains one row:
-    train/loss, train/grad_norm, lr, time/epoch_seconds and the val/ metrics.
+    train/loss, train/grad_norm, lr and the val/ metrics.
     """
 
     def __init__(
@@ -133,7 +132,6 @@ class RecipeModule(pl.LightningModule):
         self._sums: dict[str, Tensor] = {}
         self._steps = 0
         self._val: EpochRow = {}
-        self._epoch_start = 0.0
         self._lr = 0.0
 
     # -- losses and metrics ----------------------------------------------------------------
@@ -144,9 +142,7 @@ class RecipeModule(pl.LightningModule):
             target = target.expand(output.shape[:-1])
         if len(self.loss_groups) == 1:
             return self.loss_groups[0][0](output, target)
-        parts = [loss(output[idx], target[idx]) for loss, idx in self.loss_groups]
-        order = torch.cat([idx for _, idx in self.loss_groups])
-        return torch.cat(parts)[torch.argsort(order)]
+        return torch.cat([loss(output[part], target[part]) for loss, part in self.loss_groups])
 
     def evaluate(self, output: Tensor, target: Tensor, prefix: str) -> EpochRow:
         """Loss and task metrics of every member on one evaluation split."""
@@ -182,7 +178,6 @@ class RecipeModule(pl.LightningModule):
         }
         self._steps = 0
         self._lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
-        self._epoch_start = time.perf_counter()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Sum of the members' losses: its gradient is each member's own gradient."""
@@ -219,8 +214,6 @@ class RecipeModule(pl.LightningModule):
         steps = max(self._steps, 1)
         row = {name: total / steps for name, total in self._sums.items()}
         row["lr"] = torch.full((k,), self._lr)
-        # a vectorized fit shares its time among its members
-        row["time/epoch_seconds"] = torch.full((k,), (time.perf_counter() - self._epoch_start) / k)
         row.update(self._val)
         row = {name: value.detach().cpu() for name, value in row.items()}
         self.history.append(row)
@@ -236,9 +229,14 @@ class RecipeModule(pl.LightningModule):
         }
 
 
-def _group_losses(losses: Sequence[Loss]) -> list[tuple[Loss, Tensor]]:
-    """Members sharing a loss function, so each distinct loss runs once per step."""
-    groups: dict[Loss, list[int]] = {}
-    for member, loss in enumerate(losses):
-        groups.setdefault(loss, []).append(member)
-    return [(loss, torch.tensor(idx)) for loss, idx in groups.items()]
+def _group_losses(losses: Sequence[Loss]) -> list[tuple[Loss, slice]]:
+    """Runs of consecutive members sharing a loss function, each as a slice of the stack.
+
+    Callers order members by loss (see ``fit_members``), so each loss runs once per step."""
+    groups: list[tuple[Loss, slice]] = []
+    start = 0
+    for member in range(1, len(losses) + 1):
+        if member == len(losses) or losses[member] != losses[start]:
+            groups.append((losses[start], slice(start, member)))
+            start = member
+    return groups

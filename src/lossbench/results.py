@@ -12,7 +12,7 @@ class RunResult:
     """Per-epoch metric series and final metrics of one run (or one stacked member)."""
 
     series: dict[str, list[float]] = field(default_factory=dict)  # metric -> value per epoch
-    final: dict[str, float] = field(default_factory=dict)  # last-epoch values and test metrics
+    final: dict[str, float] = field(default_factory=dict)  # last epoch's values, test/*, time/*
     seconds: float = 0.0
     status: str = "FINISHED"  # an MLflow run status: FINISHED, FAILED or KILLED
     error: str | None = None
@@ -37,6 +37,7 @@ class RunResult:
                 series.setdefault(name, []).append(float(values[member]))
         final = {name: values[-1] for name, values in series.items()}
         final.update({name: float(values[member]) for name, values in test.items()})
+        final["time/seconds"] = seconds
         return cls(series=series, final=final, seconds=seconds)
 
     @classmethod

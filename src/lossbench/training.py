@@ -5,6 +5,7 @@ This module imports Lightning; light commands and the sweep's main process never
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
@@ -32,20 +33,24 @@ def fit_members(
     """Train the runs described by ``cfgs`` together, as stacked members of one model.
 
     The configs must share everything but ``seed`` and ``loss``. Returns one result per config,
-    in order: its per-epoch metrics and its final test metrics.
+    in order: its per-epoch metrics, its test metrics and ``time/seconds``, the fit's wall time
+    shared equally among its members.
     """
-    first = cfgs[0]
+    # Members sharing a loss sit next to each other, so each loss sees a slice of the stack.
+    order = sorted(range(len(cfgs)), key=lambda i: json.dumps(cfgs[i]["loss"], sort_keys=True))
+    stacked = [cfgs[i] for i in order]
+    first = stacked[0]
     torch.set_num_threads(int(first["threads"]))
     pl.seed_everything(int(first["seed"]), workers=False, verbose=False)
     if data is None:
         data = load_dataset(first["dataset"], int(first["data_seed"]))
-    seeds = [int(c["seed"]) for c in cfgs]
+    seeds = [int(c["seed"]) for c in stacked]
     model = build(first["model"])(
         in_features=data.n_features, out_features=data.n_outputs, seeds=seeds
     )
     module = RecipeModule(
         model=model,
-        losses=[build(c["loss"]) for c in cfgs],
+        losses=[build(c["loss"]) for c in stacked],
         optimizer=build(first["optimizer"]),
         scheduler=build(first["scheduler"]) if first.get("scheduler") else None,
         data=data,
@@ -59,7 +64,7 @@ def fit_members(
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
     seconds = (time.perf_counter() - start) / len(cfgs)
-    return [
-        RunResult.from_rows(module.history, module.test_metrics, member, seconds)
-        for member in range(len(cfgs))
-    ]
+    results: list[RunResult] = [RunResult()] * len(cfgs)
+    for member, index in enumerate(order):
+        results[index] = RunResult.from_rows(module.history, module.test_metrics, member, seconds)
+    return results

@@ -6,6 +6,7 @@ so that each job still gets its output directory, callbacks and JobReturn.
 """
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -22,9 +23,11 @@ from hydra.core.override_parser.types import Override, OverrideType
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "lossbench-summary.json"  # in the sweep dir: counts and where the time went
 
 
 @dataclass
@@ -59,41 +62,114 @@ def _is_plain_value(override: Override, loader: ConfigLoader) -> bool:
     )
 
 
+class ComposedJob:
+    """One job of a sweep: its run spec now, its full Hydra config when run_job needs it."""
+
+    def __init__(
+        self, template: DictConfig, parsed: list[Override], plain: list[Override], idx: int
+    ) -> None:
+        self.template, self.parsed, self.plain, self.idx = template, parsed, plain, idx
+        self._config: DictConfig | None = None
+        self.spec: Any = None
+
+    def config(self) -> DictConfig:
+        """The job's config, as ``load_sweep_config`` gives it (built on first use)."""
+        if self._config is None:
+            cfg = copy.deepcopy(self.template)
+            ConfigLoaderImpl._apply_overrides_to_config(self.plain, cfg)
+            app = [o for o in self.parsed if not o.is_hydra_override()]
+            naming = cfg.hydra.job.config.override_dirname
+            with read_write(cfg.hydra), open_dict(cfg):
+                cfg.hydra.overrides.task = [o.input_line for o in app]
+                cfg.hydra.job.override_dirname = get_overrides_dirname(
+                    overrides=app,
+                    kv_sep=naming.kv_sep,
+                    item_sep=naming.item_sep,
+                    exclude_keys=naming.exclude_keys,
+                )
+                cfg.hydra.job.id = self.idx
+                cfg.hydra.job.num = self.idx
+            self._config = cfg
+        return self._config
+
+
+def _has_interpolation(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(_has_interpolation(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_interpolation(v) for v in node)
+    return isinstance(node, str) and "${" in node
+
+
+def _with_values(cfg: dict[str, Any], plain: list[Override]) -> dict[str, Any] | None:
+    """``cfg`` with plain overrides applied as OmegaConf.update(merge=True) would, or ``None``
+    when that needs OmegaConf (a missing key, an interpolation in a value)."""
+    cfg = copy.deepcopy(cfg)
+    for override in plain:
+        value = override.value()
+        if _has_interpolation(value):
+            return None
+        *path, last = override.key_or_group.split(".")
+        node = cfg
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
+            return None
+        if isinstance(value, dict) and isinstance(node[last], dict):
+            merged = _with_values(node[last], [])  # a copy
+            assert merged is not None
+            _merge(merged, value)
+            node[last] = merged
+        else:
+            node[last] = value
+    return cfg
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
 def compose_jobs(
     loader: ConfigLoader,
     master: DictConfig,
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
-) -> list[DictConfig]:
-    """Each job's full config, as ``loader.load_sweep_config`` would give it, but composing only
-    once per distinct set of group overrides (composition costs ~70 ms a job; a 300-job sweep
-    over 60 group combinations would spend 20 s on it). Plain value overrides such as
-    ``seed=3`` are applied to a copy of the composed config."""
+) -> list[ComposedJob]:
+    """Each job's run spec and (lazily) its full config, equal to what
+    ``loader.load_sweep_config`` gives, but composing only once per distinct set of group
+    overrides: a composition costs ~70 ms, so a 300-job sweep over 60 group combinations would
+    spend 20 s on it. Plain value overrides such as ``seed=3`` are applied afterwards, which is
+    what Hydra does too; to the resolved spec directly when the config has no interpolations."""
+    from lossbench.config import RunSpec
+
     parser = OverridesParser.create()
-    templates: dict[tuple[str, ...], DictConfig] = {}
-    configs = []
+    templates: dict[tuple[str, ...], tuple[DictConfig, Any, bool]] = {}
+    jobs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
         parsed = parser.parse_overrides(list(overrides))
         plain = [o for o in parsed if _is_plain_value(o, loader)]
         structural = tuple(o.input_line for o in parsed if o not in plain)
         if structural not in templates:
-            templates[structural] = loader.load_sweep_config(master, list(structural))
-        cfg = copy.deepcopy(templates[structural])
-        ConfigLoaderImpl._apply_overrides_to_config(plain, cfg)
-        app = [o for o in parsed if not o.is_hydra_override()]
-        naming = cfg.hydra.job.config.override_dirname
-        with open_dict(cfg):
-            cfg.hydra.overrides.task = [o.input_line for o in app]
-            cfg.hydra.job.override_dirname = get_overrides_dirname(
-                overrides=app,
-                kv_sep=naming.kv_sep,
-                item_sep=naming.item_sep,
-                exclude_keys=naming.exclude_keys,
-            )
-            cfg.hydra.job.id = idx
-            cfg.hydra.job.num = idx
-        configs.append(cfg)
-    return configs
+            template = loader.load_sweep_config(master, list(structural))
+            HydraConfig.instance().set_config(template)  # for ${hydra:...} interpolations
+            task = OmegaConf.masked_copy(template, [k for k in template if k != "hydra"])
+            direct = not _has_interpolation(OmegaConf.to_container(task, resolve=False))
+            templates[structural] = (template, RunSpec.from_hydra_config(template), direct)
+        template, template_spec, direct = templates[structural]
+        job = ComposedJob(template, parsed, plain, idx)
+        cfg = _with_values(template_spec.cfg, plain) if direct else None
+        if cfg is not None:
+            app = [o.input_line for o in parsed if not o.is_hydra_override()]
+            job.spec = RunSpec(cfg, dict(template_spec.choices), app, idx)
+        else:
+            HydraConfig.instance().set_config(job.config())
+            job.spec = RunSpec.from_hydra_config(job.config())
+        jobs.append(job)
+    return jobs
 
 
 class _Recorded:
@@ -163,18 +239,14 @@ class LossbenchLauncher(Launcher):
         n_workers: int,
     ) -> Sequence[JobReturn]:
         from lossbench import sweep as sw
-        from lossbench.config import RunSpec
-        from lossbench.tracking import read_sweep_file
+        from lossbench.tracking import mlflow_seconds, read_sweep_file
 
         assert self.config is not None and self.hydra_context is not None
         start = time.perf_counter()
-        configs = compose_jobs(
+        jobs = compose_jobs(
             self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx
         )
-        specs = []
-        for cfg in configs:
-            HydraConfig.instance().set_config(cfg)  # for ${hydra:...} interpolations
-            specs.append(RunSpec.from_hydra_config(cfg))
+        specs = [job.spec for job in jobs]
         composed = time.perf_counter()
         datas = sw.check_all(specs)
         checked = time.perf_counter()
@@ -199,7 +271,7 @@ class LossbenchLauncher(Launcher):
             returns[job] = run_job(
                 hydra_context=self.hydra_context,
                 task_function=_Recorded(result),
-                config=configs[job],
+                config=jobs[job].config(),
                 job_dir_key="hydra.sweep.dir",
                 job_subdir_key="hydra.sweep.subdir",
             )
@@ -207,4 +279,22 @@ class LossbenchLauncher(Launcher):
 
         runner = sw.StackRunner(read_sweep_file(sweep_dir), hand_over)
         runner.run(stacks, executor, n_workers)
-        return [returns[job] for job in range(len(configs))]
+        summary = {
+            "runs": len(specs),
+            "statuses": dict(runner.statuses),
+            "stacks": len(stacks),
+            "workers": n_workers,
+            "compose_seconds": round(composed - start, 3),
+            "check_seconds": round(checked - composed, 3),
+            "train_seconds": round(time.perf_counter() - checked, 3),
+            "mlflow_seconds": round(mlflow_seconds(), 3),
+        }
+        (sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        log.info(
+            "%d runs (%s) in %.1fs of training; MLflow writes took %.1fs",
+            len(specs),
+            ", ".join(f"{n} {status}" for status, n in sorted(runner.statuses.items())),
+            summary["train_seconds"],
+            summary["mlflow_seconds"],
+        )
+        return [returns[job] for job in range(len(jobs))]

@@ -1,0 +1,449 @@
+"""Benchmark: the standard 300-run sweep through ``lossbench-train``, against two references
+measured in the same invocation on a sample of the same configs.
+
+Standard workload: moons (2,000 rows, noise 0.2), MLP 2x64 ReLU, batch 64, 50 epochs, per-epoch
+metrics in MLflow; 4 losses x 5 optimizers x 3 schedulers x 5 seeds = 300 runs
+(``conf/experiment/bench.yaml``).
+
+References, one run at a time in this process, timed per run and extrapolated to the sweep's
+run count (their one-time imports are left out, which favours them):
+  (a) naive: a Lightning Trainer with Lightning's MLFlowLogger logging every step, a DataLoader,
+      default checkpointing, as lightning-hydra-template sets things up;
+  (b) plain: a hand-written PyTorch loop on in-memory tensors with per-epoch validation and no
+      tracking.
+
+    python scripts/bench_sweep.py                      # the standard workload
+    python scripts/bench_sweep.py --json bench.json    # also write the figures
+    python scripts/bench_sweep.py --runs 60 --epochs 20
+    python scripts/bench_sweep.py --growth             # time vs runs, rows and epochs -> PNG
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+LOSSES = ["cross_entropy", "focal", "mse", "hinge"]
+OPTIMIZERS = ["sgd", "momentum", "rmsprop", "adam", "adamw"]
+SCHEDULERS = ["constant", "step", "cosine"]
+SEEDS = 5
+TARGETS = {
+    "speedup_vs_naive": 25.0,
+    "speedup_vs_plain": 2.5,
+    "mlflow_share": 0.15,
+    "sweep_seconds": 150.0,
+}
+
+
+@dataclass
+class Workload:
+    """One variant of the standard workload."""
+
+    runs: int = 300
+    rows: int = 2000
+    epochs: int = 50
+
+    def grid(self) -> tuple[list[str], list[str], list[str]]:
+        """The first losses, optimizers and schedulers giving ``runs`` runs with 5 seeds each."""
+        for n_loss, n_sched, n_opt in itertools.product((4, 3, 2, 1), (3, 2, 1), (5, 4, 3, 2, 1)):
+            if n_loss * n_opt * n_sched * SEEDS == self.runs:
+                return LOSSES[:n_loss], OPTIMIZERS[:n_opt], SCHEDULERS[:n_sched]
+        valid = sorted(
+            {a * b * c * SEEDS for a in range(1, 5) for b in range(1, 6) for c in range(1, 4)}
+        )
+        raise SystemExit(f"--runs {self.runs}: choose one of {valid}")
+
+    def overrides(self) -> list[str]:
+        """Command-line overrides of ``experiment=bench`` for this variant."""
+        losses, optimizers, schedulers = self.grid()
+        return [
+            "experiment=bench",
+            f"dataset.source.n_samples={self.rows}",
+            f"trainer.max_epochs={self.epochs}",
+            f"hydra.sweeper.params.loss='{','.join(losses)}'",
+            f"hydra.sweeper.params.optimizer='{','.join(optimizers)}'",
+            f"hydra.sweeper.params.scheduler='{','.join(schedulers)}'",
+        ]
+
+
+@dataclass
+class SweepMeasure:
+    """What one sweep through the product cost."""
+
+    seconds: float
+    peak_rss_mb: float
+    rss_by_runs: list[tuple[int, float]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    finished: int = 0
+    complete: int = 0  # finished runs with every epoch's metrics
+
+
+def tree_rss_mb(proc: psutil.Process) -> float:
+    """Resident memory of a process and all its children, in MB."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+def run_sweep(work: Workload, workdir: Path, verbose: bool) -> SweepMeasure:
+    """Run the workload through ``lossbench-train`` into a fresh store and measure it."""
+    store = workdir / f"store-{work.runs}-{work.rows}-{work.epochs}"
+    sweep_dir = store / "multirun"
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "lossbench.train",
+        *work.overrides(),
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    ps = psutil.Process(proc.pid)
+    peak, rss_by_runs, lines = 0.0, [], []
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss_mb(ps))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if verbose:
+            print("   |", line.rstrip())
+        done = re.search(r"\] \[(\d+)/(\d+)\]", line)
+        if done:
+            rss_by_runs.append((int(done.group(1)), tree_rss_mb(ps)))
+    proc.wait()
+    seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.stdout.writelines(lines[-40:])
+        raise SystemExit(f"the sweep failed (exit {proc.returncode})")
+    summary = json.loads((sweep_dir / "lossbench-summary.json").read_text())
+    measure = SweepMeasure(seconds, peak, rss_by_runs, summary)
+    measure.finished, measure.complete = count_complete(uri, work.epochs)
+    return measure
+
+
+def count_complete(uri: str, epochs: int) -> tuple[int, int]:
+    """(FINISHED runs, FINISHED runs with ``epochs`` values of every per-epoch metric)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("bench")
+    runs = client.search_runs(
+        [experiment.experiment_id], "tags.`lossbench.role` = 'run'", max_results=50_000
+    )
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    complete = 0
+    for run in finished:
+        lengths = {
+            len(client.get_metric_history(run.info.run_id, key))
+            for key in ("train/loss", "val/loss", "val/acc", "lr", "train/grad_norm")
+        }
+        complete += lengths == {epochs}
+    return len(finished), complete
+
+
+# ---------------------------------------------------------------------------------------------
+# References
+
+
+def sample_configs(work: Workload, n: int) -> list[dict[str, Any]]:
+    """``n`` configs of the workload, spread over losses, optimizers and schedulers."""
+    from hydra import compose, initialize_config_dir
+
+    from lossbench.config import CONF_DIR, RunSpec
+
+    losses, optimizers, schedulers = work.grid()
+    combos = list(itertools.product(losses, optimizers, schedulers))
+    picked = [combos[round(i * (len(combos) - 1) / max(n - 1, 1))] for i in range(n)]
+    specs = []
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for i, (loss, optimizer, scheduler) in enumerate(picked):
+            overrides = [
+                "experiment=bench", f"loss={loss}", f"optimizer={optimizer}",
+                f"scheduler={scheduler}", f"seed={i % SEEDS}",
+                f"dataset.source.n_samples={work.rows}", f"trainer.max_epochs={work.epochs}",
+            ]  # fmt: skip
+            specs.append(
+                RunSpec.from_hydra_config(compose("train", overrides, return_hydra_config=True)).cfg
+            )
+    return specs
+
+
+def plain_mlp(n_in: int, n_out: int) -> Any:
+    """The workload's MLP as ordinary torch layers."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Linear(n_in, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, n_out)
+    )
+
+
+def plain_run(cfg: dict[str, Any]) -> float:
+    """Reference (b): a plain PyTorch loop, in-memory tensors, per-epoch validation, no tracking."""
+    import torch
+
+    from lossbench.config import build
+    from lossbench.data import load_dataset
+
+    torch.manual_seed(cfg["seed"])
+    data = load_dataset(cfg["dataset"], cfg["data_seed"])
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    xv, yv = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
+    model = plain_mlp(data.n_features, data.n_outputs)
+    loss_fn = build(cfg["loss"])
+    optimizer = build(cfg["optimizer"])(model.parameters())
+    epochs, batch = cfg["trainer"]["max_epochs"], cfg["batch_size"]
+    steps = -(-len(y) // batch)
+    schedule = build(cfg["scheduler"])(optimizer, max_epochs=epochs, steps_per_epoch=steps)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(y)).split(batch):
+            loss = loss_fn(model(x[idx])[None], y[idx][None]).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if schedule["interval"] == "step":
+                schedule["scheduler"].step()
+        if schedule["interval"] == "epoch":
+            schedule["scheduler"].step()
+        model.eval()
+        with torch.no_grad():
+            out = model(xv)
+            loss_fn(out[None], yv[None])
+            ((out[:, 0] > 0).long() == yv).float().mean()
+    return time.perf_counter() - start
+
+
+def naive_run(cfg: dict[str, Any], uri: str, workdir: Path) -> float:
+    """Reference (a): Lightning + MLFlowLogger logging every step, DataLoader, checkpoints."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import MLFlowLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lossbench.config import build
+    from lossbench.data import load_dataset
+
+    data = load_dataset(cfg["dataset"], cfg["data_seed"])
+    epochs, batch = cfg["trainer"]["max_epochs"], cfg["batch_size"]
+
+    class Naive(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = plain_mlp(data.n_features, data.n_outputs)
+            self.loss_fn = build(cfg["loss"])
+
+        def training_step(self, b: Any, i: int) -> Any:
+            xb, yb = b
+            loss = self.loss_fn(self.net(xb)[None], yb[None]).sum()
+            self.log("train/loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+        def validation_step(self, b: Any, i: int) -> None:
+            xb, yb = b
+            out = self.net(xb)
+            self.log("val/loss", self.loss_fn(out[None], yb[None]).sum(), on_epoch=True)
+            self.log("val/acc", ((out[:, 0] > 0).long() == yb).float().mean(), on_epoch=True)
+
+        def configure_optimizers(self) -> Any:
+            optimizer = build(cfg["optimizer"])(self.parameters())
+            steps = -(-len(data.y_train) // batch)
+            schedule = build(cfg["scheduler"])(optimizer, max_epochs=epochs, steps_per_epoch=steps)
+            return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    pl.seed_everything(cfg["seed"], verbose=False)
+    tensors = lambda x, y: TensorDataset(torch.from_numpy(x), torch.from_numpy(y))  # noqa: E731
+    train = DataLoader(tensors(data.x_train, data.y_train), batch_size=batch, shuffle=True)
+    val = DataLoader(tensors(data.x_val, data.y_val), batch_size=batch)
+    start = time.perf_counter()
+    logger = MLFlowLogger(experiment_name="naive", tracking_uri=uri)
+    trainer = pl.Trainer(
+        max_epochs=epochs, logger=logger, log_every_n_steps=1, enable_progress_bar=False,
+        default_root_dir=str(workdir / "naive"), accelerator="cpu", devices=1,
+        enable_model_summary=False,  # its table would clutter the output; it costs little
+    )  # fmt: skip
+    trainer.fit(Naive(), train, val)
+    return time.perf_counter() - start
+
+
+def measure_references(
+    work: Workload, workdir: Path, n_naive: int, n_plain: int
+) -> dict[str, float]:
+    """Mean seconds per run of each reference, after one warm-up run."""
+    import logging
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(1)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    uri = f"sqlite:///{workdir / 'naive.db'}"
+    configs = sample_configs(work, max(n_naive, n_plain))
+    plain_run(configs[0])  # warm-up: first-call costs are not per-run costs
+    plain = [plain_run(c) for c in configs[:n_plain]]
+    naive_run(configs[0], uri, workdir)
+    naive = [naive_run(c, uri, workdir) for c in configs[:n_naive]]
+    return {"plain": sum(plain) / len(plain), "naive": sum(naive) / len(naive)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def growth(workdir: Path, verbose: bool, plot: Path) -> list[dict[str, Any]]:
+    """Sweep time as runs, rows and epochs grow one at a time from a small base; writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = {
+        "runs": [Workload(runs=r, epochs=10) for r in (20, 60, 150, 300)],
+        "rows": [Workload(runs=20, rows=r, epochs=10) for r in (2_000, 20_000, 200_000)],
+        "epochs": [Workload(runs=20, epochs=e) for e in (10, 50, 100)],
+    }
+    points = []
+    fig, panels = plt.subplots(1, 3, figsize=(13, 4))
+    for panel, (axis, variants) in zip(panels, axes.items(), strict=True):
+        xs, ys = [], []
+        for work in variants:
+            m = run_sweep(work, workdir / "growth", verbose)
+            print(f"  {axis}: runs={work.runs} rows={work.rows} epochs={work.epochs}: "
+                  f"{m.seconds:.1f}s, peak RSS {m.peak_rss_mb:.0f} MB")  # fmt: skip
+            points.append(
+                {"axis": axis, **work.__dict__, "seconds": m.seconds, "peak_rss_mb": m.peak_rss_mb}
+            )
+            xs.append(getattr(work, axis))
+            ys.append(m.seconds)
+        panel.plot(xs, ys, marker="o")
+        panel.set_xlabel(axis)
+        panel.set_ylabel("sweep wall time (s)")
+        if axis == "rows":
+            panel.set_xscale("log")
+        panel.set_title(f"time vs {axis}")
+        panel.grid(alpha=0.3)
+    fig.suptitle("lossbench sweep cost (base: 20 runs, 2,000 rows, 10 epochs)")
+    fig.tight_layout()
+    fig.savefig(plot, dpi=120)
+    print(f"growth plot: {plot}")
+    return points
+
+
+def main() -> int:
+    """Run the benchmark and print (and optionally write) its figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=300, help="runs in the sweep (default 300)")
+    parser.add_argument("--rows", type=int, default=2000, help="dataset rows (default 2000)")
+    parser.add_argument("--epochs", type=int, default=50, help="epochs per run (default 50)")
+    parser.add_argument("--naive-sample", type=int, default=3, help="runs timed for reference (a)")
+    parser.add_argument("--plain-sample", type=int, default=5, help="runs timed for reference (b)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--growth", action="store_true", help="also time variants and plot growth")
+    parser.add_argument(
+        "--plot", type=Path, default=Path("bench_growth.png"), help="growth PNG path"
+    )
+    parser.add_argument("--workdir", type=Path, help="where stores go (default: a temp dir)")
+    parser.add_argument("--verbose", action="store_true", help="show the sweep's own output")
+    args = parser.parse_args()
+
+    work = Workload(args.runs, args.rows, args.epochs)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lossbench-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"Workload: {work.runs} runs (losses x optimizers x schedulers x {SEEDS} seeds = "
+          f"{' x '.join(str(len(g)) for g in work.grid())} x {SEEDS}), moons {work.rows} rows, "
+          f"MLP 2x64, batch 64, {work.epochs} epochs. Stores under {workdir}")  # fmt: skip
+
+    print("Sweep through lossbench-train ...", flush=True)
+    sweep = run_sweep(work, workdir, args.verbose)
+    print(f"Reference runs: naive x{args.naive_sample}, plain x{args.plain_sample} ...", flush=True)
+    ref = measure_references(work, workdir, args.naive_sample, args.plain_sample)
+
+    naive_total, plain_total = ref["naive"] * work.runs, ref["plain"] * work.runs
+    share = sweep.summary["mlflow_seconds"] / sweep.seconds
+    first_rss = sweep.rss_by_runs[0] if sweep.rss_by_runs else (0, 0.0)
+    last_rss = sweep.rss_by_runs[-1] if sweep.rss_by_runs else (0, 0.0)
+    figures = {
+        "sweep_seconds": round(sweep.seconds, 2),
+        "runs_finished": sweep.finished,
+        "runs_complete": sweep.complete,
+        "runs": work.runs,
+        "runs_per_minute": round(work.runs / sweep.seconds * 60, 1),
+        "speedup_vs_naive": round(naive_total / sweep.seconds, 2),
+        "speedup_vs_plain": round(plain_total / sweep.seconds, 2),
+        "naive_seconds_per_run": round(ref["naive"], 3),
+        "plain_seconds_per_run": round(ref["plain"], 3),
+        "mlflow_seconds": sweep.summary["mlflow_seconds"],
+        "mlflow_share": round(share, 4),
+        "peak_rss_mb": round(sweep.peak_rss_mb, 1),
+        "rss_mb_by_runs_done": [(n, round(mb, 1)) for n, mb in sweep.rss_by_runs],
+        "launcher": sweep.summary,
+    }
+    print()
+    print(f"Sweep: {sweep.seconds:.1f} s wall for {work.runs} runs = {figures['runs_per_minute']:.0f} runs/min "
+          f"({sweep.summary['stacks']} stacked fits on {sweep.summary['workers']} workers; composing "
+          f"{sweep.summary['compose_seconds']:.1f} s, checking {sweep.summary['check_seconds']:.1f} s, "
+          f"training and recording {sweep.summary['train_seconds']:.1f} s)")  # fmt: skip
+    print(f"(a) naive Lightning + MLFlowLogger per step: {ref['naive']:.2f} s/run x {work.runs} runs = "
+          f"{naive_total:.0f} s  ->  speed-up {figures['speedup_vs_naive']:.1f}x")  # fmt: skip
+    print(f"(b) plain PyTorch loop, no tracking:         {ref['plain']:.2f} s/run x {work.runs} runs = "
+          f"{plain_total:.0f} s  ->  speed-up {figures['speedup_vs_plain']:.1f}x")  # fmt: skip
+    print(
+        "    (references: mean time per run over their sample, after a warm-up run, times the run "
+        "count; their imports are not counted)"
+    )
+    print(
+        f"MLflow: {sweep.summary['mlflow_seconds']:.1f} s of calls = {share:.1%} of the sweep's wall time"
+    )
+    print(f"Peak RSS (sweep process and workers): {sweep.peak_rss_mb:.0f} MB; after {first_rss[0]} runs "
+          f"{first_rss[1]:.0f} MB, after {last_rss[0]} runs {last_rss[1]:.0f} MB")  # fmt: skip
+    ok = sweep.finished == sweep.complete == work.runs
+    print(f"Check: {sweep.finished}/{work.runs} runs FINISHED, {sweep.complete} with {work.epochs} epochs "
+          f"of metrics each: {'OK' if ok else 'MISSING RUNS'}")  # fmt: skip
+    for key, target in TARGETS.items():
+        value = figures[key]
+        met = value <= target if key in ("mlflow_share", "sweep_seconds") else value >= target
+        bound = "<=" if key in ("mlflow_share", "sweep_seconds") else ">="
+        print(f"  target {key} {bound} {target}: {value} {'met' if met else 'NOT MET'}")
+    if args.growth:
+        figures["growth"] = growth(workdir, args.verbose, args.plot)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+        print(f"figures written to {args.json}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
