@@ -83,7 +83,8 @@ def sweep_axes(runs: pd.DataFrame) -> list[str]:
 
 def headline_metric(runs: pd.DataFrame) -> str:
     """val/acc for classification sweeps, val/rmse for regression."""
-    tasks = set(runs.get("tags.lossbench.task", []).dropna())
+    column = "tags.lossbench.task"
+    tasks = set(runs[column].dropna()) if column in runs.columns else set()
     return "val/rmse" if tasks == {"regression"} else "val/acc"
 
 
