@@ -13,7 +13,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from lossbench.config import CONF_DIR, RunSpec
-from lossbench.sweep import check_all, plan_stacks
+from lossbench.sweep import check_specs, plan_stacks
 
 
 def launcher_module():  # noqa: ANN201
@@ -68,11 +68,11 @@ def test_fast_composition_equals_hydras(composed) -> None:  # noqa: ANN001
 def test_stacks_group_seeds_and_losses_only(composed) -> None:  # noqa: ANN001
     jobs, _ = composed
     specs = [job.spec for job in jobs]
-    stacks = plan_stacks(specs, check_all(specs), stack=True, max_members=64)
+    stacks = plan_stacks(specs, check_specs(specs), stack=True, max_members=64)
     groups = sorted(sorted(s.jobs) for s in stacks)
     # sgd: 2 losses x 2 seeds; gd: the same; reduce_on_plateau runs alone
     assert groups == [[0, 1, 4, 5], [2, 3, 6, 7], [8], [9], [10], [11]]
-    small = plan_stacks(specs, check_all(specs), stack=True, max_members=3)
+    small = plan_stacks(specs, check_specs(specs), stack=True, max_members=3)
     assert max(len(s.jobs) for s in small) == 3
-    alone = plan_stacks(specs, check_all(specs), stack=False, max_members=64)
+    alone = plan_stacks(specs, check_specs(specs), stack=False, max_members=64)
     assert len(alone) == len(specs)

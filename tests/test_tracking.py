@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from mlflow import MlflowClient
 
@@ -29,45 +27,61 @@ def spec() -> RunSpec:
     return RunSpec(cfg, choices, ["loss=focal", "seed=3"])
 
 
-def record(tracker: Tracker, flush_first: bool) -> str:
-    run_id = tracker.start_run(spec())
+def record(tracker: Tracker, flush_first: bool = False, error: str | None = None) -> str:
+    run_id = tracker.start_run(spec(), {"task": "binary", "n_train": 10})
     written = 0
     if flush_first:  # the in-process path: some epochs written live, the rest at the end
         tracker.log_epochs(run_id, {k: v[:2] for k, v in RESULT.series.items()})
         written = 2
-    tracker.finish_run(run_id, RESULT, written_epochs=written)
+    result = RESULT if error is None else RunResult(RESULT.series, RESULT.final, 0, "FAILED", error)
+    tracker.finish_run(run_id, result, written_epochs=written)
     return run_id
 
 
-def test_batched_writes_equal_mlflow_api_writes(store_uri: str) -> None:
-    tracker = Tracker(store_uri, "writer")
-    fast, slow = record(tracker, flush_first=False), record(tracker, flush_first=True)
-    client = MlflowClient(store_uri)
-    a, b = client.get_run(fast), client.get_run(slow)
-    assert a.data.params == b.data.params
-    assert {k: v for k, v in a.data.tags.items() if k != "mlflow.runName"} == {
-        k: v for k, v in b.data.tags.items() if k != "mlflow.runName"
+def readback(client: MlflowClient, run_id: str) -> dict:
+    """Everything MLflow's API shows of a run, minus what differs between any two runs."""
+    run = client.get_run(run_id)
+    info = {k: v for k, v in run.info.to_proto().ListFields()}
+    return {
+        "info": {
+            f.name: value
+            for f, value in info.items()
+            if f.name not in ("run_id", "run_uuid", "start_time", "end_time", "artifact_uri")
+        },
+        "artifact_dir": run.info.artifact_uri.rsplit("/", 2)[-1],
+        "tags": run.data.tags,
+        "params": run.data.params,
+        "latest": {k: str(v) for k, v in run.data.metrics.items()},  # str(): nan == nan
+        "history": {
+            key: str([(m.step, m.value) for m in client.get_metric_history(run_id, key)])
+            for key in run.data.metrics
+        },
+        "artifacts": sorted(f.path for f in client.list_artifacts(run_id)),
     }
-    assert a.info.status == b.info.status == "FINISHED"
-    assert (
-        a.data.metrics.keys()
-        == b.data.metrics.keys()
-        == {"train/loss", "val/acc", "test/acc", "time/seconds"}
-    )
-    for key in a.data.metrics:
-        fa, fb = a.data.metrics[key], b.data.metrics[key]
-        assert (math.isnan(fa) and math.isnan(fb)) or fa == fb, key
-        steps_a = [(m.step, m.value) for m in client.get_metric_history(fast, key)]
-        steps_b = [(m.step, m.value) for m in client.get_metric_history(slow, key)]
-        assert str(steps_a) == str(steps_b), key  # str(): nan == nan
-    assert [m.step for m in client.get_metric_history(fast, "val/acc")] == [0, 1, 2]
-    assert {f.path for f in client.list_artifacts(fast)} == {"config.yaml", "overrides.yaml"}
+
+
+@pytest.mark.parametrize("error", [None, "Traceback: boom"])
+def test_batched_sql_writes_equal_mlflow_api_writes(store_uri: str, error: str | None) -> None:
+    client = MlflowClient(store_uri)
+    batched = record(Tracker(store_uri, "writer"), error=error)
+    api = record(Tracker(store_uri, "writer", sql_batches=False), error=error)
+    live = record(Tracker(store_uri, "writer"), flush_first=True, error=error)
+    a, b, c = (readback(client, r) for r in (batched, api, live))
+    assert a == b == c
+    assert a["info"]["status"] == (3 if error is None else 4)  # FINISHED, FAILED
+    assert a["tags"]["mlflow.runName"] == "moons-focal-sgd-cosine-s3"
+    assert (a["tags"].get("lossbench.error") == error) or error is None
+    assert set(a["latest"]) == {"train/loss", "val/acc", "test/acc", "time/seconds"}
+    assert a["history"]["val/acc"] == str([(0, 0.5), (1, 0.75), (2, 0.8)])
+    assert a["artifacts"] == ["config.yaml", "overrides.yaml"]
 
 
 def test_params_are_the_flat_config_without_store_paths(store_uri: str) -> None:
-    run_id = record(Tracker(store_uri, "params"), flush_first=False)
+    run_id = record(Tracker(store_uri, "params"))
     params = MlflowClient(store_uri).get_run(run_id).data.params
     assert params == {
+        "data.task": "binary",
+        "data.n_train": "10",
         "seed": "3",
         "dataset.name": "moons",
         "optimizer._target_": "torch.optim.SGD",

@@ -6,7 +6,8 @@ Used by lossbench's Hydra launcher (``hydra/launcher=lossbench``, the default):
 2. runs that differ only in ``seed`` and ``loss`` are grouped into stacks (one Lightning fit
    each, members trained as one batched model);
 3. stacks train in worker processes (one torch thread each) while this process, the only MLflow
-   writer, records each run: RUNNING when its stack starts, metrics and status when it ends.
+   writer, records each run: RUNNING when its stack is handed to the workers, metrics and status
+   when it ends.
 
 Nothing here imports Lightning: only the workers (or :func:`train_stack` in-process) do.
 """
@@ -27,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lossbench.config import ConfigError, RunSpec, check_run, check_seed, stack_key
-from lossbench.data import SplitData
 from lossbench.results import RunResult
 from lossbench.tracking import SweepInfo, Tracker
 
@@ -40,7 +40,7 @@ class Stack:
 
     jobs: list[int]  # indices into the sweep's job list
     specs: list[RunSpec]
-    data: SplitData
+    facts: dict[str, Any]  # of their data: SplitData.summary()
     run_ids: list[str | None] = field(default_factory=list)
     started: float = 0.0
 
@@ -55,12 +55,12 @@ class Stack:
 
 
 def plan_stacks(
-    specs: Sequence[RunSpec], datas: Sequence[SplitData], stack: bool, max_members: int
+    specs: Sequence[RunSpec], facts: Sequence[dict[str, Any]], stack: bool, max_members: int
 ) -> list[Stack]:
     """Group runs into stacks, keeping the sweep's order of first appearance."""
     stacks: list[Stack] = []
     open_stacks: dict[str, Stack] = {}
-    for job, (spec, data) in enumerate(zip(specs, datas, strict=True)):
+    for job, (spec, data) in enumerate(zip(specs, facts, strict=True)):
         key = stack_key(spec) if stack else None
         current = open_stacks.get(key) if key is not None else None
         if current is None or len(current.specs) >= max_members:
@@ -73,28 +73,44 @@ def plan_stacks(
     return stacks
 
 
-def check_all(specs: Sequence[RunSpec]) -> list[SplitData]:
-    """Check every run before any trains; the first bad one raises, naming its job.
-
-    Runs that differ only in their seed are checked once (the seed itself is checked for each).
-    """
-    checked: dict[str, SplitData] = {}
-    datas = []
+def check_specs(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    """Check runs (see :func:`lossbench.config.check_run`); returns the facts of each one's
+    data. The first bad run raises, naming its job and overrides."""
+    facts = []
     for spec in specs:
-        key = json.dumps(
-            {k: v for k, v in spec.cfg.items() if k != "seed"}, sort_keys=True, default=str
-        )
         try:
-            if key not in checked:
-                checked[key] = check_run(spec)
-            else:
-                check_seed(spec.cfg)
+            facts.append(check_run(spec).summary())
         except ConfigError as err:
             where = f"job #{spec.job_num}" if spec.job_num is not None else "run"
-            overrides = " ".join(spec.overrides)
-            raise ConfigError(f"{where} ({overrides}): {err}") from None
-        datas.append(checked[key])
-    return datas
+            raise ConfigError(f"{where} ({' '.join(spec.overrides)}): {err}") from None
+    return facts
+
+
+def check_all(specs: Sequence[RunSpec], executor: Executor, n_workers: int) -> list[dict[str, Any]]:
+    """Check every run before any trains, on the workers (which have torch imported already).
+
+    Runs that differ only in their seed are checked once; each seed is checked here. Returns
+    the facts of each run's data; the first bad run raises.
+    """
+    keys = [
+        json.dumps({k: v for k, v in spec.cfg.items() if k != "seed"}, sort_keys=True, default=str)
+        for spec in specs
+    ]
+    first: dict[str, RunSpec] = {}
+    for key, spec in zip(keys, specs, strict=True):
+        first.setdefault(key, spec)
+    for spec in specs:
+        try:
+            check_seed(spec.cfg)
+        except ConfigError as err:
+            raise ConfigError(f"job #{spec.job_num} ({' '.join(spec.overrides)}): {err}") from None
+    distinct = list(first)
+    chunks = [distinct[i::n_workers] for i in range(n_workers)]
+    futures = [executor.submit(check_specs, [first[k] for k in chunk]) for chunk in chunks if chunk]
+    facts: dict[str, dict[str, Any]] = {}
+    for chunk, future in zip([c for c in chunks if c], futures, strict=True):
+        facts.update(zip(chunk, future.result(), strict=True))
+    return [facts[key] for key in keys]
 
 
 def train_stack(cfgs: list[dict[str, Any]]) -> list[RunResult]:
@@ -106,6 +122,12 @@ def train_stack(cfgs: list[dict[str, Any]]) -> list[RunResult]:
     except Exception:
         error = traceback.format_exc()
         return [RunResult.failed(error) for _ in cfgs]
+
+
+def _init_worker() -> None:
+    """Workers yield to the main process, which feeds them stacks and records results: on
+    two cores, three busy processes would otherwise stall the one that keeps the others busy."""
+    os.nice(5)
 
 
 def _warm_worker() -> None:
@@ -136,7 +158,7 @@ def make_executor(n_workers: int) -> Executor:
         return _InlineExecutor()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["lossbench.training"])
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_init_worker)
 
     def warm() -> None:
         for _ in range(n_workers):
@@ -180,7 +202,7 @@ class StackRunner:
         if tracker is None:
             stack.run_ids = [None] * len(stack.specs)
         else:
-            stack.run_ids = list(tracker.start_runs(stack.specs, stack.data, self.sweep))
+            stack.run_ids = list(tracker.start_runs(stack.specs, stack.facts, self.sweep))
 
     def _finish(self, stack: Stack, results: Sequence[RunResult], total: int, t0: float) -> None:
         tracker = self.tracker(stack.specs[0])
@@ -207,13 +229,18 @@ class StackRunner:
         )
 
     def run(self, stacks: Sequence[Stack], executor: Executor, n_workers: int) -> None:
-        """Train all stacks, at most ``n_workers`` at a time."""
+        """Train all stacks on ``n_workers`` workers.
+
+        One stack more than there are workers is kept queued, so that a worker that finishes
+        starts the next stack at once, while this process records the finished one.
+        """
         total = sum(len(s.specs) for s in stacks)
         pending = deque(stacks)
         running: dict[Future, Stack] = {}
+        in_flight = n_workers + 1 if n_workers > 1 else 1
         t0 = time.perf_counter()
         while pending or running:
-            while pending and len(running) < n_workers:
+            while pending and len(running) < in_flight:
                 stack = pending.popleft()
                 self._start(stack)
                 running[executor.submit(train_stack, [s.cfg for s in stack.specs])] = stack

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +38,6 @@ from lossbench.results import RunResult
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-    from lossbench.data import SplitData
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +137,13 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def run_params(spec: RunSpec, data: SplitData | None = None) -> dict[str, str]:
-    """A run's params: its resolved config, flattened (no store paths), plus facts of its data."""
+def run_params(spec: RunSpec, facts: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """A run's params: its resolved config, flattened (no store paths), plus the facts of its
+    data (``SplitData.summary()``: task, sizes) as ``data.*``."""
     kept = {k: v for k, v in spec.cfg.items() if k not in NON_RESULT_KEYS}
     params = flatten(kept)
-    if data is not None:
-        params.update({f"data.{k}": str(v) for k, v in data.summary().items()})
+    if facts is not None:
+        params.update({f"data.{k}": str(v) for k, v in facts.items()})
     return {k: v[:MAX_PARAM_LENGTH] for k, v in params.items()}
 
 
@@ -192,10 +191,17 @@ class Tracker:
     """Writes runs to one MLflow experiment. Construction does no I/O; the store and the
     experiment are created on first use."""
 
-    def __init__(self, uri: str, experiment: str, flush_every_n_epochs: int = 10) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        flush_every_n_epochs: int = 10,
+        sql_batches: bool = True,
+    ) -> None:
         self.uri = uri
         self.experiment = experiment
         self.flush_every_n_epochs = flush_every_n_epochs
+        self.sql_batches = sql_batches  # False: MLflow's client API only, even for SQL stores
 
     @classmethod
     def from_config(cls, tracking: Mapping[str, Any]) -> Tracker | None:
@@ -220,11 +226,11 @@ class Tracker:
 
     @functools.cached_property
     def _sql_store(self) -> Any:
-        """MLflow's SQLAlchemy store behind the client, if it is one (else ``None``)."""
+        """MLflow's SQLAlchemy store behind the client, if it is one and batches are on."""
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
-        return store if isinstance(store, SqlAlchemyStore) else None
+        return store if self.sql_batches and isinstance(store, SqlAlchemyStore) else None
 
     @functools.cached_property
     def experiment_id(self) -> str:
@@ -265,7 +271,11 @@ class Tracker:
     # -- runs ------------------------------------------------------------------------------
 
     def run_tags(
-        self, spec: RunSpec, data: SplitData | None, sweep: SweepInfo | None, members: int
+        self,
+        spec: RunSpec,
+        facts: Mapping[str, Any] | None,
+        sweep: SweepInfo | None,
+        members: int,
     ) -> dict[str, str]:
         """The tags of a run: sweep, Hydra choices, seed, config hash, environment."""
         tags = {
@@ -283,23 +293,25 @@ class Tracker:
             tags["lossbench.sweep_id"] = sweep.sweep_id
             if sweep.parent_run_id:
                 tags["mlflow.parentRunId"] = sweep.parent_run_id
-        if data is not None:
-            tags["lossbench.task"] = data.task
+        if facts is not None:
+            tags["lossbench.task"] = str(facts["task"])
         return tags
 
     def start_runs(
         self,
         specs: Sequence[RunSpec],
-        data: SplitData | None = None,
+        facts: Mapping[str, Any] | None = None,
         sweep: SweepInfo | None = None,
     ) -> list[str]:
-        """Create RUNNING runs (one stack's) with their params, tags and config artifacts."""
-        from mlflow.entities import Param
+        """Create RUNNING runs (one stack's) with their params, tags and config artifacts.
+
+        ``facts`` describe their data (``SplitData.summary()``)."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         experiment_id = self.experiment_id
-        tags = [self.run_tags(spec, data, sweep, len(specs)) for spec in specs]
-        params = [run_params(spec, data) for spec in specs]
+        names = [run_name(spec) for spec in specs]
+        tags = [self.run_tags(spec, facts, sweep, len(specs)) for spec in specs]
+        params = [run_params(spec, facts) for spec in specs]
         artifacts = [
             {
                 "config.yaml": yaml.safe_dump(spec.cfg, sort_keys=False),
@@ -309,55 +321,45 @@ class Tracker:
         ]
         with _timed():
             if self._sql_store is not None:
-                runs = [self.client.create_run(experiment_id, run_name=run_name(s)) for s in specs]
-                rows = [
-                    NewRows(r.info.run_id, t, p) for r, t, p in zip(runs, tags, params, strict=True)
-                ]
-                _insert_new_rows(self._sql_store, rows)
+                created = _sql_create_runs(self._sql_store, experiment_id, names, tags, params)
             else:
-                runs = []
-                for spec, run_tags, run_params_ in zip(specs, tags, params, strict=True):
-                    run = self.client.create_run(
-                        experiment_id, run_name=run_name(spec), tags=run_tags
-                    )
-                    batch = [Param(k, v) for k, v in run_params_.items()]
-                    for i in range(0, len(batch), MAX_PARAMS_PER_BATCH):
-                        chunk = batch[i : i + MAX_PARAMS_PER_BATCH]
-                        self.client.log_batch(run.info.run_id, params=chunk)
-                    runs.append(run)
-            for run, files in zip(runs, artifacts, strict=True):
+                created = [
+                    self._api_create_run(experiment_id, *run)
+                    for run in zip(names, tags, params, strict=True)
+                ]
+            for (_, artifact_uri), files in zip(created, artifacts, strict=True):
                 with tempfile.TemporaryDirectory() as tmp:
                     for name, text in files.items():
                         Path(tmp, name).write_text(text)
-                    # the run's artifact URI is known: log_artifacts would fetch the run again
-                    get_artifact_repository(run.info.artifact_uri).log_artifacts(tmp)
-        return [run.info.run_id for run in runs]
+                    get_artifact_repository(artifact_uri).log_artifacts(tmp)
+        return [run_id for run_id, _ in created]
 
     def start_run(
-        self, spec: RunSpec, data: SplitData | None = None, sweep: SweepInfo | None = None
+        self,
+        spec: RunSpec,
+        facts: Mapping[str, Any] | None = None,
+        sweep: SweepInfo | None = None,
     ) -> str:
         """Create one RUNNING run; see :meth:`start_runs`."""
-        return self.start_runs([spec], data, sweep)[0]
+        return self.start_runs([spec], facts, sweep)[0]
 
     def log_epochs(
         self, run_id: str, series: Mapping[str, Sequence[float]], start: int = 0
     ) -> None:
         """Write per-epoch values from epoch ``start`` on, batched (step = epoch)."""
         with _timed():
-            self._log_batch(run_id, _metrics(series, {}, start))
+            self._api_log_metrics(run_id, _metric_rows(series, {}, start))
 
     def finish_runs(self, run_ids: Sequence[str], results: Sequence[RunResult]) -> None:
         """Write the metrics of runs that have none yet (one stack's), then close them."""
-        metrics = [_metrics(r.series, r.final) for r in results]
+        metrics = [_metric_rows(r.series, r.final) for r in results]
         with _timed():
             if self._sql_store is not None:
-                rows = [NewRows(i, metrics=m) for i, m in zip(run_ids, metrics, strict=True)]
-                _insert_new_rows(self._sql_store, rows)
-            else:
-                for run_id, run_metrics in zip(run_ids, metrics, strict=True):
-                    self._log_batch(run_id, run_metrics)
-            for run_id, result in zip(run_ids, results, strict=True):
-                self._close(run_id, result)
+                _sql_finish_runs(self._sql_store, run_ids, metrics, results)
+                return
+            for run_id, run_metrics, result in zip(run_ids, metrics, results, strict=True):
+                self._api_log_metrics(run_id, run_metrics)
+                self._api_close(run_id, result)
 
     def finish_run(self, run_id: str, result: RunResult, written_epochs: int = 0) -> None:
         """Write what is left of a run's metrics (``written_epochs`` epochs were written by
@@ -366,96 +368,179 @@ class Tracker:
             self.finish_runs([run_id], [result])
             return
         with _timed():
-            self._log_batch(run_id, _metrics(result.series, result.final, written_epochs))
-            self._close(run_id, result)
+            self._api_log_metrics(run_id, _metric_rows(result.series, result.final, written_epochs))
+            self._api_close(run_id, result)
 
-    def _log_batch(self, run_id: str, metrics: list[Any]) -> None:
+    # MLflow's client API: for stores other than SQL ones, and for runs that already hold data.
+
+    def _api_create_run(
+        self, experiment_id: str, name: str, tags: Mapping[str, str], params: Mapping[str, str]
+    ) -> tuple[str, str]:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(experiment_id, run_name=name, tags=dict(tags))
+        batch = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(batch), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run.info.run_id, params=batch[i : i + MAX_PARAMS_PER_BATCH])
+        return run.info.run_id, run.info.artifact_uri
+
+    def _api_log_metrics(self, run_id: str, rows: list[MetricRow]) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(*row) for row in rows]
         for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
 
-    def _close(self, run_id: str, result: RunResult) -> None:
+    def _api_close(self, run_id: str, result: RunResult) -> None:
         if result.error:
             self.client.set_tag(run_id, "lossbench.error", result.error[-5000:])
         self.client.set_terminated(run_id, status=result.status)
 
 
-def _metrics(
-    series: Mapping[str, Sequence[float]], final: Mapping[str, float], start: int = 0
-) -> list[Any]:
-    """MLflow metrics: per-epoch values from epoch ``start`` (step = epoch), and the final
-    values that have no series (test/*, time/*) at the last epoch's step."""
-    from mlflow.entities import Metric
+MetricRow = tuple[str, float, int, int]  # key, value, timestamp (ms), step
 
+
+def _metric_rows(
+    series: Mapping[str, Sequence[float]], final: Mapping[str, float], start: int = 0
+) -> list[MetricRow]:
+    """Per-epoch values from epoch ``start`` (step = epoch), then the final values that have
+    no series (test/*, time/*) at the last epoch's step."""
     now = int(time.time() * 1000)
-    metrics = [
-        Metric(name, float(value), now, step)
+    rows = [
+        (name, float(value), now, step)
         for name, values in series.items()
         for step, value in enumerate(values[start:], start=start)
     ]
     last = max((len(v) for v in series.values()), default=1) - 1
-    metrics += [Metric(k, float(v), now, last) for k, v in final.items() if k not in series]
-    return metrics
+    rows += [(k, float(v), now, last) for k, v in final.items() if k not in series]
+    return rows
 
 
-@dataclass
-class NewRows:
-    """Rows for a run that has none of them yet."""
+# Writing a stack's runs to an SQL store in two transactions.
+#
+# MLflow's client creates, fills and closes runs one call at a time, each building one ORM
+# object per value and re-reading the run: ~30 ms per run of a sweep here, the largest cost of
+# recording it. MLflow has no batch API for runs, so for SQL stores a stack's runs are created
+# (with tags and params) in one transaction and finished (metrics, status) in another, through
+# MLflow's own table models and session, with the same values its create_run, log_batch and
+# set_terminated would write: same validation, same NaN/inf handling, same latest_metrics rule.
+# tests/test_tracking.py checks that both paths read back the same through MLflow's API.
 
-    run_id: str
-    tags: Mapping[str, str] = field(default_factory=dict)
-    params: Mapping[str, str] = field(default_factory=dict)
-    metrics: Sequence[Any] = ()
 
-
-def _insert_new_rows(store: Any, runs: Sequence[NewRows]) -> None:
-    """Write tags, params and metrics that runs do not have yet, into an SQL store.
-
-    MLflow's create_run and log_batch build one ORM object per value, checked one by one
-    against what the run holds: ~45 ms per run of a sweep here, most of the cost of recording
-    it. For runs that hold none of these rows yet there is nothing to check against, so this
-    validates each value as MLflow does and inserts each table's rows with one executemany, in
-    one transaction, through MLflow's own table models and session. Metrics also fill
-    latest_metrics with MLflow's rule: the largest (step, timestamp, value) per key.
-    """
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlTag
-    from mlflow.utils.validation import _validate_metric, _validate_param, _validate_tag
+def _sql_create_runs(
+    store: Any,
+    experiment_id: str,
+    names: Sequence[str],
+    tags: Sequence[Mapping[str, str]],
+    params: Sequence[Mapping[str, str]],
+) -> list[tuple[str, str]]:
+    """Create RUNNING runs with their tags and params; returns (run id, artifact URI) each."""
+    from mlflow.entities import LifecycleStage, RunStatus, SourceType
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
+    from mlflow.utils.uri import append_to_uri_path
+    from mlflow.utils.validation import _validate_param, _validate_tag
     from sqlalchemy import insert
 
-    tags, params, metrics, latest_rows = [], [], [], []
-    for run in runs:
-        for key, value in run.tags.items():
+    experiment = store.get_experiment(experiment_id)
+    if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
+        raise MlflowException(f"experiment {experiment.name!r} is deleted")
+    now = int(time.time() * 1000)
+    created, run_rows, tag_rows, param_rows = [], [], [], []
+    for name, run_tags, run_params_ in zip(names, tags, params, strict=True):
+        run_id = uuid.uuid4().hex
+        artifact_uri = append_to_uri_path(experiment.artifact_location, run_id, "artifacts")
+        created.append((run_id, artifact_uri))
+        run_rows.append(
+            {
+                "run_uuid": run_id,
+                "name": name,
+                "artifact_uri": artifact_uri,
+                "experiment_id": int(experiment_id),
+                "source_type": SourceType.to_string(SourceType.UNKNOWN),
+                "source_name": "",
+                "entry_point_name": "",
+                "user_id": run_tags.get(MLFLOW_USER, "unknown"),
+                "status": RunStatus.to_string(RunStatus.RUNNING),
+                "start_time": now,
+                "end_time": None,
+                "deleted_time": None,
+                "source_version": "",
+                "lifecycle_stage": LifecycleStage.ACTIVE,
+            }
+        )
+        for key, value in {**run_tags, MLFLOW_RUN_NAME: name}.items():
             _validate_tag(key, value)
-            tags.append({"run_uuid": run.run_id, "key": key, "value": value})
-        for key, value in run.params.items():
+            tag_rows.append({"run_uuid": run_id, "key": key, "value": value})
+        for key, value in run_params_.items():
             _validate_param(key, value)
-            params.append({"run_uuid": run.run_id, "key": key, "value": value})
+            param_rows.append({"run_uuid": run_id, "key": key, "value": value})
+    with store.ManagedSessionMaker(read_only=False) as session:
+        session.execute(insert(SqlRun.__table__), run_rows)
+        for table, rows in ((SqlTag, tag_rows), (SqlParam, param_rows)):
+            if rows:
+                session.execute(insert(table.__table__), rows)
+    return created
+
+
+def _sql_finish_runs(
+    store: Any,
+    run_ids: Sequence[str],
+    metrics: Sequence[list[MetricRow]],
+    results: Sequence[RunResult],
+) -> None:
+    """Write the first metrics of runs (and their latest values), error tags, and statuses."""
+    from mlflow.entities import RunStatus
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
+    from mlflow.utils.validation import _validate_metric
+    from sqlalchemy import bindparam, insert, update
+
+    metric_rows, latest_rows, tag_rows, status_rows = [], [], [], []
+    now = int(time.time() * 1000)
+    for run_id, rows, result in zip(run_ids, metrics, results, strict=True):
         latest: dict[str, dict[str, Any]] = {}
-        for metric in run.metrics:
-            _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
-            is_nan, value = store.sanitize_metric_value(metric.value)
+        for key, value, timestamp, step in rows:
+            if key not in latest:  # one check per key: the values are floats we made
+                _validate_metric(key, value, timestamp, step)
+            is_nan, value = store.sanitize_metric_value(value)
             row = {
-                "run_uuid": run.run_id,
-                "key": metric.key,
+                "run_uuid": run_id,
+                "key": key,
                 "value": value,
-                "timestamp": metric.timestamp,
-                "step": metric.step,
+                "timestamp": timestamp,
+                "step": step,
                 "is_nan": is_nan,
             }
-            metrics.append(row)
-            best = latest.get(metric.key)
-            order = (row["step"], row["timestamp"], value)
-            if best is None or order > (best["step"], best["timestamp"], best["value"]):
-                latest[metric.key] = row
+            metric_rows.append(row)
+            best = latest.get(key)  # MLflow's rule: the largest (step, timestamp, value)
+            if best is None or (step, timestamp, value) > (
+                best["step"],
+                best["timestamp"],
+                best["value"],
+            ):
+                latest[key] = row
         latest_rows.extend(latest.values())
+        if result.error:
+            tag_rows.append(
+                {"run_uuid": run_id, "key": "lossbench.error", "value": result.error[-5000:]}
+            )
+        status = RunStatus.to_string(RunStatus.from_string(result.status))
+        status_rows.append({"id": run_id, "status": status, "end_time": now})
+    set_status = (
+        update(SqlRun.__table__)
+        .where(SqlRun.__table__.c.run_uuid == bindparam("id"))
+        .values(status=bindparam("status"), end_time=bindparam("end_time"))
+    )
     with store.ManagedSessionMaker(read_only=False) as session:
         for table, rows in (
-            (SqlTag, tags),
-            (SqlParam, params),
-            (SqlMetric, metrics),
+            (SqlMetric, metric_rows),
             (SqlLatestMetric, latest_rows),
+            (SqlTag, tag_rows),
         ):
             if rows:
                 session.execute(insert(table.__table__), rows)
+        session.connection().execute(set_status, status_rows)
 
 
 # ---------------------------------------------------------------------------------------------

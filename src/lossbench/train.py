@@ -46,7 +46,7 @@ def train(
         [result] = fit_members([spec.cfg], data)
         return result
 
-    run_id = tracker.start_run(spec, data, sweep or SweepInfo(new_sweep_id()))
+    run_id = tracker.start_run(spec, data.summary(), sweep or SweepInfo(new_sweep_id()))
     written = 0
     series: dict[str, list[float]] = {}
 

@@ -248,9 +248,9 @@ class LossbenchLauncher(Launcher):
         )
         specs = [job.spec for job in jobs]
         composed = time.perf_counter()
-        datas = sw.check_all(specs)
+        facts = sw.check_all(specs, executor, n_workers)
         checked = time.perf_counter()
-        stacks = sw.plan_stacks(specs, datas, self.stack, self.max_members)
+        stacks = sw.plan_stacks(specs, facts, self.stack, self.max_members)
         n_workers = min(n_workers, len(stacks))
         log.info(
             "Launching %d jobs as %d stacked fit(s) on %d worker(s) (composed in %.1fs, "
@@ -268,14 +268,16 @@ class LossbenchLauncher(Launcher):
         returns: dict[int, JobReturn] = {}
 
         def hand_over(job: int, result: Any) -> None:
+            # the job's output dir, .hydra/ files, callbacks and JobReturn, as Hydra gives them;
+            # no per-job log file: the job's work was done (and logged) by its stack
             returns[job] = run_job(
                 hydra_context=self.hydra_context,
                 task_function=_Recorded(result),
                 config=jobs[job].config(),
                 job_dir_key="hydra.sweep.dir",
                 job_subdir_key="hydra.sweep.subdir",
+                configure_logging=False,
             )
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         runner = sw.StackRunner(read_sweep_file(sweep_dir), hand_over)
         runner.run(stacks, executor, n_workers)
