@@ -86,19 +86,25 @@ class SweepMeasure:
 
     seconds: float
     peak_rss_mb: float
-    rss_by_runs: list[tuple[int, float]] = field(default_factory=list)
+    rss_by_runs: list[tuple[int, float, float]] = field(default_factory=list)  # main, max worker
     summary: dict[str, Any] = field(default_factory=dict)
     finished: int = 0
     complete: int = 0  # finished runs with every epoch's metrics
 
 
-def tree_rss_mb(proc: psutil.Process) -> float:
-    """Resident memory of a process and all its children, in MB."""
-    total = 0
+def rss_mb(proc: psutil.Process) -> tuple[float, list[float]]:
+    """Resident memory of a process and of each of its children, in MB."""
+    sizes = []
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total / 2**20
+            sizes.append(p.memory_info().rss / 2**20)
+    return (sizes[0] if sizes else 0.0), sizes[1:]
+
+
+def tree_rss_mb(proc: psutil.Process) -> float:
+    """Resident memory of a process and all its children, in MB."""
+    main, children = rss_mb(proc)
+    return main + sum(children)
 
 
 def run_sweep(work: Workload, workdir: Path, verbose: bool) -> SweepMeasure:
@@ -137,7 +143,8 @@ def run_sweep(work: Workload, workdir: Path, verbose: bool) -> SweepMeasure:
             print("   |", line.rstrip())
         done = re.search(r"\] \[(\d+)/(\d+)\]", line)
         if done:
-            rss_by_runs.append((int(done.group(1)), tree_rss_mb(ps)))
+            main, children = rss_mb(ps)
+            rss_by_runs.append((int(done.group(1)), main, max(children, default=0.0)))
     proc.wait()
     seconds = time.perf_counter() - start
     stop.set()
@@ -393,8 +400,8 @@ def main() -> int:
 
     naive_total, plain_total = ref["naive"] * work.runs, ref["plain"] * work.runs
     share = sweep.summary["mlflow_seconds"] / sweep.seconds
-    first_rss = sweep.rss_by_runs[0] if sweep.rss_by_runs else (0, 0.0)
-    last_rss = sweep.rss_by_runs[-1] if sweep.rss_by_runs else (0, 0.0)
+    first_rss = sweep.rss_by_runs[0] if sweep.rss_by_runs else (0, 0.0, 0.0)
+    last_rss = sweep.rss_by_runs[-1] if sweep.rss_by_runs else (0, 0.0, 0.0)
     figures = {
         "sweep_seconds": round(sweep.seconds, 2),
         "runs_finished": sweep.finished,
@@ -408,7 +415,10 @@ def main() -> int:
         "mlflow_seconds": sweep.summary["mlflow_seconds"],
         "mlflow_share": round(share, 4),
         "peak_rss_mb": round(sweep.peak_rss_mb, 1),
-        "rss_mb_by_runs_done": [(n, round(mb, 1)) for n, mb in sweep.rss_by_runs],
+        "rss_mb_by_runs_done": [
+            {"runs": n, "main": round(main, 1), "largest_worker": round(worker, 1)}
+            for n, main, worker in sweep.rss_by_runs
+        ],
         "launcher": sweep.summary,
     }
     print()
@@ -427,8 +437,15 @@ def main() -> int:
     print(
         f"MLflow: {sweep.summary['mlflow_seconds']:.1f} s of calls = {share:.1%} of the sweep's wall time"
     )
-    print(f"Peak RSS (sweep process and workers): {sweep.peak_rss_mb:.0f} MB; after {first_rss[0]} runs "
-          f"{first_rss[1]:.0f} MB, after {last_rss[0]} runs {last_rss[1]:.0f} MB")  # fmt: skip
+    print(
+        f"Peak RSS of the sweep (main process, fork server and workers together): "
+        f"{sweep.peak_rss_mb:.0f} MB"
+    )
+    print(
+        f"  largest worker: {first_rss[2]:.0f} MB after {first_rss[0]} runs, {last_rss[2]:.0f} MB "
+        f"after {last_rss[0]}; main process: {first_rss[1]:.0f} MB, then {last_rss[1]:.0f} MB "
+        "(Hydra keeps every job's JobReturn until the sweep ends)"
+    )
     ok = sweep.finished == sweep.complete == work.runs
     print(f"Check: {sweep.finished}/{work.runs} runs FINISHED, {sweep.complete} with {work.epochs} epochs "
           f"of metrics each: {'OK' if ok else 'MISSING RUNS'}")  # fmt: skip

@@ -92,6 +92,10 @@ class ComposedJob:
             self._config = cfg
         return self._config
 
+    def release(self) -> None:
+        """Drop the full config once Hydra has what it needs from it."""
+        self._config = None
+
 
 def _has_interpolation(node: Any) -> bool:
     if isinstance(node, dict):
@@ -278,6 +282,7 @@ class LossbenchLauncher(Launcher):
                 job_subdir_key="hydra.sweep.subdir",
                 configure_logging=False,
             )
+            jobs[job].release()  # the JobReturn holds its own copies
 
         runner = sw.StackRunner(read_sweep_file(sweep_dir), hand_over)
         runner.run(stacks, executor, n_workers)
