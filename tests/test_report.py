@@ -1,80 +1,210 @@
-"""lossbench-report: groups a sweep's runs by what it varied, and stays a light command."""
+"""lossbench-report on a fixture sweep with known values: aggregates, CIs, tests, censoring,
+failures, files, MLflow artifacts, errors; and it stays a light command."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+from mlflow import MlflowClient
+from scipy import stats as st
 
 from lossbench import report
 from lossbench.config import RunSpec
 from lossbench.results import RunResult
 from lossbench.tracking import Tracker
 
+# val/acc histories: ce learns faster than mse; lr=0.1 beats lr=0.01 on validation
+FINAL = {
+    ("cross_entropy", 0.1): [0.90, 0.92, 0.94],
+    ("cross_entropy", 0.01): [0.85, 0.86, 0.87],
+    ("mse", 0.1): [0.80, 0.83, 0.81],
+    ("mse", 0.01): [0.78, 0.79, 0.80],
+}
+TEST_OFFSET = -0.02
+
+
+def history(final: float, epochs: int = 5) -> list[float]:
+    return list(np.linspace(0.5, final, epochs))
+
 
 @pytest.fixture(scope="module")
 def sweep_store(store_uri: str) -> str:
-    """A sweep of 2 losses x 3 seeds with known final accuracies, one run failed."""
+    """2 losses x 2 learning rates x 3 seeds with known values; mse lr=0.01 seed 2 failed."""
     tracker = Tracker(store_uri, "report")
-    sweep = tracker.start_sweep(["loss=ce,mse", "seed=0,1,2"], "/tmp/sweep")
-    for loss, base in (("cross_entropy", 0.9), ("mse", 0.8)):
-        for seed in range(3):
-            cfg = {"seed": seed, "dataset": {"name": "moons"}, "loss": {"_target_": loss}}
+    sweep = tracker.start_sweep(["loss=ce,mse", "optimizer.lr=0.1,0.01", "seed=0,1,2"], "/tmp/sweep",
+                                {"metric": "val/acc", "target": 0.85})  # fmt: skip
+    for (loss, lr), finals in FINAL.items():
+        for seed, final in enumerate(finals):
+            cfg = {"seed": seed, "dataset": {"name": "moons"}, "loss": {"_target_": loss},
+                   "optimizer": {"_target_": "torch.optim.SGD", "lr": lr}}  # fmt: skip
             choices = {
                 "dataset": "moons",
                 "loss": loss,
                 "optimizer": "sgd",
                 "scheduler": "constant",
             }
-            spec = RunSpec(cfg, choices, [f"loss={loss}", f"seed={seed}"])
-            run_id = tracker.start_run(spec, sweep=sweep)
-            if loss == "mse" and seed == 2:
-                tracker.finish_run(run_id, RunResult.failed("boom"))
+            spec = RunSpec(cfg, choices, [f"loss={loss}", f"optimizer.lr={lr}", f"seed={seed}"])
+            run_id = tracker.start_run(spec, {"task": "binary"}, sweep)
+            if (loss, lr, seed) == ("mse", 0.01, 2):
+                tracker.finish_run(run_id, RunResult.failed("Traceback: boom"))
                 continue
-            acc = base + 0.01 * seed
-            result = RunResult(
-                series={"val/acc": [0.5, acc], "train/loss": [1.0, 0.5]},
-                final={"val/acc": acc, "train/loss": 0.5, "test/acc": acc - 0.05},
-            )
-            tracker.finish_run(run_id, result)
+            series = {"val/acc": history(final), "train/loss": list(np.linspace(1, 0.1, 5))}
+            final_metrics = {
+                "val/acc": final,
+                "train/loss": 0.1,
+                "test/acc": final + TEST_OFFSET,
+                "time/seconds": 2.0,
+            }
+            tracker.finish_run(run_id, RunResult(series, final_metrics))
     tracker.end_sweep(sweep)
     return store_uri
 
 
-def test_groups_by_the_varied_axis_with_failures_counted(sweep_store: str) -> None:
-    from mlflow import MlflowClient
+@pytest.fixture(scope="module")
+def built(sweep_store: str) -> report.Report:
+    return report.build_report(sweep_store, "report", scientific="loss", nuisance="optimizer.lr")
 
+
+def row(built: report.Report, loss: str, lr: float):  # noqa: ANN201
+    s = built.summary
+    return s[(s["loss"] == loss) & (s["optimizer.lr"] == str(lr))].iloc[0]
+
+
+def test_axes_are_found_and_seed_left_out(built: report.Report) -> None:
+    assert built.axes == ["loss", "optimizer.lr"]
+    assert built.metric == "val/acc" and built.target == 0.85
+    assert len(built.summary) == 4
+
+
+def test_aggregates_equal_hand_computed_values(built: report.Report) -> None:
+    r = row(built, "cross_entropy", 0.1)
+    values = FINAL[("cross_entropy", 0.1)]
+    assert r["val/acc mean"] == pytest.approx(np.mean(values))
+    assert r["val/acc std"] == pytest.approx(np.std(values, ddof=1))
+    low, high = st.t.interval(0.95, 2, loc=np.mean(values), scale=st.sem(values))
+    assert (r["val/acc ci_low"], r["val/acc ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert r["test/acc mean"] == pytest.approx(np.mean(values) + TEST_OFFSET)
+    assert r["best val/acc mean"] == pytest.approx(np.mean(values))
+    assert r["time/seconds mean"] == pytest.approx(2.0)
+    assert built.summary["group"].iloc[0] == "loss=cross_entropy optimizer.lr=0.1"  # best first
+
+
+def test_failed_run_is_counted_not_averaged(built: report.Report) -> None:
+    r = row(built, "mse", 0.01)
+    assert (r["runs"], r["finished"], r["failed"]) == (3, 2, 1)
+    assert r["val/acc mean"] == pytest.approx(np.mean([0.78, 0.79]))
+
+
+def test_censored_runs(built: report.Report) -> None:
+    """Target 0.85: the histories end at their finals, so runs ending below never reach it."""
+    ce = row(built, "cross_entropy", 0.1)
+    assert (ce["reached"], ce["censored_runs"]) == (3, 0)
+    epochs = [
+        next(i for i, v in enumerate(history(f), 1) if v >= 0.85)
+        for f in FINAL[("cross_entropy", 0.1)]
+    ]
+    assert ce["epochs_to_target mean"] == pytest.approx(np.mean(epochs))
+    assert ce["seconds_to_target mean"] == pytest.approx(np.mean(epochs) * 2.0 / 5)
+    low_lr = row(built, "cross_entropy", 0.01)  # 0.85 reached only by the runs ending at 0.85+
+    assert (low_lr["reached"], low_lr["censored_runs"]) == (3, 0)
+    mse = row(built, "mse", 0.1)
+    assert (mse["reached"], mse["censored_runs"]) == (0, 3)
+    header, rows = report.display_table(built)
+    mse_row = next(r for r in rows if r[:2] == ["mse", "0.1"])
+    assert "(3 censored)" in " ".join(mse_row)
+
+
+def test_pairwise_tests_equal_scipys(built: report.Report) -> None:
+    comparisons = built.comparisons.set_index("group")
+    assert built.baseline == "loss=cross_entropy optimizer.lr=0.1"
+    best = [v + TEST_OFFSET for v in FINAL[("cross_entropy", 0.1)]]
+    other = [v + TEST_OFFSET for v in FINAL[("mse", 0.1)]]
+    c = comparisons.loc["loss=mse optimizer.lr=0.1"]
+    assert c["test"] == "paired t" and c["pairs"] == 3
+    assert c["p"] == pytest.approx(st.ttest_rel(other, best).pvalue)
+    assert c["diff"] == pytest.approx(np.mean(other) - np.mean(best))
+    failed_group = comparisons.loc["loss=mse optimizer.lr=0.01"]
+    assert failed_group["pairs"] == 2  # the failed seed has no pair
+
+
+def test_vs_baseline_and_bad_vs(sweep_store: str) -> None:
+    built = report.build_report(sweep_store, "report", vs="loss=mse,optimizer.lr=0.01")
+    assert built.baseline == "loss=mse optimizer.lr=0.01"
+    assert "loss=cross_entropy optimizer.lr=0.1" in set(built.comparisons["group"])
+    with pytest.raises(ValueError, match="matches 2 groups"):
+        report.build_report(sweep_store, "report", vs="loss=mse")
+    with pytest.raises(ValueError, match="not among the sweep's axes"):
+        report.build_report(sweep_store, "report", vs="optimizer=adam")
+
+
+def test_fair_comparison_selects_on_val_and_reports_test(built: report.Report) -> None:
+    fair = built.fair.set_index("loss")
+    assert fair.loc["cross_entropy", "best optimizer.lr"] == "0.1"
+    assert fair.loc["mse", "best optimizer.lr"] == "0.1"
+    assert fair.loc["mse", "test mean"] == pytest.approx(np.mean(FINAL[("mse", 0.1)]) + TEST_OFFSET)
+
+
+def test_files_hold_the_groups_and_reach_mlflow(
+    sweep_store: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    assert (
+        report.main(["--tracking-uri", sweep_store, "--experiment", "report", "--out", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "loss=cross_entropy optimizer.lr=0.1" in printed or "cross_entropy" in printed
+    for name in ("report.md", "report.html", "curves.png", "bars.png", "heatmap.png"):
+        assert (out / name).stat().st_size > 0, name
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for text in (md, page):
+        for loss, lr in FINAL:
+            assert f"| {loss} | {lr} |" in text or f"<td>{loss}</td><td>{lr}</td>" in text
+        assert "censored" in text
+    assert "data:image/png;base64," in page  # self-contained
     client = MlflowClient(sweep_store)
-    experiment_id, sweep_id = report.latest_sweep(client, "report")
-    runs = report.sweep_runs(client, experiment_id, sweep_id)
-    assert report.sweep_axes(runs) == [f"{report.CHOICE}loss"]
-    table = report.summarize(runs, "val/acc").set_index("loss")
-    assert table.loc["cross_entropy", "n"] == 3 and table.loc["cross_entropy", "failed"] == 0
-    assert table.loc["mse", "n"] == 2 and table.loc["mse", "failed"] == 1
-    assert table.loc["cross_entropy", "val/acc mean"] == pytest.approx(0.91)
-    assert table.loc["mse", "val/acc mean"] == pytest.approx(0.805)
-    assert table.loc["cross_entropy", "val/acc std"] == pytest.approx(0.01)
-    assert list(table.index) == ["cross_entropy", "mse"]  # best first
+    parent = client.search_runs(
+        [client.get_experiment_by_name("report").experiment_id], "tags.`lossbench.role` = 'sweep'"
+    )[0]
+    attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/bars.png"} <= attached
 
 
-def test_unknown_experiment_is_a_clear_error(
+def test_unknown_experiment_and_metric_are_clear_errors(
     sweep_store: str, capsys: pytest.CaptureFixture
 ) -> None:
     assert report.main(["--tracking-uri", sweep_store, "--experiment", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no experiment 'nope'" in err and "report" in err
+    assert (
+        report.main(["--tracking-uri", sweep_store, "--experiment", "report", "--metric", "val/f1"])
+        == 2
+    )
+    assert (
+        "metrics: ['test/acc', 'time/seconds', 'train/loss', 'val/acc']" in capsys.readouterr().err
+    )
 
 
-def test_report_is_a_light_command(sweep_store: str) -> None:
+def test_aggregate_is_a_dataframe_for_notebooks(sweep_store: str) -> None:
+    table = report.aggregate(tracking_uri=sweep_store, experiment="report")
+    assert {"loss", "optimizer.lr", "val/acc mean", "val/acc ci_low", "finished", "failed"} <= set(
+        table.columns
+    )
+
+
+def test_report_is_a_light_command(sweep_store: str, tmp_path: Path) -> None:
     """It reads MLflow only: neither Lightning nor torch is imported."""
     code = (
         "import sys; from lossbench import report; "
-        f"rc = report.main(['--tracking-uri', {sweep_store!r}, '--experiment', 'report']); "
+        f"rc = report.main(['--tracking-uri', {sweep_store!r}, '--experiment', 'report', "
+        f"'--out', {str(tmp_path)!r}, '--no-mlflow']); "
         "print('HEAVY', [m for m in ('pytorch_lightning', 'lightning', 'torch') if m in sys.modules]); "
         "sys.exit(rc)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stdout
-    assert "cross_entropy" in done.stdout and "mse" in done.stdout

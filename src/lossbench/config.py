@@ -22,7 +22,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "tracking")
 MEMBER_KEYS = ("seed", "loss")  # runs differing only in these can train as stacked members
 # Keys that do not change what a run computes: left out of params and of the config hash.
-NON_RESULT_KEYS = ("tracking",)
+NON_RESULT_KEYS = ("tracking", "report")
 COUPLED_OPTIMIZERS = ("torch.optim.LBFGS",)
 
 

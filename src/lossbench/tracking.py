@@ -246,8 +246,13 @@ class Tracker:
 
     # -- sweeps ----------------------------------------------------------------------------
 
-    def start_sweep(self, overrides: Sequence[str], sweep_dir: str) -> SweepInfo:
-        """Create the parent run of a sweep."""
+    def start_sweep(
+        self,
+        overrides: Sequence[str],
+        sweep_dir: str,
+        report: Mapping[str, Any] | None = None,
+    ) -> SweepInfo:
+        """Create the parent run of a sweep; ``report`` settings (target, axes) become tags."""
         sweep_id = new_sweep_id()
         tags = {
             "lossbench.role": "sweep",
@@ -255,6 +260,7 @@ class Tracker:
             "lossbench.overrides": " ".join(overrides)[:5000],
             "lossbench.sweep_dir": sweep_dir,
             "mlflow.source.name": "lossbench-train",
+            **{f"lossbench.report.{k}": str(v) for k, v in (report or {}).items() if v is not None},
             **environment_tags(),
         }
         experiment_id = self.experiment_id
@@ -544,6 +550,132 @@ def _sql_finish_runs(
 
 
 # ---------------------------------------------------------------------------------------------
+# Reading sweeps back (the report and the claims read through here).
+
+
+class NotInStore(LookupError):
+    """The store has no such experiment or sweep; the message says what it does have."""
+
+
+@dataclass
+class RunRecord:
+    """One run of a sweep as the store holds it."""
+
+    run_id: str
+    name: str
+    status: str  # MLflow's: FINISHED, FAILED, KILLED, RUNNING
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # latest values
+
+    @property
+    def outcome(self) -> str:
+        """finished, diverged, failed, killed or running."""
+        if self.tags.get("lossbench.status") == "diverged":
+            return "diverged"
+        return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}.get(
+            self.status, "running"
+        )
+
+
+@dataclass
+class SweepRecord:
+    """A sweep: its parent run's tags and its runs."""
+
+    uri: str
+    experiment: str
+    sweep_id: str
+    parent_run_id: str | None
+    tags: dict[str, str]
+    runs: list[RunRecord]
+
+
+def _experiments(client: MlflowClient, experiment: str | None) -> list[Any]:
+    if experiment is None:
+        return list(client.search_experiments())
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise NotInStore(f"no experiment {experiment!r} in this store; experiments: {names}")
+    return [found]
+
+
+def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = None) -> SweepRecord:
+    """A sweep and its runs: ``sweep_id``, or the latest sweep (of ``experiment``, if given)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiments = _experiments(client, experiment)
+    ids = [e.experiment_id for e in experiments]
+    role = "tags.`lossbench.role` = 'sweep'"
+    which = f" and tags.`lossbench.sweep_id` = '{sweep_id}'" if sweep_id else ""
+    parents = client.search_runs(
+        ids, role + which, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if parents:
+        parent = parents[0]
+        sweep_id = parent.data.tags["lossbench.sweep_id"]
+        experiment_id, parent_id, parent_tags = (
+            parent.info.experiment_id,
+            parent.info.run_id,
+            dict(parent.data.tags),
+        )
+    elif sweep_id:  # a sweep by another launcher may have runs and no parent
+        found = client.search_runs(ids, f"tags.`lossbench.sweep_id` = '{sweep_id}'", max_results=1)
+        if not found:
+            raise NotInStore(f"no sweep {sweep_id!r} in {uri}")
+        experiment_id, parent_id, parent_tags = found[0].info.experiment_id, None, {}
+    else:
+        where = f"experiment {experiment!r}" if experiment else "this store"
+        raise NotInStore(f"no lossbench sweep in {where}: run `lossbench-train -m ...` first")
+    filter_string = f"tags.`lossbench.sweep_id` = '{sweep_id}' and tags.`lossbench.role` = 'run'"
+    runs = []
+    page_token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string, max_results=5000, page_token=page_token
+        )
+        runs += [
+            RunRecord(
+                r.info.run_id,
+                r.info.run_name,
+                r.info.status,
+                dict(r.data.tags),
+                dict(r.data.params),
+                dict(r.data.metrics),
+            )
+            for r in page
+        ]
+        page_token = page.token
+        if not page_token:
+            break
+    if not runs:
+        raise NotInStore(f"sweep {sweep_id} has no runs")
+    name = client.get_experiment(experiment_id).name
+    return SweepRecord(uri, name, sweep_id, parent_id, parent_tags, runs)
+
+
+def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, list[float]]:
+    """Each run's per-epoch values of one metric, ordered by step."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    histories = {}
+    for run_id in run_ids:
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        histories[run_id] = [m.value for m in points]
+    return histories
+
+
+def log_report(uri: str, run_id: str, directory: Path, artifact_path: str = "report") -> None:
+    """Attach a report directory to a run (the sweep's parent), for the MLflow UI."""
+    from mlflow import MlflowClient
+
+    with _timed():
+        MlflowClient(uri).log_artifacts(run_id, str(directory), artifact_path)
+
+
+# ---------------------------------------------------------------------------------------------
 # Sweep bookkeeping shared by the main process and the jobs (which may be other processes).
 
 
@@ -578,7 +710,8 @@ class SweepCallback(Callback):
             write_sweep_file(sweep_dir, SweepInfo(new_sweep_id()))
             return
         overrides = [str(o) for o in config.hydra.overrides.task]
-        sweep = tracker.start_sweep(overrides, sweep_dir)
+        report = OmegaConf.to_container(config.report, resolve=True) if "report" in config else None
+        sweep = tracker.start_sweep(overrides, sweep_dir, report)  # type: ignore[arg-type]
         write_sweep_file(sweep_dir, sweep)
         self._open = (tracker, sweep)
         atexit.register(self._fail_open_sweep)

@@ -1,0 +1,122 @@
+"""Statistics over seeds: confidence intervals, paired and unpaired tests, effect sizes,
+epochs-to-target with censoring, and best-over-nuisance selection.
+
+Pure NumPy/SciPy/pandas on values already read from the store, so that the report and the
+claims judge results the same way, and so that both can be tested on known numbers.
+
+Methods (stated in the report too):
+- 95% confidence interval of a group mean: Student's t interval, mean ± t(0.975, n-1)·s/√n.
+- Two groups whose runs share seeds are compared paired by seed: paired t-test, effect size
+  Cohen's d_z = mean(diff) / sd(diff). Otherwise: Welch's t-test, effect size Cohen's d with
+  the pooled standard deviation. p-values are two-sided; Holm's method adjusts them for the
+  number of comparisons made.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+HIGHER_IS_BETTER = ("acc", "balanced_acc", "f1_macro", "r2")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether larger values of a metric are better (accuracy, F1, R²) or worse (losses, errors)."""
+    return metric.rsplit("/", 1)[-1] in HIGHER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean of a sample with its t confidence interval."""
+
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean, sample std and Student's t confidence interval of the finite values."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return Interval(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if n == 1:
+        return Interval(1, mean, math.nan, math.nan, math.nan)
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return Interval(n, mean, std, mean - half, mean + half)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A two-sided test of group ``a`` against group ``b`` (difference a - b)."""
+
+    n_a: int
+    n_b: int
+    paired: bool
+    n_pairs: int
+    diff: float  # mean of a minus mean of b (mean of the paired differences when paired)
+    effect: float  # Cohen's d_z (paired) or d (pooled sd)
+    p_value: float
+    test: str
+
+
+def compare(a: Mapping[int, float], b: Mapping[int, float]) -> Comparison:
+    """Compare two groups' values, keyed by seed. Paired by seed when at least two seeds are
+    shared; otherwise Welch's unpaired test. NaN p-value when a test cannot be computed."""
+    from scipy import stats
+
+    a = {s: v for s, v in a.items() if math.isfinite(v)}
+    b = {s: v for s, v in b.items() if math.isfinite(v)}
+    shared = sorted(set(a) & set(b))
+    if len(shared) >= 2:
+        diff = np.array([a[s] - b[s] for s in shared])
+        sd = diff.std(ddof=1)
+        if sd == 0:
+            p = 1.0 if diff.mean() == 0 else 0.0
+            effect = 0.0 if diff.mean() == 0 else math.copysign(math.inf, diff.mean())
+        else:
+            p = float(stats.ttest_rel([a[s] for s in shared], [b[s] for s in shared]).pvalue)
+            effect = float(diff.mean() / sd)
+        return Comparison(
+            len(a), len(b), True, len(shared), float(diff.mean()), effect, p, "paired t"
+        )
+    xa, xb = np.array(list(a.values())), np.array(list(b.values()))
+    diff = float(xa.mean() - xb.mean()) if len(xa) and len(xb) else math.nan
+    if len(xa) < 2 or len(xb) < 2:
+        return Comparison(len(xa), len(xb), False, 0, diff, math.nan, math.nan, "Welch t")
+    pooled = math.sqrt(
+        ((len(xa) - 1) * xa.var(ddof=1) + (len(xb) - 1) * xb.var(ddof=1)) / (len(xa) + len(xb) - 2)
+    )
+    effect = diff / pooled if pooled > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue) if pooled > 0 else float(diff != 0)
+    return Comparison(len(xa), len(xb), False, 0, diff, float(effect), p, "Welch t")
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for multiple comparisons (NaNs pass through)."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    m = len(indexed)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def epochs_to_target(history: Sequence[float], target: float, higher: bool) -> int | None:
+    """The first epoch (1-based count of epochs trained) whose value reaches the target, or
+    ``None`` if none does: the run is censored at its length."""
+    for epoch, value in enumerate(history, start=1):
+        if math.isfinite(value) and (value >= target if higher else value <= target):
+            return epoch
+    return None
