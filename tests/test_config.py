@@ -102,7 +102,12 @@ def test_classification_loss_on_regression_data(make_spec) -> None:  # noqa: ANN
         (["optimizer.lr=abc"], "optimizer.lr='abc' must be a number > 0"),
         (["batch_size=0"], "batch_size=0 must be a positive integer or 'full'"),
         (["batch_size=100000"], "larger than the 1200 training rows"),
-        (["model.hidden=[]"], None),
+        (
+            ["model.hidden=[]"],
+            "model.hidden=\\[\\] is empty: an MLP needs at least one hidden layer",
+        ),
+        (["+trainer.bogus=1"], "unexpected keyword argument 'bogus'.*valid keys: .*max_epochs"),
+        (["trainer.accelerator=tpu"], "trainer"),
         (["model.hidden=[64,0]"], "model.hidden=\\[64, 0\\] must be a list of positive integers"),
         (["loss=focal", "loss.gamma=-1"], "focal gamma must be >= 0"),
         (["dataset=diabetes", "loss=huber", "loss.delta=0"], "huber delta must be > 0"),

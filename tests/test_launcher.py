@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 
 import pytest
 from hydra import initialize_config_dir
@@ -13,17 +11,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from lossbench.config import CONF_DIR, RunSpec
+from lossbench.jobs import compose_jobs
 from lossbench.sweep import check_specs, plan_stacks
-
-
-def launcher_module():  # noqa: ANN201
-    path = CONF_DIR.parent / "src" / "hydra_plugins" / "lossbench_plugins" / "launcher.py"
-    spec = importlib.util.spec_from_file_location("lossbench_test_launcher", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 JOBS = [
     [f"loss={loss}", f"optimizer={opt}", f"seed={seed}", "trainer.max_epochs=7"]
@@ -42,7 +31,7 @@ def composed():  # noqa: ANN201
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         master = loader.load_configuration("train", ["dataset=iris"], run_mode=RunMode.MULTIRUN)
-        fast = launcher_module().compose_jobs(loader, master, JOBS, initial_job_idx=0)
+        fast = compose_jobs(loader, master, JOBS, initial_job_idx=0)
         slow = [loader.load_sweep_config(master, job) for job in JOBS]
     GlobalHydra.instance().clear()
     return fast, slow
@@ -66,13 +55,14 @@ def test_fast_composition_equals_hydras(composed) -> None:  # noqa: ANN001
 
 
 def test_stacks_group_seeds_and_losses_only(composed) -> None:  # noqa: ANN001
-    jobs, _ = composed
-    specs = [job.spec for job in jobs]
-    stacks = plan_stacks(specs, check_specs(specs), stack=True, max_members=64)
+    composed_jobs, _ = composed
+    specs = [job.spec for job in composed_jobs]
+    jobs = range(len(specs))
+    stacks = plan_stacks(jobs, specs, check_specs(specs), stack=True, max_members=64)
     groups = sorted(sorted(s.jobs) for s in stacks)
     # sgd: 2 losses x 2 seeds; gd: the same; reduce_on_plateau runs alone
     assert groups == [[0, 1, 4, 5], [2, 3, 6, 7], [8], [9], [10], [11]]
-    small = plan_stacks(specs, check_specs(specs), stack=True, max_members=3)
+    small = plan_stacks(jobs, specs, check_specs(specs), stack=True, max_members=3)
     assert max(len(s.jobs) for s in small) == 3
-    alone = plan_stacks(specs, check_specs(specs), stack=False, max_members=64)
+    alone = plan_stacks(jobs, specs, check_specs(specs), stack=False, max_members=64)
     assert len(alone) == len(specs)

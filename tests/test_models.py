@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbench.models import INITS, StackedMLP
+from lossbench.models import INITS, StackedMLP, mlp
 
 
 @pytest.mark.parametrize("init", INITS)
@@ -24,6 +24,11 @@ def test_forward_shapes_and_shared_input() -> None:
     shared = model(x)
     assert shared.shape == (2, 10, 2)
     assert torch.allclose(shared, model(x.expand(2, 10, 3)), atol=1e-6)
+
+
+def test_mlp_option_needs_a_hidden_layer() -> None:
+    with pytest.raises(ValueError, match="model=linear is the model without one"):
+        mlp(2, 1, seeds=[0], hidden=[])
 
 
 def test_linear_model_has_one_layer() -> None:

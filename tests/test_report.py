@@ -35,8 +35,8 @@ def history(final: float, epochs: int = 5) -> list[float]:
 def sweep_store(store_uri: str) -> str:
     """2 losses x 2 learning rates x 3 seeds with known values; mse lr=0.01 seed 2 failed."""
     tracker = Tracker(store_uri, "report")
-    sweep = tracker.start_sweep(["loss=ce,mse", "optimizer.lr=0.1,0.01", "seed=0,1,2"], "/tmp/sweep",
-                                {"metric": "val/acc", "target": 0.85})  # fmt: skip
+    sweep = tracker.start_sweep("report-sweep", ["loss=ce,mse", "optimizer.lr=0.1,0.01", "seed=0,1,2"],
+                                "/tmp/sweep", {"metric": "val/acc", "target": 0.85})  # fmt: skip
     for (loss, lr), finals in FINAL.items():
         for seed, final in enumerate(finals):
             cfg = {"seed": seed, "dataset": {"name": "moons"}, "loss": {"_target_": loss},

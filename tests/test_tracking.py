@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 
@@ -73,7 +75,10 @@ def test_batched_sql_writes_equal_mlflow_api_writes(store_uri: str, error: str |
     assert (a["tags"].get("lossbench.error") == error) or error is None
     assert set(a["latest"]) == {"train/loss", "val/acc", "test/acc", "time/seconds"}
     assert a["history"]["val/acc"] == str([(0, 0.5), (1, 0.75), (2, 0.8)])
-    assert a["artifacts"] == ["config.yaml", "overrides.yaml"]
+    expected = ["config.yaml", "overrides.yaml"] + ([] if error is None else ["traceback.txt"])
+    assert a["artifacts"] == expected
+    if error is not None:
+        assert Path(client.download_artifacts(batched, "traceback.txt")).read_text() == error
 
 
 def test_params_are_the_flat_config_without_store_paths(store_uri: str) -> None:

@@ -69,13 +69,23 @@ def test_run_is_fully_recorded(make_spec, store_uri: str) -> None:  # noqa: ANN0
 def test_same_seed_same_metrics(make_spec, store_uri: str) -> None:  # noqa: ANN001
     overrides = ("dataset=digits", "loss=cross_entropy", "model.dropout=0.2", "seed=7")
     a = run_once(make_spec, store_uri, "repeat", *overrides, "tracking.flush_every_n_epochs=1")
-    b = run_once(make_spec, store_uri, "repeat", *overrides)
+    b = run_once(make_spec, store_uri, "repeat", *overrides, "rerun=true")
     assert _same_but_time(a, b)
     c = run_once(make_spec, store_uri, "repeat", *overrides[:-1], "seed=8")
     assert c.series["train/loss"] != a.series["train/loss"]
     client = MlflowClient(store_uri)
     for run in runs_of(store_uri, "repeat"):  # live flushing wrote no duplicates
         assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 3
+
+
+@pytest.mark.slow
+def test_finished_config_is_not_trained_again(make_spec, store_uri: str) -> None:  # noqa: ANN001
+    first = run_once(make_spec, store_uri, "resume", "seed=1")
+    again = run_once(make_spec, store_uri, "resume", "seed=1")
+    assert again.series == {} and again.final == pytest.approx(first.final)
+    assert len(runs_of(store_uri, "resume")) == 1
+    forced = run_once(make_spec, store_uri, "resume", "seed=1", "rerun=true")
+    assert forced.series and len(runs_of(store_uri, "resume")) == 2
 
 
 def _same_but_time(a, b) -> bool:  # noqa: ANN001

@@ -22,7 +22,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "tracking")
 MEMBER_KEYS = ("seed", "loss")  # runs differing only in these can train as stacked members
 # Keys that do not change what a run computes: left out of params and of the config hash.
-NON_RESULT_KEYS = ("tracking", "report")
+NON_RESULT_KEYS = ("tracking", "report", "rerun")
 COUPLED_OPTIMIZERS = ("torch.optim.LBFGS",)
 
 
@@ -228,4 +228,27 @@ def check_run(spec: RunSpec) -> SplitData:
             )
         except Exception as err:
             raise ConfigError(f"{_label(spec, 'scheduler')}: {_unwrap(err)}") from err
+    try:
+        build_trainer(cfg["trainer"])  # Lightning checks its own arguments (accelerator, ...)
+    except Exception as err:
+        message = _unwrap(err)
+        if "unexpected keyword argument" in message:
+            import inspect
+
+            import pytorch_lightning as pl
+
+            valid = ", ".join(p for p in inspect.signature(pl.Trainer).parameters if p != "self")
+            message += f"; valid keys: {valid}"
+        raise ConfigError(f"{_label(spec, 'trainer')}: {message}") from err
     return data
+
+
+def build_trainer(node: Mapping[str, Any]) -> Any:
+    """The Lightning Trainer of a ``trainer`` config, without Lightning's banners and tips
+    (they would repeat on every fit of a sweep; warnings still show)."""
+    import logging
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    return build(node)

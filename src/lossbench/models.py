@@ -53,6 +53,36 @@ def check_architecture(
         raise ValueError(f"model.init_std={init_std} must be > 0")
 
 
+def mlp(
+    in_features: int,
+    out_features: int,
+    seeds: Sequence[int],
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    init: str = "default",
+    init_std: float = 0.01,
+) -> StackedMLP:
+    """``model=mlp``: stacked MLPs with at least one hidden layer."""
+    if isinstance(hidden, Sequence) and not isinstance(hidden, str) and len(hidden) == 0:
+        raise ValueError(
+            "model.hidden=[] is empty: an MLP needs at least one hidden layer "
+            "(model=linear is the model without one)"
+        )
+    return StackedMLP(in_features, out_features, seeds, hidden, activation, dropout, init, init_std)
+
+
+def linear(
+    in_features: int,
+    out_features: int,
+    seeds: Sequence[int],
+    init: str = "default",
+    init_std: float = 0.01,
+) -> StackedMLP:
+    """``model=linear``: no hidden layer (logistic/softmax or linear regression)."""
+    return StackedMLP(in_features, out_features, seeds, [], "relu", 0.0, init, init_std)
+
+
 def member_generators(seeds: Sequence[int], stream: int) -> list[torch.Generator]:
     """One CPU generator per member for a given random stream (0: init, 1: data order, 2: dropout).
 

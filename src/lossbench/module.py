@@ -102,6 +102,11 @@ class RecipeModule(pl.LightningModule):
     ``optimizer`` is a partial of a torch.optim class; ``scheduler`` follows
     :mod:`lossbench.optim`'s signature. After each epoch, ``history`` gains one row:
     train/loss, train/grad_norm, lr and the val/ metrics.
+
+    A member whose loss becomes NaN or inf has diverged: from that step on its loss is masked
+    out (no gradient reaches it; its siblings train on), ``diverged_at`` holds the epoch, and
+    the fit stops as soon as every member has diverged. ``on_epoch_end`` gets each row while
+    some member is alive (single runs use it to write metrics as they come).
     """
 
     def __init__(
@@ -133,6 +138,23 @@ class RecipeModule(pl.LightningModule):
         self._steps = 0
         self._val: EpochRow = {}
         self._lr = 0.0
+        self.diverged_at = torch.full((model.n_members,), -1, dtype=torch.long)
+
+    @property
+    def alive(self) -> Tensor:
+        """Which members have not diverged, ``[K]`` bool."""
+        return self.diverged_at < 0
+
+    def _mark_diverged(self, finite: Tensor) -> None:
+        """Record the current epoch for members whose values just became non-finite."""
+        newly = self.alive & ~finite
+        self.diverged_at = torch.where(newly, self.current_epoch, self.diverged_at)
+        if not bool(self.alive.any()):
+            self.trainer.should_stop = True
+
+    def on_fit_start(self) -> None:
+        """Divergence bookkeeping lives on the training device."""
+        self.diverged_at = self.diverged_at.to(self.device)
 
     # -- losses and metrics ----------------------------------------------------------------
 
@@ -180,16 +202,19 @@ class RecipeModule(pl.LightningModule):
         self._lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Sum of the members' losses: its gradient is each member's own gradient."""
+        """Sum of the members' losses: its gradient is each member's own gradient. Diverged
+        members contribute nothing."""
         x, y = batch
         losses = self.member_losses(self.model(x), y)
-        self._sums["train/loss"] += losses.detach()
-        self._steps += 1
         penalty = weight_penalty(
             self.model.weight_matrices(), self.penalty_kind, self.penalty_strength
         )
         objective = losses if penalty is None else losses + penalty
-        return objective.sum()
+        self._mark_diverged(torch.isfinite(objective.detach()))
+        alive = self.alive
+        self._sums["train/loss"] += torch.where(alive, losses.detach(), 0.0)
+        self._steps += 1
+        return torch.where(alive, objective, 0.0).sum()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Accumulate each member's gradient norm (over all its parameters)."""
@@ -210,6 +235,8 @@ class RecipeModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """Close the epoch's row (validation has run by now) and hand it on."""
+        if "val/loss" in self._val:
+            self._mark_diverged(torch.isfinite(self._val["val/loss"]))
         k = self.model.n_members
         steps = max(self._steps, 1)
         row = {name: total / steps for name, total in self._sums.items()}
@@ -217,7 +244,7 @@ class RecipeModule(pl.LightningModule):
         row.update(self._val)
         row = {name: value.detach().cpu() for name, value in row.items()}
         self.history.append(row)
-        if self.on_epoch_end is not None:
+        if self.on_epoch_end is not None and bool(self.alive.any()):
             self.on_epoch_end(self.current_epoch, row)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

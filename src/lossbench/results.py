@@ -16,6 +16,21 @@ class RunResult:
     seconds: float = 0.0
     status: str = "FINISHED"  # an MLflow run status: FINISHED, FAILED or KILLED
     error: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. lossbench.status=diverged
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the run stopped because its loss became NaN or inf."""
+        return self.tags.get("lossbench.status") == "diverged"
+
+    def job_return(self) -> dict[str, float]:
+        """What a Hydra job returns: the final metrics, plus ``diverged: 1.0`` if it diverged."""
+        return {**self.final, "diverged": 1.0} if self.diverged else dict(self.final)
+
+    @property
+    def outcome(self) -> str:
+        """finished, diverged, failed or killed."""
+        return "diverged" if self.diverged else self.status.lower()
 
     @property
     def epochs(self) -> int:
@@ -29,16 +44,31 @@ class RunResult:
         test: Mapping[str, Any],
         member: int,
         seconds: float,
+        diverged_at: int = -1,
     ) -> RunResult:
-        """Pick one member's values out of per-epoch rows of ``[K]`` tensors."""
+        """Pick one member's values out of per-epoch rows of ``[K]`` tensors.
+
+        A member that diverged in epoch ``diverged_at`` keeps the epochs before it (its last
+        finite metrics) and no test metrics, and is FAILED with ``lossbench.status=diverged``.
+        """
+        kept = rows if diverged_at < 0 else rows[:diverged_at]
         series: dict[str, list[float]] = {}
-        for row in rows:
+        for row in kept:
             for name, values in row.items():
                 series.setdefault(name, []).append(float(values[member]))
         final = {name: values[-1] for name, values in series.items()}
-        final.update({name: float(values[member]) for name, values in test.items()})
         final["time/seconds"] = seconds
-        return cls(series=series, final=final, seconds=seconds)
+        if diverged_at < 0:
+            final.update({name: float(values[member]) for name, values in test.items()})
+            return cls(series=series, final=final, seconds=seconds)
+        return cls(
+            series=series,
+            final=final,
+            seconds=seconds,
+            status="FAILED",
+            error=f"diverged: the loss became NaN or inf in epoch {diverged_at} (counting from 0)",
+            tags={"lossbench.status": "diverged", "lossbench.diverged_epoch": str(diverged_at)},
+        )
 
     @classmethod
     def failed(cls, error: str, status: str = "FAILED") -> RunResult:

@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import traceback
@@ -25,11 +26,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from lossbench.config import ConfigError, RunSpec, check_run, check_seed, stack_key
+from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash, stack_key
+from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
-from lossbench.tracking import SweepInfo, Tracker
+from lossbench.tracking import SweepInfo, Tracker, mark_interrupted, sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +58,17 @@ class Stack:
 
 
 def plan_stacks(
-    specs: Sequence[RunSpec], facts: Sequence[dict[str, Any]], stack: bool, max_members: int
+    jobs: Sequence[int],
+    specs: Sequence[RunSpec],
+    facts: Sequence[dict[str, Any]],
+    stack: bool,
+    max_members: int,
 ) -> list[Stack]:
-    """Group runs into stacks, keeping the sweep's order of first appearance."""
+    """Group the given jobs' runs into stacks, keeping the sweep's order of first appearance."""
     stacks: list[Stack] = []
     open_stacks: dict[str, Stack] = {}
-    for job, (spec, data) in enumerate(zip(specs, facts, strict=True)):
+    for job in jobs:
+        spec, data = specs[job], facts[job]
         key = stack_key(spec) if stack else None
         current = open_stacks.get(key) if key is not None else None
         if current is None or len(current.specs) >= max_members:
@@ -126,8 +134,10 @@ def train_stack(cfgs: list[dict[str, Any]]) -> list[RunResult]:
 
 def _init_worker() -> None:
     """Workers yield to the main process, which feeds them stacks and records results: on
-    two cores, three busy processes would otherwise stall the one that keeps the others busy."""
+    two cores, three busy processes would otherwise stall the one that keeps the others busy.
+    Ctrl+C is the main process's to handle: it records the runs in flight, then stops us."""
     os.nice(5)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _warm_worker() -> None:
@@ -177,15 +187,28 @@ def worker_count(n_jobs: int | None, n_stacks: int) -> int:
     return max(1, min(wanted, n_stacks))
 
 
-class StackRunner:
-    """Trains stacks on an executor and records each run as its stack starts and ends."""
+def stop_executor(executor: Executor, kill: bool) -> None:
+    """Shut the pool down: wait for it, or (after an interrupt) kill its workers at once."""
+    if not kill or not isinstance(executor, ProcessPoolExecutor):
+        executor.shutdown(wait=True, cancel_futures=True)
+        return
+    workers = list(getattr(executor, "_processes", {}).values())  # no public API until 3.14
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.kill()
+    for process in workers:
+        process.join(timeout=5)
 
-    def __init__(
-        self, sweep: SweepInfo | None, on_result: Callable[[int, RunResult], None]
-    ) -> None:
-        self.sweep = sweep
+
+class StackRunner:
+    """Trains stacks on an executor and records each run as its stack starts and ends; the
+    only MLflow writer of a sweep run by lossbench's launcher."""
+
+    def __init__(self, sweep_dir: str | Path, on_result: Callable[[int, RunResult], None]) -> None:
+        self.sweep_dir = sweep_dir
         self.on_result = on_result
         self.trackers: dict[tuple[Any, ...], Tracker | None] = {}
+        self.sweeps: dict[str, SweepInfo] = {}
         self.done = 0
         self.statuses: Counter[str] = Counter()
 
@@ -196,33 +219,60 @@ class StackRunner:
             self.trackers[key] = Tracker.from_config(spec.cfg["tracking"])
         return self.trackers[key]
 
+    def skip_finished(self, specs: Sequence[RunSpec]) -> dict[int, RunResult]:
+        """Jobs whose config already has a FINISHED run in their experiment (same config hash),
+        unless they say ``rerun=true``: job -> that run's final metrics. Checks first that each
+        store can be reached."""
+        done: dict[int, RunResult] = {}
+        finished: dict[int, dict[str, dict[str, float]]] = {}
+        for job, spec in enumerate(specs):
+            tracker = self.tracker(spec)
+            if tracker is None:
+                continue
+            if id(tracker) not in finished:
+                tracker.check_reachable()
+                finished[id(tracker)] = tracker.finished_runs()
+            metrics = finished[id(tracker)].get(config_hash(spec.cfg))
+            if metrics is not None and not spec.cfg.get("rerun", False):
+                done[job] = RunResult(final=metrics)
+        return done
+
+    def _sweep(self, tracker: Tracker) -> SweepInfo:
+        if tracker.uri not in self.sweeps:
+            self.sweeps[tracker.uri] = sweep_parent(self.sweep_dir, tracker)
+        return self.sweeps[tracker.uri]
+
     def _start(self, stack: Stack) -> None:
         stack.started = time.perf_counter()
         tracker = self.tracker(stack.specs[0])  # tracking config is a stack key: shared
         if tracker is None:
             stack.run_ids = [None] * len(stack.specs)
         else:
-            stack.run_ids = list(tracker.start_runs(stack.specs, stack.facts, self.sweep))
+            sweep = self._sweep(tracker)
+            stack.run_ids = list(tracker.start_runs(stack.specs, stack.facts, sweep))
 
-    def _finish(self, stack: Stack, results: Sequence[RunResult], total: int, t0: float) -> None:
+    def _record(self, stack: Stack, results: Sequence[RunResult]) -> None:
         tracker = self.tracker(stack.specs[0])
         if tracker is not None:
             tracker.finish_runs([r for r in stack.run_ids if r], results)
+        self.statuses.update(r.outcome for r in results)
+
+    def _finish(self, stack: Stack, results: Sequence[RunResult], total: int, t0: float) -> None:
+        self._record(stack, results)
         for job, result in zip(stack.jobs, results, strict=True):
             self.on_result(job, result)
         self.done += len(results)
-        self.statuses.update(r.status for r in results)
         elapsed = time.perf_counter() - t0
         rate = self.done / elapsed * 60 if elapsed else 0.0
         eta = (total - self.done) / rate * 60 if rate else 0.0
-        failed = sum(r.status != "FINISHED" for r in results)
+        outcomes = Counter(r.outcome for r in results if r.outcome != "finished")
         log.info(
             "[%d/%d] %d run(s) in %.1fs%s: %s | %.0f runs/min, ETA %.0fs",
             self.done,
             total,
             len(results),
             time.perf_counter() - stack.started,
-            f", {failed} FAILED" if failed else "",
+            "".join(f", {n} {o}" for o, n in sorted(outcomes.items())),
             stack.label(),
             rate,
             eta,
@@ -232,23 +282,41 @@ class StackRunner:
         """Train all stacks on ``n_workers`` workers.
 
         One stack more than there are workers is kept queued, so that a worker that finishes
-        starts the next stack at once, while this process records the finished one.
+        starts the next stack at once, while this process records the finished one. On
+        Ctrl+C or SIGTERM, the runs of the stacks in flight are recorded KILLED.
         """
         total = sum(len(s.specs) for s in stacks)
         pending = deque(stacks)
         running: dict[Future, Stack] = {}
         in_flight = n_workers + 1 if n_workers > 1 else 1
         t0 = time.perf_counter()
-        while pending or running:
-            while pending and len(running) < in_flight:
-                stack = pending.popleft()
-                self._start(stack)
-                running[executor.submit(train_stack, [s.cfg for s in stack.specs])] = stack
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                stack = running.pop(future)
-                try:
-                    results = future.result()
-                except Exception:  # a worker died (e.g. killed): its members failed
-                    results = [RunResult.failed(traceback.format_exc()) for _ in stack.specs]
-                self._finish(stack, results, total, t0)
+        try:
+            while pending or running:
+                while pending and len(running) < in_flight:
+                    stack = pending.popleft()
+                    self._start(stack)
+                    running[executor.submit(train_stack, [s.cfg for s in stack.specs])] = stack
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    stack = running.pop(future)
+                    try:
+                        results = future.result()
+                    except Exception:  # a worker died (e.g. killed): its members failed
+                        error = traceback.format_exc()
+                        results = [RunResult.failed(error) for _ in stack.specs]
+                    self._finish(stack, results, total, t0)
+        except Interrupted as interrupt:
+            mark_interrupted()
+            for stack in running.values():
+                if stack.run_ids:
+                    self._record(
+                        stack, [RunResult.failed(str(interrupt), "KILLED") for _ in stack.specs]
+                    )
+            log.error(
+                "%s: %d runs finished, %d marked KILLED, %d not started",
+                interrupt,
+                self.done,
+                sum(len(s.specs) for s in running.values() if s.run_ids),
+                sum(len(s.specs) for s in pending),
+            )
+            raise

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import tempfile
 import time
@@ -187,6 +188,91 @@ def new_sweep_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
+def owner_tags() -> dict[str, str]:
+    """Which process writes a run: host, pid and the pid's start time (pids are reused)."""
+    import psutil
+
+    me = psutil.Process()
+    return {
+        "lossbench.host": socket.gethostname(),
+        "lossbench.pid": str(me.pid),
+        "lossbench.pid_start": f"{me.create_time():.3f}",
+    }
+
+
+def _owner_alive(tags: Mapping[str, str]) -> bool:
+    import psutil
+
+    try:
+        process = psutil.Process(int(tags["lossbench.pid"]))
+        return f"{process.create_time():.3f}" == tags.get("lossbench.pid_start")
+    except (psutil.Error, KeyError, ValueError):
+        return False
+
+
+def stale_runs(
+    tracker: Tracker, all_experiments: bool = False, older_than_hours: float | None = None
+) -> list[Any]:
+    """RUNNING runs whose writer is gone (this host), or older than ``older_than_hours``."""
+    client = tracker.client
+    if all_experiments:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        found = client.get_experiment_by_name(tracker.experiment)
+        ids = [found.experiment_id] if found else []
+    if not ids:
+        return []
+    running = client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=50_000)
+    host, now = socket.gethostname(), time.time() * 1000
+    stale = []
+    for run in running:
+        tags = run.data.tags
+        if "lossbench.pid" not in tags:
+            continue  # not ours: nothing to go by
+        orphan = tags.get("lossbench.host") == host and not _owner_alive(tags)
+        old = older_than_hours is not None and now - run.info.start_time > older_than_hours * 3.6e6
+        if orphan or old:
+            stale.append(run)
+    return stale
+
+
+class StoreUnreachable(RuntimeError):
+    """The tracking store cannot be reached."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Raise :class:`StoreUnreachable` quickly if the store behind ``uri`` cannot be reached:
+    an HTTP server that does not answer, a database that refuses connections, a SQLite file in
+    a directory that cannot be created or written."""
+    import urllib.error
+    import urllib.request
+
+    db = sqlite_path(uri)
+    scheme = uri.split(":", 1)[0].lower()
+    try:
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+                raise StoreUnreachable(f"tracking store {uri}: {db.parent} is not writable")
+        elif scheme in ("http", "https"):
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        elif scheme.startswith(("postgresql", "mysql", "mssql")):
+            from sqlalchemy import create_engine
+
+            arg = {"connect_timeout": int(timeout)} if not scheme.startswith("mssql") else {}
+            engine = create_engine(uri, connect_args=arg)
+            with engine.connect():
+                pass
+            engine.dispose()
+    except StoreUnreachable:
+        raise
+    except (OSError, urllib.error.URLError, Exception) as err:  # noqa: BLE001 (driver errors vary)
+        raise StoreUnreachable(
+            f"tracking store {uri} is unreachable ({type(err).__name__}: {err}). Start the server, "
+            "fix tracking.uri / MLFLOW_TRACKING_URI, or train without recording: tracking=none"
+        ) from err
+
+
 class Tracker:
     """Writes runs to one MLflow experiment. Construction does no I/O; the store and the
     experiment are created on first use."""
@@ -202,6 +288,7 @@ class Tracker:
         self.experiment = experiment
         self.flush_every_n_epochs = flush_every_n_epochs
         self.sql_batches = sql_batches  # False: MLflow's client API only, even for SQL stores
+        self._artifact_uris: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, tracking: Mapping[str, Any]) -> Tracker | None:
@@ -248,12 +335,12 @@ class Tracker:
 
     def start_sweep(
         self,
+        sweep_id: str,
         overrides: Sequence[str],
         sweep_dir: str,
         report: Mapping[str, Any] | None = None,
     ) -> SweepInfo:
         """Create the parent run of a sweep; ``report`` settings (target, axes) become tags."""
-        sweep_id = new_sweep_id()
         tags = {
             "lossbench.role": "sweep",
             "lossbench.sweep_id": sweep_id,
@@ -262,6 +349,7 @@ class Tracker:
             "mlflow.source.name": "lossbench-train",
             **{f"lossbench.report.{k}": str(v) for k, v in (report or {}).items() if v is not None},
             **environment_tags(),
+            **owner_tags(),
         }
         experiment_id = self.experiment_id
         with _timed():
@@ -273,6 +361,50 @@ class Tracker:
         if sweep.parent_run_id:
             with _timed():
                 self.client.set_terminated(sweep.parent_run_id, status=status)
+
+    def reap(
+        self, all_experiments: bool = False, older_than_hours: float | None = None
+    ) -> list[str]:
+        """Mark stale runs KILLED: RUNNING runs of this host whose process is gone (killed by
+        SIGKILL, or the machine went down), and with ``older_than_hours``, RUNNING runs of any
+        host started longer ago. Returns their ids."""
+        stale = stale_runs(self, all_experiments, older_than_hours)
+        with _timed():
+            for run in stale:
+                self.client.set_tag(run.info.run_id, "lossbench.reaped", "true")
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+        if stale:
+            log.warning("Marked %d stale RUNNING run(s) KILLED in %s", len(stale), self.uri)
+        return [run.info.run_id for run in stale]
+
+    def finished_runs(self) -> dict[str, dict[str, float]]:
+        """Config hash -> final metrics of this experiment's FINISHED runs (for resuming)."""
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is None:
+            return {}
+        done: dict[str, dict[str, float]] = {}
+        token = None
+        with _timed():
+            while True:
+                page = self.client.search_runs(
+                    [found.experiment_id],
+                    "tags.`lossbench.role` = 'run' and attributes.status = 'FINISHED'",
+                    max_results=5000,
+                    page_token=token,
+                )
+                for run in page:
+                    done.setdefault(
+                        run.data.tags.get("lossbench.config_hash", ""), dict(run.data.metrics)
+                    )
+                token = page.token
+                if not token:
+                    break
+        return done
+
+    def check_reachable(self, timeout: float = 5.0) -> None:
+        """Fail fast, with a message, if the store cannot be reached (instead of MLflow's
+        minutes of retries)."""
+        check_reachable(self.uri, timeout)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -294,6 +426,7 @@ class Tracker:
             "mlflow.source.name": "lossbench-train",
             **{f"lossbench.choice.{g}": c for g, c in spec.choices.items()},
             **environment_tags(),
+            **owner_tags(),
         }
         if sweep is not None:
             tags["lossbench.sweep_id"] = sweep.sweep_id
@@ -312,8 +445,6 @@ class Tracker:
         """Create RUNNING runs (one stack's) with their params, tags and config artifacts.
 
         ``facts`` describe their data (``SplitData.summary()``)."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
         experiment_id = self.experiment_id
         names = [run_name(spec) for spec in specs]
         tags = [self.run_tags(spec, facts, sweep, len(specs)) for spec in specs]
@@ -333,11 +464,9 @@ class Tracker:
                     self._api_create_run(experiment_id, *run)
                     for run in zip(names, tags, params, strict=True)
                 ]
-            for (_, artifact_uri), files in zip(created, artifacts, strict=True):
-                with tempfile.TemporaryDirectory() as tmp:
-                    for name, text in files.items():
-                        Path(tmp, name).write_text(text)
-                    get_artifact_repository(artifact_uri).log_artifacts(tmp)
+            for (run_id, artifact_uri), files in zip(created, artifacts, strict=True):
+                self._artifact_uris[run_id] = artifact_uri
+                _write_artifacts(artifact_uri, files)
         return [run_id for run_id, _ in created]
 
     def start_run(
@@ -357,9 +486,13 @@ class Tracker:
             self._api_log_metrics(run_id, _metric_rows(series, {}, start))
 
     def finish_runs(self, run_ids: Sequence[str], results: Sequence[RunResult]) -> None:
-        """Write the metrics of runs that have none yet (one stack's), then close them."""
+        """Write the metrics of runs that have none yet (one stack's), then close them. A run
+        that did not finish gets its error as ``traceback.txt`` and its last line as a tag."""
         metrics = [_metric_rows(r.series, r.final) for r in results]
         with _timed():
+            for run_id, result in zip(run_ids, results, strict=True):
+                if result.error:
+                    self._log_traceback(run_id, result.error)
             if self._sql_store is not None:
                 _sql_finish_runs(self._sql_store, run_ids, metrics, results)
                 return
@@ -374,8 +507,14 @@ class Tracker:
             self.finish_runs([run_id], [result])
             return
         with _timed():
+            if result.error:
+                self._log_traceback(run_id, result.error)
             self._api_log_metrics(run_id, _metric_rows(result.series, result.final, written_epochs))
             self._api_close(run_id, result)
+
+    def _log_traceback(self, run_id: str, error: str) -> None:
+        uri = self._artifact_uris.get(run_id) or self.client.get_run(run_id).info.artifact_uri
+        _write_artifacts(uri, {"traceback.txt": error})
 
     # MLflow's client API: for stores other than SQL ones, and for runs that already hold data.
 
@@ -398,9 +537,28 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
 
     def _api_close(self, run_id: str, result: RunResult) -> None:
-        if result.error:
-            self.client.set_tag(run_id, "lossbench.error", result.error[-5000:])
+        for key, value in _result_tags(result).items():
+            self.client.set_tag(run_id, key, value)
         self.client.set_terminated(run_id, status=result.status)
+
+
+def _result_tags(result: RunResult) -> dict[str, str]:
+    """Tags a result adds: its own (e.g. divergence) and the last line of its error."""
+    tags = dict(result.tags)
+    if result.error:
+        tags["lossbench.error"] = result.error.strip().splitlines()[-1][:500]
+    return tags
+
+
+def _write_artifacts(artifact_uri: str, files: Mapping[str, str]) -> None:
+    """Write small text files into a run's artifact location (known: no need to fetch the
+    run, as log_artifacts would)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            Path(tmp, name).write_text(text)
+        get_artifact_repository(artifact_uri).log_artifacts(tmp)
 
 
 MetricRow = tuple[str, float, int, int]  # key, value, timestamp (ms), step
@@ -499,7 +657,7 @@ def _sql_finish_runs(
     """Write the first metrics of runs (and their latest values), error tags, and statuses."""
     from mlflow.entities import RunStatus
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
-    from mlflow.utils.validation import _validate_metric
+    from mlflow.utils.validation import _validate_metric, _validate_tag
     from sqlalchemy import bindparam, insert, update
 
     metric_rows, latest_rows, tag_rows, status_rows = [], [], [], []
@@ -527,10 +685,9 @@ def _sql_finish_runs(
             ):
                 latest[key] = row
         latest_rows.extend(latest.values())
-        if result.error:
-            tag_rows.append(
-                {"run_uuid": run_id, "key": "lossbench.error", "value": result.error[-5000:]}
-            )
+        for key, value in _result_tags(result).items():
+            _validate_tag(key, value)
+            tag_rows.append({"run_uuid": run_id, "key": key, "value": value})
         status = RunStatus.to_string(RunStatus.from_string(result.status))
         status_rows.append({"id": run_id, "status": status, "end_time": now})
     set_status = (
@@ -677,63 +834,118 @@ def log_report(uri: str, run_id: str, directory: Path, artifact_path: str = "rep
 
 # ---------------------------------------------------------------------------------------------
 # Sweep bookkeeping shared by the main process and the jobs (which may be other processes).
+#
+# A sweep's file in its Hydra sweep dir holds its id, its overrides and report settings, and,
+# once created, its parent run. The parent run is created by whoever writes the sweep's first
+# run (the launcher after checking every job, or the first job), so that a sweep stopped by bad
+# input writes nothing to the store.
 
 
-def write_sweep_file(sweep_dir: str | Path, sweep: SweepInfo) -> None:
-    """Record the sweep's parent run where every job of the sweep can read it."""
-    path = Path(sweep_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / SWEEP_FILE).write_text(json.dumps(sweep.__dict__))
+def _sweep_file(sweep_dir: str | Path) -> Path:
+    return Path(sweep_dir) / SWEEP_FILE
 
 
-def read_sweep_file(sweep_dir: str | Path) -> SweepInfo | None:
-    """The sweep a job belongs to, if its sweep dir records one."""
-    path = Path(sweep_dir) / SWEEP_FILE
+@contextmanager
+def _sweep_lock(sweep_dir: str | Path) -> Iterable[dict[str, Any]]:
+    """The sweep file's contents, locked against the sweep's other processes; written back."""
+    path = _sweep_file(sweep_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = json.loads(path.read_text()) if path.exists() else {}
+        yield state
+        path.write_text(json.dumps(state, indent=2))
+
+
+def open_sweep(
+    sweep_dir: str | Path, overrides: Sequence[str], report: Mapping[str, Any] | None = None
+) -> str:
+    """Start a sweep's file (no store writes); returns the new sweep id."""
+    with _sweep_lock(sweep_dir) as state:
+        state.clear()
+        state.update(
+            sweep_id=new_sweep_id(),
+            overrides=list(overrides),
+            report={k: v for k, v in (report or {}).items() if v is not None},
+            parent_run_id=None,
+        )
+        return state["sweep_id"]
+
+
+def sweep_parent(sweep_dir: str | Path, tracker: Tracker) -> SweepInfo:
+    """The sweep's parent run, created on first call (across processes). Creating it first
+    marks the experiment's stale RUNNING runs KILLED (see :func:`reap`)."""
+    with _sweep_lock(sweep_dir) as state:
+        if not state.get("sweep_id"):  # a sweep started without lossbench's callback
+            state.update(sweep_id=new_sweep_id(), overrides=[], report={})
+        if not state.get("parent_run_id"):
+            tracker.reap()
+            info = tracker.start_sweep(
+                state["sweep_id"], state["overrides"], str(sweep_dir), state["report"]
+            )
+            state.update(parent_run_id=info.parent_run_id, uri=tracker.uri)
+        return SweepInfo(state["sweep_id"], state["parent_run_id"])
+
+
+def read_sweep(sweep_dir: str | Path) -> SweepInfo | None:
+    """The sweep a job belongs to, if its sweep dir records one (parent run not yet created)."""
+    path = _sweep_file(sweep_dir)
     if not path.exists():
         return None
-    return SweepInfo(**json.loads(path.read_text()))
+    state = json.loads(path.read_text())
+    return SweepInfo(state["sweep_id"], state.get("parent_run_id"))
+
+
+def close_sweep(sweep_dir: str | Path, status: str) -> None:
+    """End the sweep's parent run with ``status``, if it exists and is still running."""
+    path = _sweep_file(sweep_dir)
+    if not path.exists():
+        return
+    state = json.loads(path.read_text())
+    if not state.get("parent_run_id") or state.get("closed"):
+        return
+    from mlflow import MlflowClient
+
+    with _timed():
+        client = MlflowClient(state["uri"])
+        if client.get_run(state["parent_run_id"]).info.status == "RUNNING":
+            client.set_terminated(state["parent_run_id"], status=status)
+    with _sweep_lock(sweep_dir) as locked:
+        locked["closed"] = status
+
+
+_exit_status = "FAILED"  # what a sweep's parent run becomes if the process exits mid-sweep
+
+
+def mark_interrupted() -> None:
+    """Record that this process was interrupted (Ctrl+C, SIGTERM): open sweeps end KILLED."""
+    global _exit_status
+    _exit_status = "KILLED"
 
 
 class SweepCallback(Callback):
-    """Hydra callback: before a multirun's first job, create the store, the experiment and the
-    sweep's parent run; after its last job, close the parent run. Works with any launcher."""
+    """Hydra callback: starts the sweep's file before the first job (any launcher), and ends
+    the sweep's parent run after the last one; if the process exits mid-sweep instead (a job
+    failed, Ctrl+C), at exit, FAILED or KILLED."""
 
     def __init__(self) -> None:
-        self._open: tuple[Tracker, SweepInfo] | None = None
+        self._sweep_dir: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Create the store and the parent run, and tell the jobs where it is."""
-        tracking = OmegaConf.to_container(config.tracking, resolve=True)
-        tracker = Tracker.from_config(tracking)  # type: ignore[arg-type]
-        sweep_dir = str(config.hydra.sweep.dir)
-        if tracker is None:
-            write_sweep_file(sweep_dir, SweepInfo(new_sweep_id()))
-            return
-        overrides = [str(o) for o in config.hydra.overrides.task]
+        """Start the sweep's file; the store is not touched until a run is written."""
+        self._sweep_dir = str(config.hydra.sweep.dir)
         report = OmegaConf.to_container(config.report, resolve=True) if "report" in config else None
-        sweep = tracker.start_sweep(overrides, sweep_dir, report)  # type: ignore[arg-type]
-        write_sweep_file(sweep_dir, sweep)
-        self._open = (tracker, sweep)
-        atexit.register(self._fail_open_sweep)
-        log.info(
-            "MLflow: experiment %r, sweep %s, store %s",
-            tracker.experiment,
-            sweep.sweep_id,
-            tracker.uri,
-        )
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        sweep_id = open_sweep(self._sweep_dir, overrides, report)  # type: ignore[arg-type]
+        atexit.register(self._close_at_exit)
+        log.info("Sweep %s; outputs in %s", sweep_id, self._sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Close the parent run."""
-        if self._open is not None:
-            tracker, sweep = self._open
-            self._open = None
-            atexit.unregister(self._fail_open_sweep)
-            tracker.end_sweep(sweep, "FINISHED")
+        """End the parent run: the sweep completed."""
+        if self._sweep_dir is not None:
+            atexit.unregister(self._close_at_exit)
+            close_sweep(self._sweep_dir, "FINISHED")
 
-    def _fail_open_sweep(self) -> None:
-        """At exit: Hydra skips on_multirun_end when a job failed; the parent must not stay
-        RUNNING."""
-        if self._open is not None:
-            tracker, sweep = self._open
-            self._open = None
-            tracker.end_sweep(sweep, "FAILED")
+    def _close_at_exit(self) -> None:
+        if self._sweep_dir is not None:
+            close_sweep(self._sweep_dir, _exit_status)

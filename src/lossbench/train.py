@@ -9,8 +9,10 @@ Other launchers (``hydra/launcher=basic``, ``joblib``, ...) call ``main`` once p
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -18,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench.config import CONF_DIR, RunSpec, check_run
+from lossbench.config import CONF_DIR, RunSpec, check_run, config_hash
+from lossbench.interrupts import Interrupted, interrupts
 from lossbench.results import RunResult
-from lossbench.tracking import SweepInfo, Tracker, new_sweep_id, read_sweep_file
+from lossbench.tracking import SweepInfo, Tracker, mark_interrupted, new_sweep_id, sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +32,45 @@ def train(
     cfg: DictConfig | Mapping[str, Any],
     choices: Mapping[str, str] | None = None,
     overrides: Sequence[str] = (),
-    sweep: SweepInfo | None = None,
+    sweep_dir: str | Path | None = None,
 ) -> RunResult:
     """Check, train and record one run; returns its metrics.
 
-    Bad input raises :class:`lossbench.config.ConfigError` before anything is trained or written.
-    The MLflow run is created RUNNING, receives metrics every ``tracking.flush_every_n_epochs``
-    epochs, and ends FINISHED, or FAILED/KILLED if training raised.
+    - Bad input raises :class:`lossbench.config.ConfigError` before anything is trained or
+      written; an unreachable store raises before anything is trained.
+    - A config that already has a FINISHED run in the experiment is not trained again (its
+      recorded metrics are returned) unless ``rerun=true``.
+    - The MLflow run is created RUNNING (in the sweep of ``sweep_dir``, if given), receives
+      metrics every ``tracking.flush_every_n_epochs`` epochs, and ends FINISHED; FAILED (with
+      ``traceback.txt``) if training raised; KILLED on Ctrl+C or SIGTERM.
     """
     spec = RunSpec.from_task_config(cfg, choices, overrides)
     data = check_run(spec)
+    tracker = Tracker.from_config(spec.cfg["tracking"])
+    if tracker is not None:
+        tracker.check_reachable()
+        stored = (
+            None if spec.cfg.get("rerun") else tracker.finished_runs().get(config_hash(spec.cfg))
+        )
+        if stored is not None:
+            log.info(
+                "Already FINISHED in experiment %r: not trained again (rerun=true to train it)",
+                tracker.experiment,
+            )
+            return RunResult(final=stored)
     from lossbench.training import fit_members  # Lightning is imported only to train
 
-    tracker = Tracker.from_config(spec.cfg["tracking"])
     if tracker is None:
-        [result] = fit_members([spec.cfg], data)
+        with interrupts():
+            [result] = fit_members([spec.cfg], data)
         return result
 
-    run_id = tracker.start_run(spec, data.summary(), sweep or SweepInfo(new_sweep_id()))
+    if sweep_dir is not None:
+        sweep = sweep_parent(sweep_dir, tracker)
+    else:
+        tracker.reap()
+        sweep = SweepInfo(new_sweep_id())
+    run_id = tracker.start_run(spec, data.summary(), sweep)
     written = 0
     series: dict[str, list[float]] = {}
 
@@ -61,14 +85,26 @@ def train(
             log.info("epoch %d: %s", epoch + 1, _summary(series))
 
     try:
-        [result] = fit_members([spec.cfg], data, on_epoch_end=flush)
-    except BaseException as err:
-        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-        partial = RunResult(series=series, status=status, error=traceback.format_exc())
-        tracker.finish_run(run_id, partial, written_epochs=written)
+        with interrupts():
+            [result] = fit_members([spec.cfg], data, on_epoch_end=flush)
+    except Interrupted as interrupt:
+        mark_interrupted()
+        tracker.finish_run(
+            run_id, RunResult(series, status="KILLED", error=str(interrupt)), written
+        )
+        log.error("Run %s %s: recorded KILLED", run_id, interrupt)
         raise
-    tracker.finish_run(run_id, result, written_epochs=written)
-    log.info("run %s finished: %s", run_id, _summary(result.series))
+    except Exception:
+        failed = RunResult(series, status="FAILED", error=traceback.format_exc())
+        tracker.finish_run(run_id, failed, written)
+        raise
+    tracker.finish_run(run_id, result, written)
+    if result.diverged:
+        log.warning(
+            "Run %s %s: recorded FAILED with lossbench.status=diverged", run_id, result.error
+        )
+    else:
+        log.info("Run %s finished: %s", run_id, _summary(result.series))
     return result
 
 
@@ -81,12 +117,19 @@ def _summary(series: Mapping[str, Sequence[float]]) -> str:
 def main(cfg: DictConfig) -> dict[str, float]:
     """Train one run (a job of a multirun, or a single run) and record it in MLflow."""
     hydra_cfg = HydraConfig.get()
-    sweep = None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        sweep = read_sweep_file(hydra_cfg.sweep.dir)
-    result = train(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task), sweep)
-    return result.final
+    sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
+    result = train(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task), sweep_dir)
+    return result.job_return()
+
+
+def cli() -> None:
+    """Entry point of ``lossbench-train``: Hydra's, exiting 130/143 on Ctrl+C/SIGTERM once the
+    interrupted runs are recorded KILLED."""
+    try:
+        main()
+    except Interrupted as interrupt:
+        sys.exit(interrupt.exit_code)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

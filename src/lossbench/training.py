@@ -6,23 +6,17 @@ This module imports Lightning; light commands and the sweep's main process never
 from __future__ import annotations
 
 import json
-import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from lossbench.config import batch_rows, build
+from lossbench.config import batch_rows, build, build_trainer
 from lossbench.data import SplitData, load_dataset
 from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
 from lossbench.results import RunResult
-
-# Lightning's banners and tips would repeat on every fit of a sweep; warnings still show.
-logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def fit_members(
@@ -59,12 +53,15 @@ def fit_members(
         on_epoch_end=on_epoch_end,
     )
     datamodule = InMemoryDataModule(data, seeds, batch_rows(first["batch_size"], data))
-    trainer: pl.Trainer = build(first["trainer"])
+    trainer: pl.Trainer = build_trainer(first["trainer"])
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
     seconds = (time.perf_counter() - start) / len(cfgs)
     results: list[RunResult] = [RunResult()] * len(cfgs)
+    diverged_at = module.diverged_at.tolist()
     for member, index in enumerate(order):
-        results[index] = RunResult.from_rows(module.history, module.test_metrics, member, seconds)
+        results[index] = RunResult.from_rows(
+            module.history, module.test_metrics, member, seconds, diverged_at[member]
+        )
     return results
