@@ -32,7 +32,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests scripts
 
 ui: $(STAMP)  ## the MLflow UI on the local store, bound to 127.0.0.1 only
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/lossbench-ui
 
 bench: $(STAMP)  ## the standard 300-run workload against naive references (see README)
 	$(BIN)/python scripts/bench_sweep.py

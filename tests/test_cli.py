@@ -99,6 +99,5 @@ def test_bad_value_in_one_job_fails_the_sweep_before_training(
     done = sweep(tmp_path, store_uri, "cli-badlr", "optimizer.lr=0.1,-1")
     assert done.returncode != 0
     assert "optimizer.lr=-1 must be a number > 0" in done.stderr
-    exp = MlflowClient(store_uri).get_experiment_by_name("cli-badlr")
-    runs = MlflowClient(store_uri).search_runs([exp.experiment_id]) if exp else []
-    assert [r for r in runs if r.data.tags.get("lossbench.role") == "run"] == []
+    assert "job #" in done.stderr and "Traceback" not in done.stderr  # names the job, no noise
+    assert MlflowClient(store_uri).get_experiment_by_name("cli-badlr") is None  # nothing written

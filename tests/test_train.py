@@ -80,12 +80,12 @@ def test_same_seed_same_metrics(make_spec, store_uri: str) -> None:  # noqa: ANN
 
 @pytest.mark.slow
 def test_finished_config_is_not_trained_again(make_spec, store_uri: str) -> None:  # noqa: ANN001
-    first = run_once(make_spec, store_uri, "resume", "seed=1")
-    again = run_once(make_spec, store_uri, "resume", "seed=1")
+    first = run_once(make_spec, store_uri, "no-retrain", "seed=1")
+    again = run_once(make_spec, store_uri, "no-retrain", "seed=1")
     assert again.series == {} and again.final == pytest.approx(first.final)
-    assert len(runs_of(store_uri, "resume")) == 1
-    forced = run_once(make_spec, store_uri, "resume", "seed=1", "rerun=true")
-    assert forced.series and len(runs_of(store_uri, "resume")) == 2
+    assert len(runs_of(store_uri, "no-retrain")) == 1
+    forced = run_once(make_spec, store_uri, "no-retrain", "seed=1", "rerun=true")
+    assert forced.series and len(runs_of(store_uri, "no-retrain")) == 2
 
 
 def _same_but_time(a, b) -> bool:  # noqa: ANN001

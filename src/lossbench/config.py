@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 from lossbench.data import DatasetError, SplitData, load_dataset
@@ -26,8 +27,39 @@ NON_RESULT_KEYS = ("tracking", "report", "rerun")
 COUPLED_OPTIMIZERS = ("torch.optim.LBFGS",)
 
 
-class ConfigError(ValueError):
-    """A run config that cannot be trained; the message names the bad value and the choices."""
+class ConfigError(CompactHydraException, ValueError):
+    """A run config that cannot be trained; the message names the bad value and the choices.
+    (Hydra prints a CompactHydraException as its message alone, without a traceback.)"""
+
+
+# What a config read back from a store (repro) may instantiate. A run in a shared store is
+# untrusted input: a crafted config.yaml must not be able to name os.system as a _target_.
+ALLOWED_TARGETS = ("pytorch_lightning.Trainer",)
+ALLOWED_TARGET_PREFIXES = ("torch.optim.", "lossbench.")
+
+
+def check_targets(cfg: Any, path: str = "") -> None:
+    """Raise :class:`ConfigError` if any ``_target_`` in a config (at any depth) is outside the
+    allow-list: torch.optim.*, torch.optim.lr_scheduler.*, lossbench.*, pytorch_lightning.Trainer.
+    """
+    if isinstance(cfg, Mapping):
+        for key, value in cfg.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                allowed = value in ALLOWED_TARGETS or (
+                    isinstance(value, str) and value.startswith(ALLOWED_TARGET_PREFIXES)
+                )
+                if not allowed:
+                    raise ConfigError(
+                        f"{where}={value!r} is not allowed in a config read from a store; "
+                        "allowed: torch.optim.*, torch.optim.lr_scheduler.*, lossbench.*, "
+                        "pytorch_lightning.Trainer"
+                    )
+            else:
+                check_targets(value, where)
+    elif isinstance(cfg, list | tuple):
+        for i, value in enumerate(cfg):
+            check_targets(value, f"{path}[{i}]")
 
 
 @dataclass

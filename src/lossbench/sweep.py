@@ -117,19 +117,31 @@ def check_all(specs: Sequence[RunSpec], executor: Executor, n_workers: int) -> l
     futures = [executor.submit(check_specs, [first[k] for k in chunk]) for chunk in chunks if chunk]
     facts: dict[str, dict[str, Any]] = {}
     for chunk, future in zip([c for c in chunks if c], futures, strict=True):
-        facts.update(zip(chunk, future.result(), strict=True))
+        try:
+            facts.update(zip(chunk, future.result(), strict=True))
+        except ConfigError as err:  # raised on a worker: without the remote traceback
+            raise ConfigError(str(err)) from None
     return [facts[key] for key in keys]
 
 
 def train_stack(cfgs: list[dict[str, Any]]) -> list[RunResult]:
-    """Worker entry point: train one stack; a failure fails each member with its traceback."""
-    try:
-        from lossbench.training import fit_members
+    """Worker entry point: train one stack. If the stacked fit raises, each member is trained
+    alone, so that only the members that fail by themselves are FAILED (with their traceback)."""
+    from lossbench.training import fit_members
 
+    try:
         return fit_members(cfgs)
     except Exception:
-        error = traceback.format_exc()
-        return [RunResult.failed(error) for _ in cfgs]
+        if len(cfgs) == 1:
+            return [RunResult.failed(traceback.format_exc())]
+        log.warning("A stack of %d runs failed; training its runs one by one", len(cfgs))
+    results = []
+    for cfg in cfgs:
+        try:
+            results += fit_members([cfg])
+        except Exception:
+            results.append(RunResult.failed(traceback.format_exc()))
+    return results
 
 
 def _init_worker() -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -236,8 +237,8 @@ def stale_runs(
     return stale
 
 
-class StoreUnreachable(RuntimeError):
-    """The tracking store cannot be reached."""
+class StoreUnreachable(CompactHydraException, RuntimeError):
+    """The tracking store cannot be reached (Hydra prints it without a traceback)."""
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
