@@ -81,6 +81,11 @@ def plan_stacks(
     return stacks
 
 
+def _job_error(spec: RunSpec, err: ConfigError) -> ConfigError:
+    where = f"job #{spec.job_num}" if spec.job_num is not None else "run"
+    return ConfigError(f"{where} ({' '.join(spec.overrides)}): {err}")
+
+
 def check_specs(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     """Check runs (see :func:`lossbench.config.check_run`); returns the facts of each one's
     data. The first bad run raises, naming its job and overrides."""
@@ -89,8 +94,7 @@ def check_specs(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
         try:
             facts.append(check_run(spec).summary())
         except ConfigError as err:
-            where = f"job #{spec.job_num}" if spec.job_num is not None else "run"
-            raise ConfigError(f"{where} ({' '.join(spec.overrides)}): {err}") from None
+            raise _job_error(spec, err) from None
     return facts
 
 
@@ -107,16 +111,15 @@ def check_all(specs: Sequence[RunSpec], executor: Executor, n_workers: int) -> l
     first: dict[str, RunSpec] = {}
     for key, spec in zip(keys, specs, strict=True):
         first.setdefault(key, spec)
-    for spec in specs:
         try:
             check_seed(spec.cfg)
         except ConfigError as err:
-            raise ConfigError(f"job #{spec.job_num} ({' '.join(spec.overrides)}): {err}") from None
+            raise _job_error(spec, err) from None
     distinct = list(first)
-    chunks = [distinct[i::n_workers] for i in range(n_workers)]
-    futures = [executor.submit(check_specs, [first[k] for k in chunk]) for chunk in chunks if chunk]
+    chunks = [chunk for i in range(n_workers) if (chunk := distinct[i::n_workers])]
+    futures = [executor.submit(check_specs, [first[k] for k in chunk]) for chunk in chunks]
     facts: dict[str, dict[str, Any]] = {}
-    for chunk, future in zip([c for c in chunks if c], futures, strict=True):
+    for chunk, future in zip(chunks, futures, strict=True):
         try:
             facts.update(zip(chunk, future.result(), strict=True))
         except ConfigError as err:  # raised on a worker: without the remote traceback
