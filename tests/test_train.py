@@ -15,7 +15,15 @@ METRICS = {
     "train/loss", "train/grad_norm", "lr",
     "val/loss", "val/acc", "val/balanced_acc", "val/f1_macro",
 }  # fmt: skip
-TESTS = {"test/loss", "test/acc", "test/balanced_acc", "test/f1_macro", "time/seconds"}
+TESTS = {
+    "test/loss",
+    "test/acc",
+    "test/balanced_acc",
+    "test/f1_macro",
+    "time/seconds",
+    "time/epoch_seconds",
+    "train/final_loss",
+}
 
 
 def run_once(make_spec, store_uri: str, experiment: str, *overrides: str):  # noqa: ANN001, ANN201

@@ -261,6 +261,12 @@ def check_run(spec: RunSpec) -> SplitData:
         except Exception as err:
             raise ConfigError(f"{_label(spec, 'scheduler')}: {_unwrap(err)}") from err
     try:
+        from lossbench.diagnostics import check_diagnostics
+
+        check_diagnostics(cfg.get("diagnostics") or {})
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    try:
         build_trainer(cfg["trainer"])  # Lightning checks its own arguments (accelerator, ...)
     except Exception as err:
         message = _unwrap(err)
@@ -275,7 +281,7 @@ def check_run(spec: RunSpec) -> SplitData:
     return data
 
 
-def build_trainer(node: Mapping[str, Any]) -> Any:
+def build_trainer(node: Mapping[str, Any], **kwargs: Any) -> Any:
     """The Lightning Trainer of a ``trainer`` config, without Lightning's banners and tips
     (they would repeat on every fit of a sweep; warnings still show)."""
     import logging
@@ -283,4 +289,4 @@ def build_trainer(node: Mapping[str, Any]) -> Any:
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    return build(node)
+    return build(node, **kwargs)

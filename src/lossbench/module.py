@@ -82,6 +82,10 @@ class InMemoryDataModule(pl.LightningDataModule):
         for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
             self._tensors[name] = torch.from_numpy(getattr(d, name)).to(device)
 
+    def split(self, name: str) -> tuple[Tensor, Tensor]:
+        """``(x, y)`` of the train, val or test split, on the trainer's device."""
+        return self._tensors[f"x_{name}"], self._tensors[f"y_{name}"]
+
     def train_dataloader(self) -> MemberBatches:
         """Shuffled per-member mini-batches of the training split."""
         t = self._tensors
@@ -132,13 +136,20 @@ class RecipeModule(pl.LightningModule):
         self.penalty_kind, self.penalty_strength = penalty_kind, penalty_strength
         self.on_epoch_end = on_epoch_end
         self.history: list[EpochRow] = []
-        self.test_metrics: EpochRow = {}
+        self.end_metrics: EpochRow = {}  # test/*, train/final_loss, end-of-fit diagnostics
+        self.extra_row: EpochRow = {}  # this epoch's values from callbacks (diagnostics)
+        self.last_step_losses = torch.zeros(model.n_members)
         self._monitor: str | None = None
         self._sums: dict[str, Tensor] = {}
         self._steps = 0
         self._val: EpochRow = {}
         self._lr = 0.0
         self.diverged_at = torch.full((model.n_members,), -1, dtype=torch.long)
+
+    @property
+    def latest_val(self) -> EpochRow:
+        """The last validation loss and metrics, ``[K]`` each."""
+        return self._val
 
     @property
     def alive(self) -> Tensor:
@@ -212,6 +223,7 @@ class RecipeModule(pl.LightningModule):
         objective = losses if penalty is None else losses + penalty
         self._mark_diverged(torch.isfinite(objective.detach()))
         alive = self.alive
+        self.last_step_losses = losses.detach()
         self._sums["train/loss"] += torch.where(alive, losses.detach(), 0.0)
         self._steps += 1
         return torch.where(alive, objective, 0.0).sum()
@@ -242,18 +254,24 @@ class RecipeModule(pl.LightningModule):
         row = {name: total / steps for name, total in self._sums.items()}
         row["lr"] = torch.full((k,), self._lr)
         row.update(self._val)
+        row.update(self.extra_row)
+        self.extra_row = {}
         row = {name: value.detach().cpu() for name, value in row.items()}
         self.history.append(row)
         if self.on_epoch_end is not None and bool(self.alive.any()):
             self.on_epoch_end(self.current_epoch, row)
 
+    @torch.no_grad()
+    def on_fit_end(self) -> None:
+        """The final model's loss on the whole training split (no dropout)."""
+        x, y = self.trainer.datamodule.split("train")
+        self.model.eval()
+        self.end_metrics["train/final_loss"] = self.member_losses(self.model(x), y)
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Test loss and metrics of every member, with the final weights."""
         x, y = batch
-        self.test_metrics = {
-            name: value.detach().cpu()
-            for name, value in self.evaluate(self.model(x), y, "test").items()
-        }
+        self.end_metrics.update(self.evaluate(self.model(x), y, "test"))
 
 
 def _group_losses(losses: Sequence[Loss]) -> list[tuple[Loss, slice]]:

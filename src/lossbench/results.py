@@ -41,15 +41,16 @@ class RunResult:
     def from_rows(
         cls,
         rows: Sequence[Mapping[str, Any]],
-        test: Mapping[str, Any],
+        end: Mapping[str, Any],
         member: int,
         seconds: float,
         diverged_at: int = -1,
     ) -> RunResult:
-        """Pick one member's values out of per-epoch rows of ``[K]`` tensors.
+        """Pick one member's values out of per-epoch rows and end-of-fit metrics, ``[K]``
+        tensors each. ``seconds`` is the member's share of the fit's time.
 
         A member that diverged in epoch ``diverged_at`` keeps the epochs before it (its last
-        finite metrics) and no test metrics, and is FAILED with ``lossbench.status=diverged``.
+        finite metrics) and no end metrics, and is FAILED with ``lossbench.status=diverged``.
         """
         kept = rows if diverged_at < 0 else rows[:diverged_at]
         series: dict[str, list[float]] = {}
@@ -58,8 +59,9 @@ class RunResult:
                 series.setdefault(name, []).append(float(values[member]))
         final = {name: values[-1] for name, values in series.items()}
         final["time/seconds"] = seconds
+        final["time/epoch_seconds"] = seconds / max(len(rows), 1)
         if diverged_at < 0:
-            final.update({name: float(values[member]) for name, values in test.items()})
+            final.update({name: float(values[member]) for name, values in end.items()})
             return cls(series=series, final=final, seconds=seconds)
         return cls(
             series=series,

@@ -15,6 +15,7 @@ import torch
 
 from lossbench.config import batch_rows, build, build_trainer
 from lossbench.data import SplitData, load_dataset
+from lossbench.diagnostics import Diagnostics
 from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
 from lossbench.results import RunResult
 
@@ -53,15 +54,20 @@ def fit_members(
         on_epoch_end=on_epoch_end,
     )
     datamodule = InMemoryDataModule(data, seeds, batch_rows(first["batch_size"], data))
-    trainer: pl.Trainer = build_trainer(first["trainer"])
+    callbacks = []
+    if Diagnostics.wanted(first.get("diagnostics")):
+        x_train = torch.from_numpy(data.x_train)
+        callbacks.append(Diagnostics(first["diagnostics"], x_train, data.summary()))
+    trainer: pl.Trainer = build_trainer(first["trainer"], callbacks=callbacks)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
     seconds = (time.perf_counter() - start) / len(cfgs)
     results: list[RunResult] = [RunResult()] * len(cfgs)
     diverged_at = module.diverged_at.tolist()
+    end = {name: value.detach().cpu() for name, value in module.end_metrics.items()}
     for member, index in enumerate(order):
         results[index] = RunResult.from_rows(
-            module.history, module.test_metrics, member, seconds, diverged_at[member]
+            module.history, end, member, seconds, diverged_at[member]
         )
     return results
