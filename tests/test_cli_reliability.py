@@ -166,7 +166,7 @@ def test_sigkill_midway_then_relaunch_finishes_every_config_once(
         timeout=300,
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "already FINISHED in the store" in again.stdout + again.stderr
+    assert "already completed in the store" in again.stdout + again.stderr
     final = runs(store_uri, "resume")
     finished = Counter(
         r.data.tags["lossbench.config_hash"] for r in final if r.info.status == "FINISHED"

@@ -51,7 +51,7 @@ def readback(client: MlflowClient, run_id: str) -> dict:
             if f.name not in ("run_id", "run_uuid", "start_time", "end_time", "artifact_uri")
         },
         "artifact_dir": run.info.artifact_uri.rsplit("/", 2)[-1],
-        "tags": run.data.tags,
+        "tags": {k: v for k, v in run.data.tags.items() if k != "lossbench.stack_id"},
         "params": run.data.params,
         "latest": {k: str(v) for k, v in run.data.metrics.items()},  # str(): nan == nan
         "history": {

@@ -186,6 +186,44 @@ def _check_int(cfg: Mapping[str, Any], key: str, minimum: int) -> None:
         raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
 
 
+def recorded_metrics(cfg: Mapping[str, Any], task: str) -> set[str]:
+    """The metric names a run of this config records (per epoch and at the end), for claims to
+    check their metrics against before anything trains."""
+    split = [
+        "loss",
+        *(("rmse", "mae", "r2") if task == "regression" else ("acc", "balanced_acc", "f1_macro")),
+    ]
+    names = {
+        "train/loss",
+        "train/grad_norm",
+        "lr",
+        "train/final_loss",
+        "time/seconds",
+        "time/epoch_seconds",
+    }
+    names |= {f"{prefix}/{m}" for prefix in ("val", "test") for m in split}
+    diagnostics = cfg.get("diagnostics") or {}
+    layers = len(cfg["model"].get("hidden", [])) + 1
+    if diagnostics.get("layer_grad_norms"):
+        names |= {f"grad_norm/layer{i}" for i in range(layers)}
+    if diagnostics.get("update_size"):
+        names.add("update/size")
+    if diagnostics.get("step_loss_noise"):
+        names.add("train/step_loss_noise")
+    if diagnostics.get("weights"):
+        names |= {
+            f"weights/{k}/layer{i}" for k in ("norm", "near_zero_share") for i in range(layers)
+        }
+    if diagnostics.get("dead_units") and layers > 1:
+        names.add("units/dead_share")
+    if diagnostics.get("target"):
+        names |= {"target/epochs", "target/reached"}
+    if diagnostics.get("coefficients") and layers == 1 and task == "regression":
+        names |= {"coef/b", "ols/b", "ols/b_low", "ols/b_high"}
+        names |= {"coef/w*", "ols/w*"}  # one per input feature
+    return names
+
+
 def check_seed(cfg: Mapping[str, Any]) -> None:
     """The training seed must be a non-negative integer."""
     _check_int(cfg, "seed", 0)

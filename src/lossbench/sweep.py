@@ -32,7 +32,7 @@ from typing import Any
 from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash, stack_key
 from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
-from lossbench.tracking import SweepInfo, Tracker, mark_interrupted, sweep_parent
+from lossbench.tracking import RunRecord, SweepInfo, Tracker, mark_interrupted, sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,11 @@ def train_stack(cfgs: list[dict[str, Any]]) -> list[RunResult]:
     results = []
     for cfg in cfgs:
         try:
-            results += fit_members([cfg])
+            [result] = fit_members([cfg])
+            result.tags["lossbench.trained_alone"] = "true"  # not as its stack_id says
         except Exception:
-            results.append(RunResult.failed(traceback.format_exc()))
+            result = RunResult.failed(traceback.format_exc())
+        results.append(result)
     return results
 
 
@@ -234,22 +236,22 @@ class StackRunner:
             self.trackers[key] = Tracker.from_config(spec.cfg["tracking"])
         return self.trackers[key]
 
-    def skip_finished(self, specs: Sequence[RunSpec]) -> dict[int, RunResult]:
-        """Jobs whose config already has a FINISHED run in their experiment (same config hash),
-        unless they say ``rerun=true``: job -> that run's final metrics. Checks first that each
-        store can be reached."""
+    def skip_completed(self, specs: Sequence[RunSpec]) -> dict[int, RunResult]:
+        """Jobs whose config already has a completed run in their experiment (same config
+        hash; FINISHED, or diverged), unless they say ``rerun=true``: job -> what that run
+        recorded. Checks first that each store can be reached."""
         done: dict[int, RunResult] = {}
-        finished: dict[int, dict[str, dict[str, float]]] = {}
+        completed: dict[int, dict[str, RunRecord]] = {}
         for job, spec in enumerate(specs):
             tracker = self.tracker(spec)
             if tracker is None:
                 continue
-            if id(tracker) not in finished:
+            if id(tracker) not in completed:
                 tracker.check_reachable()
-                finished[id(tracker)] = tracker.finished_runs()
-            metrics = finished[id(tracker)].get(config_hash(spec.cfg))
-            if metrics is not None and not spec.cfg.get("rerun", False):
-                done[job] = RunResult(final=metrics)
+                completed[id(tracker)] = tracker.completed_runs()
+            record = completed[id(tracker)].get(config_hash(spec.cfg))
+            if record is not None and not spec.cfg.get("rerun", False):
+                done[job] = record.result()
         return done
 
     def _sweep(self, tracker: Tracker) -> SweepInfo:

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A progress bar per small artifact download is noise in a command's output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 SWEEP_FILE = "lossbench-sweep.json"  # in the Hydra sweep dir: how jobs find their parent run
 VERSIONED_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "mlflow", "scikit-learn", "numpy")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
@@ -378,29 +381,42 @@ class Tracker:
             log.warning("Marked %d stale RUNNING run(s) KILLED in %s", len(stale), self.uri)
         return [run.info.run_id for run in stale]
 
-    def finished_runs(self) -> dict[str, dict[str, float]]:
-        """Config hash -> final metrics of this experiment's FINISHED runs (for resuming)."""
+    def completed_runs(self) -> dict[str, RunRecord]:
+        """Config hash -> the latest completed run of this experiment with that config:
+        FINISHED, or diverged (a result too: training it again would diverge again)."""
         found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
             return {}
-        done: dict[str, dict[str, float]] = {}
-        token = None
+        done: dict[str, RunRecord] = {}
+        queries = (
+            "tags.`lossbench.role` = 'run' and attributes.status = 'FINISHED'",
+            "tags.`lossbench.role` = 'run' and tags.`lossbench.status` = 'diverged'",
+        )
         with _timed():
-            while True:
-                page = self.client.search_runs(
-                    [found.experiment_id],
-                    "tags.`lossbench.role` = 'run' and attributes.status = 'FINISHED'",
-                    max_results=5000,
-                    page_token=token,
-                )
-                for run in page:
-                    done.setdefault(
-                        run.data.tags.get("lossbench.config_hash", ""), dict(run.data.metrics)
-                    )
-                token = page.token
-                if not token:
-                    break
+            for query in queries:
+                for run in _search_all(self.client, [found.experiment_id], query):
+                    record = RunRecord.of(run)
+                    key = record.tags.get("lossbench.config_hash", "")
+                    if key not in done or run.info.start_time > done[key].start_time:
+                        done[key] = record
         return done
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        """Config hash -> this experiment's run of that config: the latest completed one if
+        there is one (see :meth:`completed_runs`), else the latest of any status."""
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is None:
+            return {}
+        latest: dict[str, RunRecord] = {}
+        with _timed():
+            for run in _search_all(
+                self.client, [found.experiment_id], "tags.`lossbench.role` = 'run'"
+            ):
+                record = RunRecord.of(run)
+                key = record.tags.get("lossbench.config_hash", "")
+                if key not in latest or record.start_time > latest[key].start_time:
+                    latest[key] = record
+        return {**latest, **self.completed_runs()}
 
     def check_reachable(self, timeout: float = 5.0) -> None:
         """Fail fast, with a message, if the store cannot be reached (instead of MLflow's
@@ -442,13 +458,21 @@ class Tracker:
         specs: Sequence[RunSpec],
         facts: Mapping[str, Any] | None = None,
         sweep: SweepInfo | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Create RUNNING runs (one stack's) with their params, tags and config artifacts.
 
-        ``facts`` describe their data (``SplitData.summary()``)."""
+        ``facts`` describe their data (``SplitData.summary()``); ``tags`` are added to (or
+        replace) the usual ones."""
         experiment_id = self.experiment_id
         names = [run_name(spec) for spec in specs]
+        extra = dict(tags or {})
         tags = [self.run_tags(spec, facts, sweep, len(specs)) for spec in specs]
+        stack_id = uuid.uuid4().hex  # to re-train a stacked run exactly, repro trains its stack
+        for index, run_tags in enumerate(tags):
+            run_tags.update(
+                {"lossbench.stack_id": stack_id, "lossbench.stack_index": str(index), **extra}
+            )
         params = [run_params(spec, facts) for spec in specs]
         artifacts = [
             {
@@ -475,9 +499,10 @@ class Tracker:
         spec: RunSpec,
         facts: Mapping[str, Any] | None = None,
         sweep: SweepInfo | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
         """Create one RUNNING run; see :meth:`start_runs`."""
-        return self.start_runs([spec], facts, sweep)[0]
+        return self.start_runs([spec], facts, sweep, tags)[0]
 
     def log_epochs(
         self, run_id: str, series: Mapping[str, Sequence[float]], start: int = 0
@@ -717,7 +742,7 @@ class NotInStore(LookupError):
 
 @dataclass
 class RunRecord:
-    """One run of a sweep as the store holds it."""
+    """One run as the store holds it."""
 
     run_id: str
     name: str
@@ -725,6 +750,26 @@ class RunRecord:
     tags: dict[str, str]
     params: dict[str, str]
     metrics: dict[str, float]  # latest values
+    start_time: int = 0
+
+    @classmethod
+    def of(cls, run: Any) -> RunRecord:
+        """From an MLflow Run."""
+        return cls(
+            run.info.run_id,
+            run.info.run_name,
+            run.info.status,
+            dict(run.data.tags),
+            dict(run.data.params),
+            dict(run.data.metrics),
+            run.info.start_time,
+        )
+
+    def result(self) -> RunResult:
+        """What the run produced, as training returns it (final metrics only)."""
+        keep = ("lossbench.status", "lossbench.diverged_epoch", "lossbench.members")
+        tags = {k: v for k, v in self.tags.items() if k in keep}
+        return RunResult(final=dict(self.metrics), status=self.status, tags=tags)
 
     @property
     def outcome(self) -> str:
@@ -746,6 +791,17 @@ class SweepRecord:
     parent_run_id: str | None
     tags: dict[str, str]
     runs: list[RunRecord]
+
+
+def _search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    """Every run matching the filter, page by page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=5000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def _experiments(client: MlflowClient, experiment: str | None) -> list[Any]:
@@ -825,12 +881,17 @@ def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, li
     return histories
 
 
-def log_report(uri: str, run_id: str, directory: Path, artifact_path: str = "report") -> None:
-    """Attach a report directory to a run (the sweep's parent), for the MLflow UI."""
+def log_report(uri: str, run_id: str, path: Path, artifact_path: str = "report") -> None:
+    """Attach a report (a directory, or one file) to a run (the sweep's parent), for the
+    MLflow UI."""
     from mlflow import MlflowClient
 
     with _timed():
-        MlflowClient(uri).log_artifacts(run_id, str(directory), artifact_path)
+        client = MlflowClient(uri)
+        if Path(path).is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            client.log_artifact(run_id, str(path), artifact_path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,14 +50,14 @@ def train(
     if tracker is not None:
         tracker.check_reachable()
         stored = (
-            None if spec.cfg.get("rerun") else tracker.finished_runs().get(config_hash(spec.cfg))
+            None if spec.cfg.get("rerun") else tracker.completed_runs().get(config_hash(spec.cfg))
         )
         if stored is not None:
             log.info(
-                "Already FINISHED in experiment %r: not trained again (rerun=true to train it)",
+                "Already completed in experiment %r: not trained again (rerun=true to train it)",
                 tracker.experiment,
             )
-            return RunResult(final=stored)
+            return stored.result()
     from lossbench.training import fit_members  # Lightning is imported only to train
 
     if tracker is None:

@@ -1,4 +1,4 @@
-"""``hydra/launcher=lossbench``: check every job first, skip jobs already FINISHED in the
+"""``hydra/launcher=lossbench``: check every job first, skip jobs already completed in the
 store, stack runs that differ only in seed and loss into one fit, train stacks in parallel
 worker processes, and record every job in MLflow.
 
@@ -153,12 +153,12 @@ class LossbenchLauncher(Launcher):
             jobs[job].release()  # the JobReturn holds its own copies
 
         runner = sw.StackRunner(sweep_dir, hand_over)
-        done = runner.skip_finished(specs)
+        done = runner.skip_completed(specs)
         todo = [i for i in range(len(specs)) if i not in done]
         stacks = sw.plan_stacks(todo, specs, facts, self.stack, self.max_members)
         n_workers = max(1, min(n_workers, len(stacks)))
         log.info(
-            "Launching %d jobs: %d already FINISHED in the store, %d to train as %d stacked "
+            "Launching %d jobs: %d already completed in the store, %d to train as %d stacked "
             "fit(s) on %d worker(s) (composed in %.1fs, checked in %.1fs); sweep dir %s",
             len(specs),
             len(done),

@@ -1,0 +1,206 @@
+"""Claims as data: file checks, the evaluator's three verdicts on known numbers, and repro."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats as st
+
+from conftest import FAST
+from lossbench import claims as C
+from lossbench.config import ConfigError, RunSpec, check_run
+from lossbench.repro import reproduce
+from lossbench.results import RunResult
+from lossbench.tracking import Tracker
+from lossbench.training import fit_members
+
+
+def claim_file(tmp_path: Path, **fields: object) -> Path:
+    body = {
+        "id": "T1",
+        "claim": "a is below b",
+        "base": ["dataset=moons"],
+        "axes": {"variant": {"a": ["optimizer=adam"], "b": ["optimizer=sgd"]}},
+        "seeds": [0, 1, 2, 3, 4],
+        "metric": "train/final_loss",
+        "assert": [{"less": ["a", "b"]}],
+    }
+    body.update(fields)
+    path = tmp_path / "T1.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def runs_for(claim: C.Claim, values: dict[str, list[float]], outcome: str = "finished") -> dict:
+    """Run data where each group's seeds take the given values of the claim's metric."""
+    data = {}
+    for labels, seed, _ in claim.jobs():
+        label = "/".join(labels.values())
+        value = values[label][claim.seeds.index(seed)]
+        status = "diverged" if (outcome == "diverged" and label == "b") else "finished"
+        data[C._job_key(claim, labels, seed)] = C.RunData(
+            status, {"train/final_loss": value}, {}, 10, f"{label}{seed}"
+        )
+    return data
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([0.10, 0.11, 0.12, 0.10, 0.11], [0.30, 0.31, 0.29, 0.30, 0.32], C.REPRODUCED),
+        (
+            [0.30, 0.31, 0.29, 0.30, 0.32],
+            [0.10, 0.11, 0.12, 0.10, 0.11],
+            C.NOT_REPRODUCED,
+        ),  # opposite
+        ([0.10, 0.30, 0.12, 0.31, 0.20], [0.12, 0.28, 0.15, 0.30, 0.19], C.INCONCLUSIVE),  # noise
+    ],
+    ids=["reproduced", "opposite", "inconclusive"],
+)
+def test_the_three_verdicts(tmp_path: Path, a: list[float], b: list[float], expected: str) -> None:
+    claim = C.load_claim(claim_file(tmp_path))
+    verdict = C.evaluate(claim, runs_for(claim, {"a": a, "b": b}))
+    assert verdict.verdict == expected
+    evidence = verdict.evidence[0]
+    assert evidence.n == 5 and evidence.groups["a"].mean == pytest.approx(sum(a) / 5)
+    assert (expected == C.INCONCLUSIVE) == (evidence.p_value >= 0.05)
+
+
+def test_a_significant_but_small_effect_is_not_reproduced(tmp_path: Path) -> None:
+    claim = C.load_claim(
+        claim_file(tmp_path, **{"assert": [{"less": ["a", "b"], "min_effect": 0.5}]})
+    )
+    runs = runs_for(
+        claim, {"a": [0.10, 0.11, 0.12, 0.10, 0.11], "b": [0.30, 0.31, 0.29, 0.30, 0.32]}
+    )
+    verdict = C.evaluate(claim, runs)
+    assert verdict.verdict == C.NOT_REPRODUCED and "min_effect" in verdict.evidence[0].why
+
+
+def test_diverged_runs_can_rank_worst(tmp_path: Path) -> None:
+    metric = {"name": "train/final_loss", "diverged": "worst"}
+    claim = C.load_claim(claim_file(tmp_path, metric=metric))
+    runs = runs_for(claim, {"a": [0.1] * 5, "b": [0.2] * 5}, outcome="diverged")
+    evidence = C.evaluate(claim, runs).evidence[0]
+    expected = st.mannwhitneyu([0.1] * 5, [math.inf] * 5, alternative="two-sided").pvalue
+    assert evidence.verdict == C.REPRODUCED and evidence.p_value == pytest.approx(expected)
+    excluded = C.evaluate(C.load_claim(claim_file(tmp_path)), runs).evidence[0]
+    assert excluded.verdict == C.INCONCLUSIVE and excluded.counts["b"]["diverged"] == 5
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.08, 0.085, 0.082, 0.084, 0.081], C.REPRODUCED),
+        ([0.2, 0.21, 0.19, 0.2, 0.22], C.NOT_REPRODUCED),
+    ],
+)
+def test_within_a_range(tmp_path: Path, values: list[float], expected: str) -> None:
+    claim = C.load_claim(
+        claim_file(
+            tmp_path, axes={}, **{"assert": [{"within": {"group": "all", "range": [0.0667, 0.1]}}]}
+        )
+    )
+    runs = {
+        C._job_key(claim, {}, s): C.RunData("finished", {"train/final_loss": v}, {}, 10)
+        for s, v in zip(claim.seeds, values, strict=True)
+    }
+    assert C.evaluate(claim, runs).verdict == expected
+
+
+def test_proportions(tmp_path: Path) -> None:
+    axes = {"width": {"2": ["model.hidden=[2]"], "8": ["model.hidden=[8]"]}}
+    success = {"at_least": 1.0}
+    claim = C.load_claim(claim_file(tmp_path, axes=axes, seeds=list(range(20)), metric="val/acc", **{
+        "assert": [{"proportion_increases": ["2", "8"], "success": success}, {"proportion_positive": "2", "success": success}],
+    }))  # fmt: skip
+    runs = {}
+    for labels, seed, _ in claim.jobs():
+        solved = seed < (3 if labels["width"] == "2" else 18)
+        runs[C._job_key(claim, labels, seed)] = C.RunData(
+            "finished", {"val/acc": 1.0 if solved else 0.75}, {}, 10
+        )
+    rising, some = C.evaluate(claim, runs).evidence
+    assert rising.verdict == C.REPRODUCED and rising.effect == pytest.approx(15 / 20)
+    assert some.verdict == C.REPRODUCED and some.effect == pytest.approx(3 / 20)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"assert": []}, "missing 'assert'"),
+        ({"assert": [{"less": ["a", "c"]}]}, "unknown group 'c'; groups: variant: a, b"),
+        ({"assert": [{"frobnicate": ["a", "b"]}]}, "needs exactly one of less, greater"),
+        ({"assert": [{"less": ["a"]}]}, "at least two groups"),
+        ({"metric": {"name": "x", "at": "middle"}}, "at='middle'; valid: final, first"),
+        ({"seeds": []}, "needs seeds"),
+        ({"typo": 1}, "unknown keys \\['typo'\\]"),
+    ],
+)
+def test_malformed_claim_files(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(C.ClaimError, match=message) as err:
+        C.load_claim(claim_file(tmp_path, **change))
+    assert "T1.yaml" in str(err.value)
+
+
+def test_an_unknown_metric_is_named_before_training(tmp_path: Path, make_spec) -> None:  # noqa: ANN001
+    claim = C.load_claim(claim_file(tmp_path, metric="grad_norm/layer1"))
+    spec = make_spec(["dataset=moons"])
+    keys = [C._job_key(claim, labels, seed) for labels, seed, _ in claim.jobs()]
+    facts = [check_run(spec).summary()] * len(keys)
+    with pytest.raises(
+        C.ClaimError, match="reads metric 'grad_norm/layer1', which its runs do not record"
+    ):
+        C._check_metrics([claim], keys, [spec] * len(keys), facts)
+
+
+def test_the_shipped_claims_load() -> None:
+    loaded = C.load_claims()
+    assert [c.id for c in loaded] == [f"R{i}" for i in range(1, 17)]
+
+
+def test_worked_example_claim_needs_no_training() -> None:
+    [r16] = C.load_claims(["R16"])
+    verdict = C.evaluate(r16, {})
+    assert verdict.verdict == C.REPRODUCED and len(verdict.evidence) == 3
+
+
+# -- repro -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_repro_of_a_stacked_run_is_identical(make_spec, store_uri: str) -> None:  # noqa: ANN001
+    specs = [make_spec([*FAST, f"tracking.uri={store_uri}", "tracking.experiment=repro", f"loss={loss}", "seed=4"])
+             for loss in ("cross_entropy", "focal")]  # fmt: skip
+    data = check_run(specs[0])
+    tracker = Tracker(store_uri, "repro")
+    run_ids = tracker.start_runs(specs, data.summary())
+    tracker.finish_runs(run_ids, fit_members([s.cfg for s in specs], data))
+    repro = reproduce(run_ids[1], store_uri)
+    assert repro.same_environment and repro.identical and repro.reproduced
+    assert any(name == "test/acc" for name, _, _ in repro.rows)
+    assert "stack of 2" in repro.notes[0]
+    from mlflow import MlflowClient
+
+    rerun = MlflowClient(store_uri).get_run(repro.rerun_id)
+    assert (
+        rerun.data.tags["lossbench.repro_of"] == run_ids[1]
+        and rerun.data.tags["lossbench.role"] == "repro"
+    )
+
+
+def test_repro_refuses_what_no_longer_exists_or_is_not_allowed(make_spec, store_uri: str) -> None:  # noqa: ANN001
+    tracker = Tracker(store_uri, "repro-bad")
+    spec = make_spec([*FAST])
+    for target, message in (
+        ("lossbench.losses.RemovedLoss", "loss.*RemovedLoss"),
+        ("os.system", "loss._target_='os.system' is not allowed"),
+    ):
+        cfg = {**spec.cfg, "loss": {"_target_": target}}
+        run_id = tracker.start_run(RunSpec(cfg, spec.choices, spec.overrides))
+        tracker.finish_run(run_id, RunResult(final={"val/acc": 0.5}))
+        with pytest.raises(ConfigError, match=message):
+            reproduce(run_id, store_uri, record=False)
