@@ -174,6 +174,11 @@ def test_sigkill_midway_then_relaunch_finishes_every_config_once(
     assert len(finished) == 6 and set(finished.values()) == {1}, finished
     assert {r.info.status for r in final} <= {"FINISHED", "KILLED"}
     assert [r.info.status for r in runs(store_uri, "resume", "sweep")].count("RUNNING") == 0
+    # the relaunched sweep counts the runs it reused: its report shows all six configs
+    from lossbench.report import build_report
+
+    latest = build_report(store_uri, "resume")
+    assert len(latest.sweep.runs) == 6 and set(latest.runs["outcome"]) == {"finished"}
 
 
 @pytest.mark.slow

@@ -728,6 +728,7 @@ def run_claims(
             for i in alone & set(done):  # a run trained in a stack does not time a run alone
                 if done[i].tags.get("lossbench.members", "1") != "1":
                     del done[i]
+            runner.adopt(done, specs)
             unique: dict[str, int] = {}  # the same config in several claims trains once
             for i, spec in enumerate(specs):
                 if i not in done:

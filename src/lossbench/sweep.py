@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,11 +236,11 @@ class StackRunner:
             self.trackers[key] = Tracker.from_config(spec.cfg["tracking"])
         return self.trackers[key]
 
-    def skip_completed(self, specs: Sequence[RunSpec]) -> dict[int, RunResult]:
+    def skip_completed(self, specs: Sequence[RunSpec]) -> dict[int, RunRecord]:
         """Jobs whose config already has a completed run in their experiment (same config
-        hash; FINISHED, or diverged), unless they say ``rerun=true``: job -> what that run
-        recorded. Checks first that each store can be reached."""
-        done: dict[int, RunResult] = {}
+        hash; FINISHED, or diverged), unless they say ``rerun=true``: job -> that run. Checks
+        first that each store can be reached."""
+        done: dict[int, RunRecord] = {}
         completed: dict[int, dict[str, RunRecord]] = {}
         for job, spec in enumerate(specs):
             tracker = self.tracker(spec)
@@ -251,8 +251,18 @@ class StackRunner:
                 completed[id(tracker)] = tracker.completed_runs()
             record = completed[id(tracker)].get(config_hash(spec.cfg))
             if record is not None and not spec.cfg.get("rerun", False):
-                done[job] = record.result()
+                done[job] = record
         return done
+
+    def adopt(self, records: Mapping[int, RunRecord], specs: Sequence[RunSpec]) -> None:
+        """Count completed runs as part of this sweep (the report then shows them too)."""
+        by_tracker: dict[int, tuple[Tracker, list[str]]] = {}
+        for job, record in records.items():
+            tracker = self.tracker(specs[job])
+            if tracker is not None:
+                by_tracker.setdefault(id(tracker), (tracker, []))[1].append(record.run_id)
+        for tracker, run_ids in by_tracker.values():
+            tracker.adopt(run_ids, self._sweep(tracker))
 
     def _sweep(self, tracker: Tracker) -> SweepInfo:
         if tracker.uri not in self.sweeps:

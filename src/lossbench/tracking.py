@@ -179,6 +179,12 @@ def mlflow_seconds() -> float:
     return _mlflow_seconds
 
 
+def in_sweep_tag(sweep_id: str) -> str:
+    """The tag marking a run as part of a sweep: the sweep that trained it, and any later
+    sweep that found it already completed and used it instead of training it again."""
+    return f"lossbench.in_sweep.{sweep_id}"
+
+
 @dataclass(frozen=True)
 class SweepInfo:
     """How the jobs of one sweep find their parent run."""
@@ -418,6 +424,12 @@ class Tracker:
                     latest[key] = record
         return {**latest, **self.completed_runs()}
 
+    def adopt(self, run_ids: Sequence[str], sweep: SweepInfo) -> None:
+        """Mark completed runs as part of ``sweep`` (which used them instead of training)."""
+        with _timed():
+            for run_id in run_ids:
+                self.client.set_tag(run_id, in_sweep_tag(sweep.sweep_id), "true")
+
     def check_reachable(self, timeout: float = 5.0) -> None:
         """Fail fast, with a message, if the store cannot be reached (instead of MLflow's
         minutes of retries)."""
@@ -447,6 +459,7 @@ class Tracker:
         }
         if sweep is not None:
             tags["lossbench.sweep_id"] = sweep.sweep_id
+            tags[in_sweep_tag(sweep.sweep_id)] = "true"
             if sweep.parent_run_id:
                 tags["mlflow.parentRunId"] = sweep.parent_run_id
         if facts is not None:
@@ -767,7 +780,7 @@ class RunRecord:
 
     def result(self) -> RunResult:
         """What the run produced, as training returns it (final metrics only)."""
-        keep = ("lossbench.status", "lossbench.diverged_epoch", "lossbench.members")
+        keep = ("lossbench.status", "lossbench.diverged_epoch")
         tags = {k: v for k, v in self.tags.items() if k in keep}
         return RunResult(final=dict(self.metrics), status=self.status, tags=tags)
 
@@ -842,27 +855,8 @@ def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = N
     else:
         where = f"experiment {experiment!r}" if experiment else "this store"
         raise NotInStore(f"no lossbench sweep in {where}: run `lossbench-train -m ...` first")
-    filter_string = f"tags.`lossbench.sweep_id` = '{sweep_id}' and tags.`lossbench.role` = 'run'"
-    runs = []
-    page_token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string, max_results=5000, page_token=page_token
-        )
-        runs += [
-            RunRecord(
-                r.info.run_id,
-                r.info.run_name,
-                r.info.status,
-                dict(r.data.tags),
-                dict(r.data.params),
-                dict(r.data.metrics),
-            )
-            for r in page
-        ]
-        page_token = page.token
-        if not page_token:
-            break
+    filter_string = f"tags.`{in_sweep_tag(sweep_id)}` = 'true' and tags.`lossbench.role` = 'run'"
+    runs = [RunRecord.of(r) for r in _search_all(client, [experiment_id], filter_string)]
     if not runs:
         raise NotInStore(f"sweep {sweep_id} has no runs")
     name = client.get_experiment(experiment_id).name

@@ -171,8 +171,9 @@ class LossbenchLauncher(Launcher):
         )
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.debug("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        for job, result in done.items():
-            hand_over(job, result)
+        runner.adopt(done, specs)
+        for job, record in done.items():
+            hand_over(job, record.result())
         runner.run(stacks, executor, n_workers)
 
         summary = {
