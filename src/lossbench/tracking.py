@@ -191,6 +191,16 @@ class SweepInfo:
 
     sweep_id: str
     parent_run_id: str | None = None
+    # an HPO sweep's studies: (the overrides naming the study, its label, its run id)
+    studies: tuple[tuple[tuple[str, ...], str, str], ...] = ()
+
+    def study_of(self, overrides: Sequence[str]) -> tuple[str, str] | None:
+        """The (label, run id) of the study a job with ``overrides`` is a trial of, if any."""
+        given = set(overrides)
+        for study_overrides, label, run_id in self.studies:
+            if given.issuperset(study_overrides):
+                return label, run_id
+        return None
 
 
 def new_sweep_id() -> str:
@@ -339,7 +349,9 @@ class Tracker:
                 return found.experiment_id
             db = sqlite_path(self.uri)
             location = (db.parent / "artifacts" / self.experiment).as_uri() if db else None
-            return client.create_experiment(self.experiment, artifact_location=location)
+            # the UI then opens on the experiment's runs (model training), not on GenAI traces
+            kind = {"mlflow.experimentKind": "custom_model_development"}
+            return client.create_experiment(self.experiment, artifact_location=location, tags=kind)
 
     # -- sweeps ----------------------------------------------------------------------------
 
@@ -365,6 +377,21 @@ class Tracker:
         with _timed():
             run = self.client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
         return SweepInfo(sweep_id, run.info.run_id)
+
+    def start_study(self, sweep_id: str, parent_run_id: str, label: str) -> str:
+        """Create the run of one HPO study, under its sweep's parent run; its trials go under
+        it. Returns its id."""
+        tags = {
+            "lossbench.role": "study",
+            "lossbench.sweep_id": sweep_id,
+            "lossbench.study": label,
+            "mlflow.parentRunId": parent_run_id,
+            "mlflow.source.name": "lossbench-train",
+            **owner_tags(),
+        }
+        with _timed():
+            run = self.client.create_run(self.experiment_id, run_name=f"study {label}", tags=tags)
+        return run.info.run_id
 
     def end_sweep(self, sweep: SweepInfo, status: str = "FINISHED") -> None:
         """Close the parent run of a sweep."""
@@ -462,6 +489,9 @@ class Tracker:
             tags[in_sweep_tag(sweep.sweep_id)] = "true"
             if sweep.parent_run_id:
                 tags["mlflow.parentRunId"] = sweep.parent_run_id
+            study = sweep.study_of(spec.overrides)
+            if study is not None:
+                tags["lossbench.study"], tags["mlflow.parentRunId"] = study
         if facts is not None:
             tags["lossbench.task"] = str(facts["task"])
         return tags
@@ -504,7 +534,7 @@ class Tracker:
                 ]
             for (run_id, artifact_uri), files in zip(created, artifacts, strict=True):
                 self._artifact_uris[run_id] = artifact_uri
-                _write_artifacts(artifact_uri, files)
+                _write_artifacts(artifact_uri, files, self.uri)
         return [run_id for run_id, _ in created]
 
     def start_run(
@@ -553,7 +583,7 @@ class Tracker:
 
     def _log_traceback(self, run_id: str, error: str) -> None:
         uri = self._artifact_uris.get(run_id) or self.client.get_run(run_id).info.artifact_uri
-        _write_artifacts(uri, {"traceback.txt": error})
+        _write_artifacts(uri, {"traceback.txt": error}, self.uri)
 
     # MLflow's client API: for stores other than SQL ones, and for runs that already hold data.
 
@@ -589,7 +619,7 @@ def _result_tags(result: RunResult) -> dict[str, str]:
     return tags
 
 
-def _write_artifacts(artifact_uri: str, files: Mapping[str, str]) -> None:
+def _write_artifacts(artifact_uri: str, files: Mapping[str, str], tracking_uri: str) -> None:
     """Write small text files into a run's artifact location (known: no need to fetch the
     run, as log_artifacts would)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -597,7 +627,7 @@ def _write_artifacts(artifact_uri: str, files: Mapping[str, str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             Path(tmp, name).write_text(text)
-        get_artifact_repository(artifact_uri).log_artifacts(tmp)
+        get_artifact_repository(artifact_uri, tracking_uri=tracking_uri).log_artifacts(tmp)
 
 
 MetricRow = tuple[str, float, int, int]  # key, value, timestamp (ms), step
@@ -940,7 +970,54 @@ def sweep_parent(sweep_dir: str | Path, tracker: Tracker) -> SweepInfo:
                 state["sweep_id"], state["overrides"], str(sweep_dir), state["report"]
             )
             state.update(parent_run_id=info.parent_run_id, uri=tracker.uri)
-        return SweepInfo(state["sweep_id"], state["parent_run_id"])
+        for study in state.get("studies", []):
+            if not study.get("run_id"):
+                study["run_id"] = tracker.start_study(
+                    state["sweep_id"], state["parent_run_id"], study["label"]
+                )
+        return _sweep_info(state)
+
+
+def _sweep_info(state: Mapping[str, Any]) -> SweepInfo:
+    studies = tuple(
+        (tuple(s["overrides"]), s["label"], s["run_id"])
+        for s in state.get("studies", [])
+        if s.get("run_id")
+    )
+    return SweepInfo(state["sweep_id"], state.get("parent_run_id"), studies)
+
+
+def open_studies(sweep_dir: str | Path, studies: Sequence[tuple[Sequence[str], str]]) -> None:
+    """Record an HPO sweep's studies (the overrides naming each, its label) in the sweep's
+    file; their runs are created with the sweep's parent run (no store writes here)."""
+    with _sweep_lock(sweep_dir) as state:
+        state["studies"] = [
+            {"overrides": list(overrides), "label": label, "run_id": None}
+            for overrides, label in studies
+        ]
+
+
+def log_studies(sweep_dir: str | Path, best: Mapping[str, Mapping[str, Any]], metric: str) -> None:
+    """Record each study's best trial on its run (params ``best.<name>``, metric
+    ``best/<metric>``), and all of them on the sweep's parent run as ``optuna_best.json``."""
+    path = _sweep_file(sweep_dir)
+    state = json.loads(path.read_text()) if path.exists() else {}
+    if not state.get("parent_run_id"):
+        return  # no trial reached the store (tracking=none)
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client, now = MlflowClient(state["uri"]), int(time.time() * 1000)
+    with _timed():
+        for study in state.get("studies", []):
+            found = best.get(study["label"])
+            if not study.get("run_id") or found is None:
+                continue
+            params = [Param(f"best.{k}", str(v)) for k, v in found["params"].items()]
+            value = found["value"]
+            metrics = [Metric(f"best/{metric}", float(value), now, 0)] if value is not None else []
+            client.log_batch(study["run_id"], metrics=metrics, params=params)
+        client.log_dict(state["parent_run_id"], dict(best), "optuna_best.json")
 
 
 def read_sweep(sweep_dir: str | Path) -> SweepInfo | None:
@@ -948,8 +1025,7 @@ def read_sweep(sweep_dir: str | Path) -> SweepInfo | None:
     path = _sweep_file(sweep_dir)
     if not path.exists():
         return None
-    state = json.loads(path.read_text())
-    return SweepInfo(state["sweep_id"], state.get("parent_run_id"))
+    return _sweep_info(json.loads(path.read_text()))
 
 
 def close_sweep(sweep_dir: str | Path, status: str) -> None:
@@ -964,8 +1040,10 @@ def close_sweep(sweep_dir: str | Path, status: str) -> None:
 
     with _timed():
         client = MlflowClient(state["uri"])
-        if client.get_run(state["parent_run_id"]).info.status == "RUNNING":
-            client.set_terminated(state["parent_run_id"], status=status)
+        studies = [s["run_id"] for s in state.get("studies", []) if s.get("run_id")]
+        for run_id in [*studies, state["parent_run_id"]]:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, status=status)
     with _sweep_lock(sweep_dir) as locked:
         locked["closed"] = status
 

@@ -1,4 +1,4 @@
-"""``hydra/sweeper=lossbench``: Hydra's basic grid sweeper, with three changes.
+"""``hydra/sweeper=lossbench``: Hydra's basic grid sweeper, with three changes, and Optuna.
 
 1. Every job is checked before any trains, with lossbench's checks, whatever the launcher.
    lossbench's launcher checks jobs itself (faster, on its workers), so then the sweeper skips
@@ -10,12 +10,16 @@
 3. Ctrl+C or SIGTERM ends the sweep with a line saying so; the interrupted runs were recorded
    KILLED by whoever was running them.
 
+With ``hydra.sweeper.optuna.search`` set, each combination of the swept groups gets an Optuna
+study instead (:mod:`lossbench.hpo`): ``optimizer=sgd,adam`` with
+``hydra.sweeper.optuna.search={optimizer.lr: "log(1e-4, 1)"}`` tunes the lr of each optimizer.
+
 (No ``from __future__ import annotations``: Hydra loads plugins outside ``sys.modules``.)
 """
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence  # noqa: UP035 (OmegaConf needs typing forms)
 
@@ -29,12 +33,28 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class OptunaConf:
+    """``hydra.sweeper.optuna``: tune the ``search`` parameters with Optuna instead of a grid,
+    one study per combination of the swept groups (see :mod:`lossbench.hpo`)."""
+
+    # searched parameters: key -> log(lo, hi) | float(lo, hi) | int(lo, hi) | choice(a, b, ...)
+    search: Dict[str, str] = field(default_factory=dict)  # noqa: UP006
+    n_trials: int = 20  # per study
+    trials_per_round: int = 2  # trials of each study launched together
+    metric: str = "val/loss"  # the final metric to optimize
+    direction: str = "minimize"  # or maximize
+    penalty: Optional[float] = None  # noqa: UP045 (diverged/failed trials; null: infinitely bad)
+    seed: int = 0  # the samplers' seed
+
+
+@dataclass
 class LossbenchSweeperConf:
-    """Options of ``hydra/sweeper=lossbench``: the same as Hydra's basic sweeper."""
+    """Options of ``hydra/sweeper=lossbench``: Hydra's basic sweeper's, and ``optuna``."""
 
     _target_: str = "hydra_plugins.lossbench_plugins.sweeper.LossbenchSweeper"
     max_batch_size: Optional[int] = None  # noqa: UP045
     params: Optional[Dict[str, str]] = None  # noqa: UP006, UP045
+    optuna: OptunaConf = field(default_factory=OptunaConf)
 
 
 ConfigStore.instance().store(
@@ -43,7 +63,17 @@ ConfigStore.instance().store(
 
 
 class LossbenchSweeper(BasicSweeper):
-    """Grid sweep over ``hydra.sweeper.params`` and command-line lists; see the module docstring."""
+    """Grid sweep over ``hydra.sweeper.params`` and command-line lists, or Optuna studies per
+    combination when ``hydra.sweeper.optuna.search`` is set; see the module docstring."""
+
+    def __init__(
+        self,
+        max_batch_size: Optional[int] = None,  # noqa: UP045
+        params: Optional[Dict[str, str]] = None,  # noqa: UP006, UP045
+        optuna: Optional[Any] = None,  # noqa: UP045
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.optuna = dict(optuna or {})
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Check every job of the batch before any trains (unless the launcher does)."""
@@ -74,7 +104,12 @@ class LossbenchSweeper(BasicSweeper):
         returns: List[Sequence[JobReturn]] = []  # noqa: UP006
         initial_job_idx = 0
         try:
-            while not self.is_done():
+            if self.optuna.get("search"):
+                from lossbench.hpo import run_studies
+
+                combos = [list(job) for batch in self.overrides for job in batch]
+                returns = run_studies(combos, self._launch_trials, self.optuna, sweep_dir)
+            while not self.optuna.get("search") and not self.is_done():
                 batch = self.get_job_batch()
                 self.validate_batch_is_legal(batch)
                 returns.append(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
@@ -85,6 +120,12 @@ class LossbenchSweeper(BasicSweeper):
             raise
         summarize([r for batch in returns for r in batch])
         return returns
+
+    def _launch_trials(self, jobs: List[List[str]], initial_job_idx: int) -> Sequence[JobReturn]:  # noqa: UP006
+        """Check, then launch, one round of Optuna trials."""
+        assert self.launcher is not None
+        self.validate_batch_is_legal(jobs)
+        return self.launcher.launch(jobs, initial_job_idx=initial_job_idx)
 
 
 def summarize(returns: Sequence[JobReturn]) -> None:
