@@ -4,13 +4,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the tests also cover the optional extras: Ray and SLURM launchers, team server, browser
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test lint format ui bench constraints clean
+.PHONY: install demo test system-deps lint format ui bench constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev]'
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[dev,ray,slurm,team,browser]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)  ## create .venv and install lossbench with pinned dependencies
 
@@ -20,8 +26,12 @@ demo: $(STAMP)  ## the demo sweep into ./mlruns, then a comparison of its runs
 	@echo
 	@echo "Browse every run in the MLflow UI:  make ui   (then open http://127.0.0.1:5000)"
 
-test: $(STAMP) lint  ## lint, then the whole test suite (slow tests included)
+test: $(TEST_STAMP) lint  ## lint, then the whole test suite (slow tests included)
 	$(BIN)/python -m pytest
+
+# Debian packages for the team-server and browser tests (they skip, saying why, without them)
+system-deps:
+	@bash scripts/system_deps.sh postgresql chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
@@ -37,7 +47,7 @@ ui: $(STAMP)  ## the MLflow UI on the local store, bound to 127.0.0.1 only
 bench: $(STAMP)  ## the standard 300-run workload against naive references (see README)
 	$(BIN)/python scripts/bench_sweep.py
 
-constraints: $(STAMP)
+constraints: $(TEST_STAMP)
 	( echo "# Exact versions of every dependency; every install uses this file (make install)."; \
 	  echo "# Regenerate after changing pyproject.toml: make constraints"; \
 	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' ) > constraints.txt

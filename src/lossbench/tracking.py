@@ -311,12 +311,13 @@ class Tracker:
         self._artifact_uris: dict[str, str] = {}
 
     @classmethod
-    def from_config(cls, tracking: Mapping[str, Any]) -> Tracker | None:
-        """The tracker a ``tracking`` config asks for, or ``None`` for ``tracking=none``."""
+    def from_config(cls, tracking: Mapping[str, Any], uri: str | None = None) -> Tracker | None:
+        """The tracker a ``tracking`` config asks for (writing to ``uri`` if given), or
+        ``None`` for ``tracking=none``."""
         if not tracking.get("enabled", True):
             return None
         return cls(
-            tracking_uri(tracking),
+            uri or tracking_uri(tracking),
             str(tracking.get("experiment") or "lossbench"),
             int(tracking.get("flush_every_n_epochs") or 0),
         )
@@ -944,9 +945,14 @@ def _sweep_lock(sweep_dir: str | Path) -> Iterable[dict[str, Any]]:
 
 
 def open_sweep(
-    sweep_dir: str | Path, overrides: Sequence[str], report: Mapping[str, Any] | None = None
+    sweep_dir: str | Path,
+    overrides: Sequence[str],
+    report: Mapping[str, Any] | None = None,
+    store_uri: str | None = None,
 ) -> str:
-    """Start a sweep's file (no store writes); returns the new sweep id."""
+    """Start a sweep's file (no store writes); returns the new sweep id. ``store_uri`` is the
+    store as the launching process resolved it, for jobs that run elsewhere (see
+    :func:`sweep_store`)."""
     with _sweep_lock(sweep_dir) as state:
         state.clear()
         state.update(
@@ -954,8 +960,17 @@ def open_sweep(
             overrides=list(overrides),
             report={k: v for k, v in (report or {}).items() if v is not None},
             parent_run_id=None,
+            store_uri=store_uri,
         )
         return state["sweep_id"]
+
+
+def sweep_store(sweep_dir: str | Path) -> str | None:
+    """The store the sweep was launched into. Jobs of remote launchers (Ray, SLURM) run in
+    another working directory and environment, where ``$MLFLOW_TRACKING_URI`` or the relative
+    local store would point elsewhere; they write here instead."""
+    path = _sweep_file(sweep_dir)
+    return json.loads(path.read_text()).get("store_uri") if path.exists() else None
 
 
 def sweep_parent(sweep_dir: str | Path, tracker: Tracker) -> SweepInfo:
@@ -1070,7 +1085,11 @@ class SweepCallback(Callback):
         self._sweep_dir = str(config.hydra.sweep.dir)
         report = OmegaConf.to_container(config.report, resolve=True) if "report" in config else None
         overrides = [str(o) for o in config.hydra.overrides.task]
-        sweep_id = open_sweep(self._sweep_dir, overrides, report)  # type: ignore[arg-type]
+        tracking = (
+            OmegaConf.to_container(config.tracking, resolve=True) if "tracking" in config else {}
+        )
+        store = tracking_uri(tracking) if tracking.get("enabled", True) else None  # type: ignore[union-attr]
+        sweep_id = open_sweep(self._sweep_dir, overrides, report, store)  # type: ignore[arg-type]
         atexit.register(self._close_at_exit)
         log.info("Sweep %s; outputs in %s", sweep_id, self._sweep_dir)
 

@@ -23,7 +23,14 @@ from omegaconf import DictConfig
 from lossbench.config import CONF_DIR, RunSpec, check_run, config_hash
 from lossbench.interrupts import Interrupted, interrupts
 from lossbench.results import RunResult
-from lossbench.tracking import SweepInfo, Tracker, mark_interrupted, new_sweep_id, sweep_parent
+from lossbench.tracking import (
+    SweepInfo,
+    Tracker,
+    mark_interrupted,
+    new_sweep_id,
+    sweep_parent,
+    sweep_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,8 @@ def train(
     """
     spec = RunSpec.from_task_config(cfg, choices, overrides)
     data = check_run(spec)
-    tracker = Tracker.from_config(spec.cfg["tracking"])
+    store = sweep_store(sweep_dir) if sweep_dir is not None else None
+    tracker = Tracker.from_config(spec.cfg["tracking"], store)
     if tracker is not None:
         tracker.check_reachable()
         stored = (
