@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # the tests also cover the optional extras: Ray and SLURM launchers, team server, browser
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test system-deps lint format ui bench constraints clean
+.PHONY: install demo test system-deps lint format ui team-server bench constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ format: $(STAMP)
 
 ui: $(STAMP)  ## the MLflow UI on the local store, bound to 127.0.0.1 only
 	$(BIN)/lossbench-ui
+
+team-server: $(STAMP)  ## MLflow server on PostgreSQL at 127.0.0.1:5001 (make system-deps first)
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[team]'
+	$(BIN)/python scripts/team_server.py --dir .team --port 5001
 
 bench: $(STAMP)  ## the standard 300-run workload against naive references (see README)
 	$(BIN)/python scripts/bench_sweep.py

@@ -1,0 +1,161 @@
+"""An MLflow tracking server backed by PostgreSQL, for a team (or several machines) sharing one
+store: Debian's ``postgresql`` server on loopback, and ``mlflow server`` with an artifact root.
+
+    python scripts/team_server.py --dir .team --port 5001     # Ctrl+C stops both
+    MLFLOW_TRACKING_URI=http://127.0.0.1:5001 lossbench-train -m seed=0,1,2
+
+Everything binds 127.0.0.1. To serve other machines, put the server behind something that
+authenticates (MLflow's server has no access control of its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+DB_USER = "lossbench"
+
+
+class Server(NamedTuple):
+    """A running team server: its tracking URI and the process group of ``mlflow server``."""
+
+    uri: str
+    pgid: int
+
+
+def postgres_bin() -> Path:
+    """The directory of PostgreSQL's server programs (initdb, pg_ctl)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise SystemExit("PostgreSQL's server is not installed: apt-get install postgresql")
+
+
+def _as_owner(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its programs as the postgres user then."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+def wait_http(
+    url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
+    """Wait until ``url`` answers 200 (or ``process``, which should serve it, exits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-2000:] if log else ""
+            raise RuntimeError(
+                f"the server exited with {process.returncode} before answering {url}:\n{tail}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def team_server(
+    directory: Path, port: int = 5001, pg_port: int = 5433, timeout: float = 180
+) -> Iterator[Server]:
+    """Start PostgreSQL and an MLflow server on loopback; yield the server; stop both,
+    the server's whole process group included (``mlflow server`` leaves workers behind)."""
+    bin_dir = postgres_bin()
+    directory = directory.resolve()
+    data, socket_dir, artifacts = (
+        directory / "pgdata",
+        directory / "socket",
+        directory / "artifacts",
+    )
+    for path in (directory, socket_dir, artifacts):
+        path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        postgres = pwd.getpwnam("postgres")
+        for path in (directory, socket_dir):
+            os.chown(path, postgres.pw_uid, postgres.pw_gid)
+    if not (data / "PG_VERSION").exists():
+        subprocess.run(_as_owner([str(bin_dir / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust"]),
+                       check=True, capture_output=True)  # fmt: skip
+    options = f"-c listen_addresses=127.0.0.1 -p {pg_port} -k {socket_dir}"
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(directory / "postgres.log")]
+    subprocess.run(
+        _as_owner([*pg_ctl, "-o", options, "-w", "start"]), check=True, capture_output=True
+    )
+    server = None
+    try:
+        exists = subprocess.run(
+            _as_owner([str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER, "-d", "postgres",
+                       "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'mlflow'"]),
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        if exists != "1":
+            subprocess.run(_as_owner([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER,
+                                      "mlflow"]), check=True, capture_output=True)  # fmt: skip
+        mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+        backend = f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg_port}/mlflow"
+        with open(directory / "mlflow-server.log", "w") as server_log:
+            server = subprocess.Popen(
+                [mlflow, "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
+                 "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        uri = f"http://127.0.0.1:{port}"
+        wait_http(f"{uri}/health", timeout, server, directory / "mlflow-server.log")
+        yield Server(uri, server.pid)
+    finally:
+        if server is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError):  # workers that outlived the parent
+                os.killpg(server.pid, signal.SIGKILL)
+        subprocess.run(_as_owner([*pg_ctl, "-m", "fast", "-w", "stop"]), capture_output=True)
+
+
+def main() -> int:
+    """Run the server until Ctrl+C."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--dir", type=Path, default=Path(".team"), help="database, artifacts and logs"
+    )
+    parser.add_argument("--port", type=int, default=5001, help="the MLflow server's port")
+    parser.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL's port")
+    args = parser.parse_args()
+    with team_server(args.dir, args.port, args.pg_port) as server:
+        print(
+            f"Tracking server ready: MLFLOW_TRACKING_URI={server.uri} (Ctrl+C stops it)", flush=True
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    print("Stopped the MLflow server and PostgreSQL.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

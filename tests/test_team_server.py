@@ -1,0 +1,92 @@
+"""Team tracking: a parallel sweep into an MLflow server backed by PostgreSQL records every run,
+metric and artifact; stopping the server leaves none of its processes behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+from team_server import postgres_bin, team_server  # noqa: E402
+
+pytest.importorskip("psycopg2", reason="the [team] extra (psycopg2-binary) is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_alive(pgid: int) -> list[str]:
+    alive = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(proc.info["cmdline"] or []))
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return alive
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+def test_parallel_sweep_into_postgres_backed_server_loses_nothing(tmp_path: Path) -> None:
+    try:
+        postgres_bin()
+    except SystemExit as missing:
+        pytest.skip(f"{missing} (make system-deps installs it)")
+    # PostgreSQL runs as the postgres user when we are root: it needs a directory it can reach
+    directory = Path(tempfile.mkdtemp(prefix="lossbench-team-"))
+    os.chmod(directory, 0o755)
+    port, pg_port = free_port(), free_port()
+    try:
+        with team_server(directory / "server", port, pg_port) as server:
+            cmd = [
+                sys.executable, "-m", "lossbench.train", "-m",
+                "loss=cross_entropy,mse", "optimizer=sgd,adam", "seed=0,1",
+                "hydra.launcher.n_jobs=2", "trainer.max_epochs=4", "dataset.source.n_samples=200",
+                "tracking.experiment=team", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            ]  # fmt: skip
+            env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri}
+            done = subprocess.run(
+                cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+
+            client = MlflowClient(server.uri)
+            experiment = client.get_experiment_by_name("team")
+            records = client.search_runs([experiment.experiment_id])
+            runs = [r for r in records if r.data.tags["lossbench.role"] == "run"]
+            [parent] = [r for r in records if r.data.tags["lossbench.role"] == "sweep"]
+            assert len(runs) == 8 and len({r.info.run_name for r in runs}) == 8
+            assert {r.info.status for r in [*runs, parent]} == {"FINISHED"}
+            assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+            for run in runs:
+                assert {"train/loss", "val/loss", "val/acc", "test/acc"} <= set(run.data.metrics)
+                for key in ("train/loss", "val/loss", "val/acc"):
+                    steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+                    assert sorted(steps) == [0, 1, 2, 3], (run.info.run_name, key)
+                # artifacts go through the server into its artifact root
+                artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+                assert "config.yaml" in artifacts, artifacts
+            stored = list((directory / "server" / "artifacts").rglob("config.yaml"))
+            assert len(stored) == 8
+            assert group_alive(server.pgid), "the server runs in its own process group"
+        assert group_alive(server.pgid) == []
+        assert not port_open(port) and not port_open(pg_port)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
