@@ -19,11 +19,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
+
+from lossbench.ui import stop_group, wait_http
 
 DB_USER = "lossbench"
 
@@ -51,28 +51,6 @@ def _as_owner(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *cmd]
     return cmd
-
-
-def wait_http(
-    url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None
-) -> None:
-    """Wait until ``url`` answers 200 (or ``process``, which should serve it, exits)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text()[-2000:] if log else ""
-            raise RuntimeError(
-                f"the server exited with {process.returncode} before answering {url}:\n{tail}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -125,16 +103,7 @@ def team_server(
         yield Server(uri, server.pid)
     finally:
         if server is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
-            with contextlib.suppress(ProcessLookupError):  # workers that outlived the parent
-                os.killpg(server.pid, signal.SIGKILL)
+            stop_group(server)
         subprocess.run(_as_owner([*pg_ctl, "-m", "fast", "-w", "stop"]), capture_output=True)
 
 

@@ -5,46 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow import MlflowClient
 
+from conftest import free_port
+from lossbench.ui import stop_group
+
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the [ray] extra is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left (Ray's daemons linger)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(_in_group(p, process.pid) for p in psutil.process_iter()):
-            break
-        time.sleep(0.5)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-
-
-def _in_group(proc: psutil.Process, pgid: int) -> bool:
-    try:
-        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
-    except (ProcessLookupError, psutil.Error):
-        return False
 
 
 @contextlib.contextmanager
@@ -107,7 +80,9 @@ def test_sweep_on_a_local_ray_cluster_records_every_run(tmp_path: Path, store_ur
     assert {r.info.status for r in [*runs, parent]} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     for r in runs:  # every epoch of every run arrived
-        assert len(client.get_metric_history(r.info.run_id, "val/loss")) == 3  # trainer=smoke: 3 epochs
+        assert (
+            len(client.get_metric_history(r.info.run_id, "val/loss")) == 3
+        )  # trainer=smoke: 3 epochs
     # Ray's workers run elsewhere: the sweep dir is absolute, under where the sweep started
     [sweep_dir] = (work_dir / "multirun").glob("*/*")
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]

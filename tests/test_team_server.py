@@ -15,16 +15,12 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
+from conftest import free_port
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from team_server import postgres_bin, team_server  # noqa: E402
 
 pytest.importorskip("psycopg2", reason="the [team] extra (psycopg2-binary) is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def group_alive(pgid: int) -> list[str]:

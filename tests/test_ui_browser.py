@@ -1,0 +1,56 @@
+"""The MLflow UI in a real browser: after the demo sweep, headless Chromium finds the demo
+experiment and every one of its runs, opens the compare view of two, and saves screenshots."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import free_port
+from lossbench.ui import serving
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+from ui_screenshots import browse, chromium_path  # noqa: E402
+
+pytest.importorskip("playwright", reason="the [browser] extra (playwright) is not installed")
+if chromium_path() is None:
+    pytest.skip(
+        "Debian's chromium is not installed and could not be (make system-deps)",
+        allow_module_level=True,
+    )
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_browser_finds_the_demo_runs_and_compares_two(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [
+        sys.executable, "-m", "lossbench.train", "experiment=demo", "trainer.max_epochs=3",
+        "dataset.source.n_samples=200", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("demo")
+    runs = {r.info.run_name: r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    assert len(runs) == 19  # 18 runs and the sweep's run
+
+    pair = ["moons-cross_entropy-adam-constant-s0", "moons-focal-adam-constant-s0"]
+    with serving(uri, free_port(), tmp_path / "ui.log") as address:
+        assert address.startswith("http://127.0.0.1:")
+        seen = browse(address, "demo", pair, tmp_path / "shots")
+
+    assert sorted(seen["runs_table"]) == sorted(runs)  # every run, the sweep's included
+    assert seen["compare_heading"] == "Comparing 2 Runs from 1 Experiment"
+    for name in pair:
+        assert name in seen["compare_text"] and runs[name] in seen["compare_url"]
+    for shot in ("mlflow-runs.png", "mlflow-compare.png"):
+        data = (tmp_path / "shots" / shot).read_bytes()
+        assert data.startswith(PNG) and len(data) > 20_000, shot
