@@ -12,9 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn, JobStatus
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
+from lossbench.config import CONF_DIR, ConfigError
 from lossbench.hpo import objective, parse_space
 from lossbench.report import build_report
 
@@ -47,9 +51,28 @@ def test_search_spaces_parse_to_optuna_distributions(text: str, expected: object
     ],
 )
 def test_bad_search_spaces_name_the_entry_and_the_forms(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=r"hydra\.sweeper\.optuna\.search\.optimizer\.lr=") as err:
+    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.optuna\.search\.optimizer\.lr=") as err:
         parse_space({"optimizer.lr": text})
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (['hydra.sweeper.optuna.search={optimizer.lr: "log(1e-4, 1)"}'],
+         {"optimizer.lr": "log(1e-4, 1)"}),
+        (["experiment=hpo"], {"optimizer.lr": "log(1e-4, 10)"}),
+        (["experiment=hpo", '++hydra.sweeper.optuna.search={model.dropout: "float(0, 0.5)"}'],
+         {"optimizer.lr": "log(1e-4, 10)", "model.dropout": "float(0, 0.5)"}),
+    ],
+)  # fmt: skip
+def test_search_space_is_set_from_the_command_line_as_the_readme_shows(
+    overrides: list[str], expected: dict[str, str]
+) -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    assert OmegaConf.to_container(cfg.hydra.sweeper.optuna.search) == expected
 
 
 def done(value: object) -> JobReturn:

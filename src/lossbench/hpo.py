@@ -18,19 +18,22 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lossbench.config import ConfigError
+
 log = logging.getLogger(__name__)
 SPACE = re.compile(r"^\s*(log|float|int|choice)\((.*)\)\s*$")
 
 
 def parse_space(search: Mapping[str, str]) -> dict[str, Any]:
-    """``{"optimizer.lr": "log(1e-4, 1)"}`` -> Optuna distributions; errors name the entry."""
+    """``{"optimizer.lr": "log(1e-4, 1)"}`` -> Optuna distributions; a :class:`ConfigError`
+    names a bad entry and the valid forms."""
     import optuna
 
     space: dict[str, Any] = {}
     for key, text in search.items():
         match = SPACE.match(str(text))
         if not match:
-            raise ValueError(
+            raise ConfigError(
                 f"hydra.sweeper.optuna.search.{key}={text!r}: expected log(lo, hi), float(lo, hi), "
                 "int(lo, hi) or choice(a, b, ...)"
             )
@@ -39,10 +42,10 @@ def parse_space(search: Mapping[str, str]) -> dict[str, Any]:
             space[key] = optuna.distributions.CategoricalDistribution(args)
             continue
         if len(args) != 2:
-            raise ValueError(f"hydra.sweeper.optuna.search.{key}={text!r}: {kind} takes (lo, hi)")
+            raise ConfigError(f"hydra.sweeper.optuna.search.{key}={text!r}: {kind} takes (lo, hi)")
         lo, hi = (float(a) for a in args)
         if not lo < hi or (kind == "log" and lo <= 0):
-            raise ValueError(
+            raise ConfigError(
                 f"hydra.sweeper.optuna.search.{key}={text!r}: needs lo < hi (and 0 < lo for log)"
             )
         if kind == "int":
@@ -85,10 +88,10 @@ def run_studies(
 
     direction = str(options.get("direction", "minimize"))
     if direction not in ("minimize", "maximize"):
-        raise ValueError(f"hydra.sweeper.optuna.direction={direction!r}: minimize or maximize")
+        raise ConfigError(f"hydra.sweeper.optuna.direction={direction!r}: minimize or maximize")
     n_trials, per_round = int(options.get("n_trials", 20)), int(options.get("trials_per_round", 2))
     if n_trials < 1 or per_round < 1:
-        raise ValueError("hydra.sweeper.optuna.n_trials and trials_per_round must be >= 1")
+        raise ConfigError("hydra.sweeper.optuna.n_trials and trials_per_round must be >= 1")
     metric = str(options.get("metric", "val/loss"))
     penalty = options.get("penalty")
     # default: worse than any finite value (a fixed 1e9 would beat a finite loss of 1e30)

@@ -38,7 +38,8 @@ class OptunaConf:
     one study per combination of the swept groups (see :mod:`lossbench.hpo`)."""
 
     # searched parameters: key -> log(lo, hi) | float(lo, hi) | int(lo, hi) | choice(a, b, ...)
-    search: Dict[str, str] = field(default_factory=dict)  # noqa: UP006
+    # untyped, so that `hydra.sweeper.optuna.search={...}` can set it from the command line
+    search: Any = None
     n_trials: int = 20  # per study
     trials_per_round: int = 2  # trials of each study launched together
     metric: str = "val/loss"  # the final metric to optimize
