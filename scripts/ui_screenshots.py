@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from lossbench.tracking import tracking_uri
-from lossbench.ui import serving
+from lossbench.ui import free_port, serving
 
 # headless in a container: no sandbox (we may be root), no GPU, no calls home
 CHROMIUM_ARGS = [
@@ -32,13 +31,6 @@ CHROMIUM_ARGS = [
 def chromium_path() -> str | None:
     """Debian's Chromium, if installed."""
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def browse(

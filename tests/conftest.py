@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,10 +38,3 @@ def make_spec() -> Callable[..., RunSpec]:
 def conf_options(group: str) -> list[str]:
     """The options of a config group, from its YAML files."""
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now, for servers started by tests."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port
-from lossbench.ui import stop_group
+from lossbench.ui import free_port, stop_group
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the [ray] extra is not installed")
 

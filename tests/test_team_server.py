@@ -15,7 +15,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port
+from lossbench.ui import free_port
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from team_server import postgres_bin, team_server  # noqa: E402

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port
-from lossbench.ui import serving
+from lossbench.ui import free_port, serving
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from ui_screenshots import browse, chromium_path  # noqa: E402

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,13 @@ def ui_command(uri: str, host: str = LOCALHOST, port: int = 5000) -> list[str]:
     """The ``mlflow ui`` command line serving ``uri``."""
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     return [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now, for servers started by scripts and tests."""
+    with socket.socket() as s:
+        s.bind((LOCALHOST, 0))
+        return s.getsockname()[1]
 
 
 def wait_http(
