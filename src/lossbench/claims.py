@@ -695,7 +695,8 @@ def run_claims(
     from lossbench import sweep as sw
     from lossbench.interrupts import interrupts
     from lossbench.jobs import compose_jobs
-    from lossbench.tracking import Tracker, metric_histories
+    from lossbench.tracking.records import metric_histories
+    from lossbench.tracking.writer import Tracker
 
     keys, overrides = [], []
     by_id = {claim.id: claim for claim in claims}
@@ -989,15 +990,10 @@ def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lossbench-claims``."""
     from lossbench.interrupts import Interrupted
-    from lossbench.tracking import (
-        StoreUnreachable,
-        Tracker,
-        close_sweep,
-        log_report,
-        open_sweep,
-        sweep_parent,
-        tracking_uri,
-    )
+    from lossbench.tracking.artifacts import log_report
+    from lossbench.tracking.store import StoreUnreachable, tracking_uri
+    from lossbench.tracking.sweeps import close_sweep, open_sweep, sweep_parent
+    from lossbench.tracking.writer import Tracker
 
     parser = argparse.ArgumentParser(prog="lossbench-claims", description=__doc__.split("\n\n")[0])
     parser.add_argument("ids", nargs="*", help="claim ids (default: every claim in conf/claims/)")

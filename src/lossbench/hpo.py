@@ -84,7 +84,7 @@ def run_studies(
     import optuna
     from omegaconf import OmegaConf
 
-    from lossbench.tracking import log_studies, open_studies
+    from lossbench.tracking.sweeps import log_studies, open_studies
 
     direction = str(options.get("direction", "minimize"))
     if direction not in ("minimize", "maximize"):

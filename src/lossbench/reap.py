@@ -13,7 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lossbench.tracking import StoreUnreachable, Tracker, stale_runs, tracking_uri
+from lossbench.tracking.reaping import experiment_ids, reap, stale_runs
+from lossbench.tracking.store import StoreUnreachable, check_reachable, open_client, tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,23 +30,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     uri = args.tracking_uri or tracking_uri({"root": "mlruns"})
-    tracker = Tracker(uri, args.experiment or "lossbench")
     try:
-        tracker.check_reachable()
-        all_experiments = args.experiment is None
-        if (
-            args.experiment is not None
-            and tracker.client.get_experiment_by_name(args.experiment) is None
-        ):
+        check_reachable(uri)
+        client = open_client(uri)
+        ids = experiment_ids(client, args.experiment)
+        if args.experiment is not None and not ids:
             print(f"lossbench-reap: no experiment {args.experiment!r} in {uri}", file=sys.stderr)
             return 2
         if args.dry_run:
-            stale = stale_runs(tracker, all_experiments, args.older_than)
+            stale = stale_runs(client, ids, args.older_than)
             for run in stale:
                 print(f"stale: {run.info.run_id} {run.info.run_name}")
             print(f"{len(stale)} stale RUNNING run(s) in {uri} (dry run: nothing changed)")
             return 0
-        reaped = tracker.reap(all_experiments, args.older_than)
+        reaped = reap(client, ids, args.older_than)
     except StoreUnreachable as err:
         print(f"lossbench-reap: {err}", file=sys.stderr)
         return 2

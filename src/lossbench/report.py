@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench import stats
-from lossbench.tracking import NotInStore, SweepRecord, load_sweep, log_report, metric_histories
+from lossbench.tracking.artifacts import log_report
+from lossbench.tracking.records import NotInStore, SweepRecord, load_sweep, metric_histories
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,7 +41,7 @@ MAX_CURVES = 8  # learning curves drawn: the best groups
 
 def default_uri() -> str:
     """The store training writes to by default: ``$MLFLOW_TRACKING_URI`` or ./mlruns/mlflow.db."""
-    from lossbench.tracking import tracking_uri
+    from lossbench.tracking.store import tracking_uri
 
     return tracking_uri({"root": "mlruns"})
 

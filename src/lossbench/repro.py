@@ -23,15 +23,11 @@ from typing import Any
 import yaml
 
 from lossbench.config import ConfigError, RunSpec, check_run, check_targets
-from lossbench.tracking import (
-    NotInStore,
-    StoreUnreachable,
-    SweepInfo,
-    Tracker,
-    environment_tags,
-    new_sweep_id,
-    tracking_uri,
-)
+from lossbench.tracking.provenance import environment_tags
+from lossbench.tracking.records import NotInStore
+from lossbench.tracking.store import StoreUnreachable, tracking_uri
+from lossbench.tracking.sweeps import SweepInfo, new_sweep_id
+from lossbench.tracking.writer import Tracker
 
 ENVIRONMENT_TAGS = ("lossbench.platform", "lossbench.python", "lossbench.torch_threads")
 

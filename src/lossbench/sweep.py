@@ -32,7 +32,9 @@ from typing import Any
 from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash, stack_key
 from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
-from lossbench.tracking import RunRecord, SweepInfo, Tracker, mark_interrupted, sweep_parent
+from lossbench.tracking.records import RunRecord
+from lossbench.tracking.sweeps import SweepInfo, mark_interrupted, sweep_parent
+from lossbench.tracking.writer import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -17,20 +17,22 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lossbench.config import CONF_DIR, RunSpec, check_run, config_hash
 from lossbench.interrupts import Interrupted, interrupts
 from lossbench.results import RunResult
-from lossbench.tracking import (
+from lossbench.tracking.store import StoreUnreachable
+from lossbench.tracking.sweeps import (
     SweepInfo,
-    Tracker,
     mark_interrupted,
     new_sweep_id,
     sweep_parent,
     sweep_store,
 )
+from lossbench.tracking.writer import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,10 @@ def main(cfg: DictConfig) -> dict[str, float]:
     """Train one run (a job of a multirun, or a single run) and record it in MLflow."""
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
-    result = train(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task), sweep_dir)
+    try:
+        result = train(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task), sweep_dir)
+    except StoreUnreachable as err:  # Hydra prints a CompactHydraException without a traceback
+        raise CompactHydraException(str(err)) from None
     return result.job_return()
 
 

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lossbench.tracking import tracking_uri
+from lossbench.tracking.store import tracking_uri
 
 LOCALHOST = "127.0.0.1"
 

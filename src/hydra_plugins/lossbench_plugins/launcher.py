@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -91,6 +92,7 @@ class LossbenchLauncher(Launcher):
         from lossbench import sweep as sw
         from lossbench.config import ConfigError
         from lossbench.interrupts import interrupts
+        from lossbench.tracking.store import StoreUnreachable
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -111,6 +113,8 @@ class LossbenchLauncher(Launcher):
                 )
             finished = True
             return returns
+        except StoreUnreachable as err:  # Hydra prints a CompactHydraException without a traceback
+            raise CompactHydraException(str(err)) from None
         finally:
             sw.stop_executor(executor, kill=not finished)
 
@@ -125,7 +129,7 @@ class LossbenchLauncher(Launcher):
         from lossbench import sweep as sw
         from lossbench.jobs import compose_jobs
         from lossbench.results import RunResult
-        from lossbench.tracking import mlflow_seconds
+        from lossbench.tracking.store import mlflow_seconds
 
         assert self.config is not None and self.hydra_context is not None
         start = time.perf_counter()

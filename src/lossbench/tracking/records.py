@@ -1,0 +1,183 @@
+"""Reading runs and sweeps back from the store: resume (which configs are done), the report,
+the claims and repro read through here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lossbench.results import RunResult
+from lossbench.tracking.store import timed
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+class NotInStore(LookupError):
+    """The store has no such experiment, sweep or run; the message says what it does have."""
+
+
+def in_sweep_tag(sweep_id: str) -> str:
+    """The tag marking a run as part of a sweep: the sweep that trained it, and any later
+    sweep that found it already completed and used it instead of training it again."""
+    return f"lossbench.in_sweep.{sweep_id}"
+
+
+@dataclass
+class RunRecord:
+    """One run as the store holds it."""
+
+    run_id: str
+    name: str
+    status: str  # MLflow's: FINISHED, FAILED, KILLED, RUNNING
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # latest values
+    start_time: int = 0
+
+    @classmethod
+    def of(cls, run: Any) -> RunRecord:
+        """From an MLflow Run."""
+        return cls(
+            run.info.run_id,
+            run.info.run_name,
+            run.info.status,
+            dict(run.data.tags),
+            dict(run.data.params),
+            dict(run.data.metrics),
+            run.info.start_time,
+        )
+
+    def result(self) -> RunResult:
+        """What the run produced, as training returns it (final metrics only)."""
+        keep = ("lossbench.status", "lossbench.diverged_epoch")
+        tags = {k: v for k, v in self.tags.items() if k in keep}
+        return RunResult(final=dict(self.metrics), status=self.status, tags=tags)
+
+    @property
+    def outcome(self) -> str:
+        """finished, diverged, failed, killed or running."""
+        if self.tags.get("lossbench.status") == "diverged":
+            return "diverged"
+        return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}.get(
+            self.status, "running"
+        )
+
+
+@dataclass
+class SweepRecord:
+    """A sweep: its parent run's tags and its runs."""
+
+    uri: str
+    experiment: str
+    sweep_id: str
+    parent_run_id: str | None
+    tags: dict[str, str]
+    runs: list[RunRecord]
+
+
+def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
+    """Every run matching the filter, page by page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=5000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def completed_runs(client: MlflowClient, experiment: str) -> dict[str, RunRecord]:
+    """Config hash -> the latest completed run of ``experiment`` with that config: FINISHED,
+    or diverged (a result too: training it again would diverge again)."""
+    with timed():
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return {}
+        done: dict[str, RunRecord] = {}
+        queries = (
+            "tags.`lossbench.role` = 'run' and attributes.status = 'FINISHED'",
+            "tags.`lossbench.role` = 'run' and tags.`lossbench.status` = 'diverged'",
+        )
+        for query in queries:
+            for run in search_all(client, [found.experiment_id], query):
+                record = RunRecord.of(run)
+                key = record.tags.get("lossbench.config_hash", "")
+                if key not in done or record.start_time > done[key].start_time:
+                    done[key] = record
+    return done
+
+
+def latest_runs(client: MlflowClient, experiment: str) -> dict[str, RunRecord]:
+    """Config hash -> ``experiment``'s run of that config: the latest completed one if there is
+    one (see :func:`completed_runs`), else the latest of any status."""
+    with timed():
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return {}
+        latest: dict[str, RunRecord] = {}
+        for run in search_all(client, [found.experiment_id], "tags.`lossbench.role` = 'run'"):
+            record = RunRecord.of(run)
+            key = record.tags.get("lossbench.config_hash", "")
+            if key not in latest or record.start_time > latest[key].start_time:
+                latest[key] = record
+    return {**latest, **completed_runs(client, experiment)}
+
+
+def _experiments(client: MlflowClient, experiment: str | None) -> list[Any]:
+    if experiment is None:
+        return list(client.search_experiments())
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise NotInStore(f"no experiment {experiment!r} in this store; experiments: {names}")
+    return [found]
+
+
+def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = None) -> SweepRecord:
+    """A sweep and its runs: ``sweep_id``, or the latest sweep (of ``experiment``, if given)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiments = _experiments(client, experiment)
+    ids = [e.experiment_id for e in experiments]
+    role = "tags.`lossbench.role` = 'sweep'"
+    which = f" and tags.`lossbench.sweep_id` = '{sweep_id}'" if sweep_id else ""
+    parents = client.search_runs(
+        ids, role + which, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if parents:
+        parent = parents[0]
+        sweep_id = parent.data.tags["lossbench.sweep_id"]
+        experiment_id, parent_id, parent_tags = (
+            parent.info.experiment_id,
+            parent.info.run_id,
+            dict(parent.data.tags),
+        )
+    elif sweep_id:  # a sweep by another launcher may have runs and no parent
+        found = client.search_runs(ids, f"tags.`lossbench.sweep_id` = '{sweep_id}'", max_results=1)
+        if not found:
+            raise NotInStore(f"no sweep {sweep_id!r} in {uri}")
+        experiment_id, parent_id, parent_tags = found[0].info.experiment_id, None, {}
+    else:
+        where = f"experiment {experiment!r}" if experiment else "this store"
+        raise NotInStore(f"no lossbench sweep in {where}: run `lossbench-train -m ...` first")
+    filter_string = f"tags.`{in_sweep_tag(sweep_id)}` = 'true' and tags.`lossbench.role` = 'run'"
+    runs = [RunRecord.of(r) for r in search_all(client, [experiment_id], filter_string)]
+    if not runs:
+        raise NotInStore(f"sweep {sweep_id} has no runs")
+    name = client.get_experiment(experiment_id).name
+    return SweepRecord(uri, name, sweep_id, parent_id, parent_tags, runs)
+
+
+def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, list[float]]:
+    """Each run's per-epoch values of one metric, ordered by step."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    histories = {}
+    for run_id in run_ids:
+        points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        histories[run_id] = [m.value for m in points]
+    return histories

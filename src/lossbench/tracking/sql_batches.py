@@ -1,0 +1,168 @@
+"""Writing a stack's runs to a SQL store in two transactions (``tracking.sql_batches=true``).
+
+MLflow's client creates, fills and closes runs one call at a time, each a transaction of its
+own. MLflow has no batch API for runs, so this module writes a stack's runs in one transaction
+(runs with their tags and params) when the stack starts and one (metrics, latest metrics, result
+tags, statuses) when it ends, through MLflow's own table models and session, with the values its
+``create_run``, ``log_batch`` and ``set_terminated`` would write: the same validation, the same
+NaN/inf handling, the same latest-metric rule.
+
+It is the only module of lossbench that touches MLflow's private store modules (the table
+models, the client's store, the validation helpers), so it runs only on MLflow versions it was
+verified against: ``tests/test_tracking.py`` reads back what both paths write, on SQLite and on
+PostgreSQL, through MLflow's public API. Any other version writes through the API instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# MLflow versions whose table models and validation this module was checked against.
+VERIFIED_MLFLOW = ("3.17.2",)
+
+_notice_given = False
+
+
+def batch_store(client: Any) -> Any | None:
+    """MLflow's SQLAlchemy store behind ``client``, if it is one and the installed MLflow is
+    verified; else ``None`` (with a one-line notice for an unverified MLflow)."""
+    global _notice_given
+    import mlflow
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    if mlflow.__version__ not in VERIFIED_MLFLOW:
+        if not _notice_given:
+            log.warning(
+                "tracking.sql_batches: not verified with MLflow %s (only %s); writing through "
+                "MLflow's API",
+                mlflow.__version__,
+                ", ".join(VERIFIED_MLFLOW),
+            )
+            _notice_given = True
+        return None
+    # The client exposes no public accessor for its store.
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def create_runs(
+    store: Any,
+    experiment_id: str,
+    names: Sequence[str],
+    tags: Sequence[Mapping[str, str]],
+    params: Sequence[Mapping[str, str]],
+) -> list[tuple[str, str]]:
+    """Create RUNNING runs with their tags and params; returns (run id, artifact URI) each."""
+    from mlflow.entities import LifecycleStage, RunStatus, SourceType
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
+    from mlflow.utils.uri import append_to_uri_path
+    from mlflow.utils.validation import _validate_param, _validate_tag
+    from sqlalchemy import insert
+
+    experiment = store.get_experiment(experiment_id)
+    if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
+        raise MlflowException(f"experiment {experiment.name!r} is deleted")
+    now = int(time.time() * 1000)
+    created, run_rows, tag_rows, param_rows = [], [], [], []
+    for name, run_tags, run_params in zip(names, tags, params, strict=True):
+        run_id = uuid.uuid4().hex
+        artifact_uri = append_to_uri_path(experiment.artifact_location, run_id, "artifacts")
+        created.append((run_id, artifact_uri))
+        run_rows.append(
+            {
+                "run_uuid": run_id,
+                "name": name,
+                "artifact_uri": artifact_uri,
+                "experiment_id": int(experiment_id),
+                "source_type": SourceType.to_string(SourceType.UNKNOWN),
+                "source_name": "",
+                "entry_point_name": "",
+                "user_id": run_tags.get(MLFLOW_USER, "unknown"),
+                "status": RunStatus.to_string(RunStatus.RUNNING),
+                "start_time": now,
+                "end_time": None,
+                "deleted_time": None,
+                "source_version": "",
+                "lifecycle_stage": LifecycleStage.ACTIVE,
+            }
+        )
+        for key, value in {**run_tags, MLFLOW_RUN_NAME: name}.items():
+            _validate_tag(key, value)
+            tag_rows.append({"run_uuid": run_id, "key": key, "value": value})
+        for key, value in run_params.items():
+            _validate_param(key, value)
+            param_rows.append({"run_uuid": run_id, "key": key, "value": value})
+    with store.ManagedSessionMaker(read_only=False) as session:
+        session.execute(insert(SqlRun.__table__), run_rows)
+        for table, rows in ((SqlTag, tag_rows), (SqlParam, param_rows)):
+            if rows:
+                session.execute(insert(table.__table__), rows)
+    return created
+
+
+def finish_runs(
+    store: Any,
+    run_ids: Sequence[str],
+    metrics: Sequence[Sequence[tuple[str, float, int, int]]],
+    tags: Sequence[Mapping[str, str]],
+    statuses: Sequence[str],
+) -> None:
+    """Write the first metrics of runs (rows of key, value, timestamp, step) and their latest
+    values, their result tags, and their end statuses."""
+    from mlflow.entities import RunStatus
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
+    from mlflow.utils.validation import _validate_metric, _validate_tag
+    from sqlalchemy import bindparam, insert, update
+
+    metric_rows, latest_rows, tag_rows, status_rows = [], [], [], []
+    now = int(time.time() * 1000)
+    for run_id, rows, run_tags, status in zip(run_ids, metrics, tags, statuses, strict=True):
+        latest: dict[str, dict[str, Any]] = {}
+        for key, value, timestamp, step in rows:
+            if key not in latest:  # one check per key: the values are floats we made
+                _validate_metric(key, value, timestamp, step)
+            is_nan, value = store.sanitize_metric_value(value)
+            row = {
+                "run_uuid": run_id,
+                "key": key,
+                "value": value,
+                "timestamp": timestamp,
+                "step": step,
+                "is_nan": is_nan,
+            }
+            metric_rows.append(row)
+            best = latest.get(key)  # MLflow's rule: the largest (step, timestamp, value)
+            if best is None or (step, timestamp, value) > (
+                best["step"],
+                best["timestamp"],
+                best["value"],
+            ):
+                latest[key] = row
+        latest_rows.extend(latest.values())
+        for key, value in run_tags.items():
+            _validate_tag(key, value)
+            tag_rows.append({"run_uuid": run_id, "key": key, "value": value})
+        status_name = RunStatus.to_string(RunStatus.from_string(status))
+        status_rows.append({"id": run_id, "status": status_name, "end_time": now})
+    set_status = (
+        update(SqlRun.__table__)
+        .where(SqlRun.__table__.c.run_uuid == bindparam("id"))
+        .values(status=bindparam("status"), end_time=bindparam("end_time"))
+    )
+    with store.ManagedSessionMaker(read_only=False) as session:
+        for table, rows in (
+            (SqlMetric, metric_rows),
+            (SqlLatestMetric, latest_rows),
+            (SqlTag, tag_rows),
+        ):
+            if rows:
+                session.execute(insert(table.__table__), rows)
+        session.connection().execute(set_status, status_rows)

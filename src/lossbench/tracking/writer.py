@@ -1,0 +1,400 @@
+"""Writing runs: :class:`Tracker` records runs of one MLflow experiment through MLflow's client
+API, in few calls per run.
+
+- A sweep is a parent run (tag ``lossbench.role=sweep``) with one child run per job; every run
+  carries the sweep id tag ``lossbench.sweep_id``.
+- A run is created RUNNING with its tags and config artifacts when its training starts
+  (``create_run``); when it ends, its params, metrics and result tags go in one ``log_batch``
+  (split only where MLflow's per-call limits demand), and ``set_terminated`` closes it. A run
+  training in this process also writes its metrics every ``flush_every_n_epochs`` epochs.
+- ``tracking.sql_batches=true`` writes a whole stack's runs to a SQL store in two transactions
+  instead (:mod:`lossbench.tracking.sql_batches`), where the installed MLflow is one that path was
+  verified against.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
+from lossbench.results import RunResult
+from lossbench.tracking import reaping, records, sql_batches
+from lossbench.tracking.artifacts import write_artifacts
+from lossbench.tracking.provenance import environment_tags, owner_tags
+from lossbench.tracking.store import check_reachable, ensure_experiment, open_client, timed
+from lossbench.tracking.sweeps import SweepInfo
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# MLflow's limits for one log_batch call
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_OR_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+MAX_PARAM_LENGTH = 6000  # longer param values are truncated (MLflow refuses them)
+
+MetricRow = tuple[str, float, int, int]  # key, value, timestamp (ms), step
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten a nested config into ``a.b.c -> value`` strings (lists as JSON)."""
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        if key == "_partial_":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def run_params(spec: RunSpec, facts: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """A run's params: its resolved config, flattened (no store paths), plus the facts of its
+    data (``SplitData.summary()``: task, sizes) as ``data.*``."""
+    kept = {k: v for k, v in spec.cfg.items() if k not in NON_RESULT_KEYS}
+    params = flatten(kept)
+    if facts is not None:
+        params.update({f"data.{k}": str(v) for k, v in facts.items()})
+    return {k: v[:MAX_PARAM_LENGTH] for k, v in params.items()}
+
+
+def run_name(spec: RunSpec) -> str:
+    """A readable, deterministic name: ``<dataset>-<loss>-<optimizer>-<scheduler>-s<seed>``,
+    e.g. ``moons-focal-adamw-cosine-s3``. Other swept values show as params, not in the name."""
+    choices = spec.choices
+    dataset = choices.get("dataset") or str(spec.cfg["dataset"].get("name", "data"))
+    parts = [dataset, *(choices.get(g, g) for g in ("loss", "optimizer", "scheduler"))]
+    return "-".join([*parts, f"s{spec.seed}"])
+
+
+def result_tags(result: RunResult) -> dict[str, str]:
+    """Tags a result adds: its own (divergence, where it trained) and its error's last line."""
+    tags = dict(result.tags)
+    if result.error:
+        tags["lossbench.error"] = result.error.strip().splitlines()[-1][:500]
+    return tags
+
+
+def metric_rows(
+    series: Mapping[str, Sequence[float]], final: Mapping[str, float], start: int = 0
+) -> list[MetricRow]:
+    """Per-epoch values from epoch ``start`` (step = epoch), then the final values that have
+    no series (test/*, time/*) at the last epoch's step."""
+    now = int(time.time() * 1000)
+    rows = [
+        (name, float(value), now, step)
+        for name, values in series.items()
+        for step, value in enumerate(values[start:], start=start)
+    ]
+    last = max((len(v) for v in series.values()), default=1) - 1
+    rows += [(k, float(v), now, last) for k, v in final.items() if k not in series]
+    return rows
+
+
+def batches(
+    metrics: Sequence[Any], params: Sequence[Any], tags: Sequence[Any]
+) -> Iterator[tuple[list[Any], list[Any], list[Any]]]:
+    """Split one run's values into as few ``log_batch`` calls as MLflow's limits allow: one,
+    unless the run has more than 1,000 values."""
+    metrics, params, tags = list(metrics), list(params), list(tags)
+    while metrics or params or tags:
+        some_params, params = (
+            params[:MAX_PARAMS_OR_TAGS_PER_BATCH],
+            params[MAX_PARAMS_OR_TAGS_PER_BATCH:],
+        )
+        some_tags, tags = tags[:MAX_PARAMS_OR_TAGS_PER_BATCH], tags[MAX_PARAMS_OR_TAGS_PER_BATCH:]
+        room = min(
+            MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(some_params) - len(some_tags)
+        )
+        some_metrics, metrics = metrics[:room], metrics[room:]
+        yield some_metrics, some_params, some_tags
+
+
+class Tracker:
+    """Writes runs to one MLflow experiment. Construction does no I/O; the store and the
+    experiment are created on first use."""
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        flush_every_n_epochs: int = 10,
+        sql_batches: bool = False,
+    ) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.flush_every_n_epochs = flush_every_n_epochs
+        self.sql_batches = sql_batches  # ask for batched SQL writes (see module docstring)
+        self._artifact_uris: dict[str, str] = {}
+        self._params: dict[str, dict[str, str]] = {}  # run -> params not yet written (API path)
+
+    @classmethod
+    def from_config(cls, tracking: Mapping[str, Any], uri: str | None = None) -> Tracker | None:
+        """The tracker a ``tracking`` config asks for (writing to ``uri`` if given), or
+        ``None`` for ``tracking=none``."""
+        from lossbench.tracking.store import tracking_uri
+
+        if not tracking.get("enabled", True):
+            return None
+        return cls(
+            uri or tracking_uri(tracking),
+            str(tracking.get("experiment") or "lossbench"),
+            int(tracking.get("flush_every_n_epochs") or 0),
+            bool(tracking.get("sql_batches", False)),
+        )
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        """The MLflow client, after making sure the store exists."""
+        return open_client(self.uri)
+
+    @functools.cached_property
+    def _sql_store(self) -> Any:
+        """The SQL store to write batches to, if asked for and possible; else ``None``."""
+        return sql_batches.batch_store(self.client) if self.sql_batches else None
+
+    @functools.cached_property
+    def experiment_id(self) -> str:
+        """The experiment's id, creating the experiment if needed."""
+        return ensure_experiment(self.client, self.uri, self.experiment)
+
+    def check_reachable(self, timeout: float = 5.0) -> None:
+        """Fail fast, with a message, if the store cannot be reached (instead of MLflow's
+        minutes of retries)."""
+        check_reachable(self.uri, timeout)
+
+    # -- sweeps ----------------------------------------------------------------------------
+
+    def start_sweep(
+        self,
+        sweep_id: str,
+        overrides: Sequence[str],
+        sweep_dir: str,
+        report: Mapping[str, Any] | None = None,
+    ) -> SweepInfo:
+        """Create the parent run of a sweep; ``report`` settings (target, axes) become tags."""
+        tags = {
+            "lossbench.role": "sweep",
+            "lossbench.sweep_id": sweep_id,
+            "lossbench.overrides": " ".join(overrides)[:5000],
+            "lossbench.sweep_dir": sweep_dir,
+            "mlflow.source.name": "lossbench-train",
+            **{f"lossbench.report.{k}": str(v) for k, v in (report or {}).items() if v is not None},
+            **environment_tags(),
+            **owner_tags(),
+        }
+        experiment_id = self.experiment_id
+        with timed():
+            run = self.client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
+        return SweepInfo(sweep_id, run.info.run_id)
+
+    def start_study(self, sweep_id: str, parent_run_id: str, label: str) -> str:
+        """Create the run of one HPO study, under its sweep's parent run; its trials go under
+        it. Returns its id."""
+        tags = {
+            "lossbench.role": "study",
+            "lossbench.sweep_id": sweep_id,
+            "lossbench.study": label,
+            "mlflow.parentRunId": parent_run_id,
+            "mlflow.source.name": "lossbench-train",
+            **owner_tags(),
+        }
+        with timed():
+            run = self.client.create_run(self.experiment_id, run_name=f"study {label}", tags=tags)
+        return run.info.run_id
+
+    def end_sweep(self, sweep: SweepInfo, status: str = "FINISHED") -> None:
+        """Close the parent run of a sweep."""
+        if sweep.parent_run_id:
+            with timed():
+                self.client.set_terminated(sweep.parent_run_id, status=status)
+
+    def reap(
+        self, all_experiments: bool = False, older_than_hours: float | None = None
+    ) -> list[str]:
+        """Mark stale RUNNING runs of this experiment (or of all) KILLED; returns their ids
+        (see :mod:`lossbench.tracking.reaping`)."""
+        ids = reaping.experiment_ids(self.client, None if all_experiments else self.experiment)
+        return reaping.reap(self.client, ids, older_than_hours)
+
+    def completed_runs(self) -> dict[str, records.RunRecord]:
+        """Config hash -> the latest completed run of this experiment with that config."""
+        return records.completed_runs(self.client, self.experiment)
+
+    def latest_runs(self) -> dict[str, records.RunRecord]:
+        """Config hash -> the latest run of that config, preferring completed ones."""
+        return records.latest_runs(self.client, self.experiment)
+
+    def adopt(self, run_ids: Sequence[str], sweep: SweepInfo) -> None:
+        """Mark completed runs as part of ``sweep`` (which used them instead of training)."""
+        with timed():
+            for run_id in run_ids:
+                self.client.set_tag(run_id, records.in_sweep_tag(sweep.sweep_id), "true")
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def run_tags(
+        self,
+        spec: RunSpec,
+        facts: Mapping[str, Any] | None,
+        sweep: SweepInfo | None,
+        members: int,
+    ) -> dict[str, str]:
+        """The tags of a run: sweep, Hydra choices, seed, config hash, environment."""
+        tags = {
+            "lossbench.role": "run",
+            "lossbench.seed": str(spec.seed),
+            "lossbench.config_hash": config_hash(spec.cfg),
+            "lossbench.members": str(members),
+            "lossbench.torch_threads": str(spec.cfg.get("threads", 1)),
+            "lossbench.overrides": " ".join(spec.overrides)[:5000],
+            "mlflow.source.name": "lossbench-train",
+            **{f"lossbench.choice.{g}": c for g, c in spec.choices.items()},
+            **environment_tags(),
+            **owner_tags(),
+        }
+        if sweep is not None:
+            tags["lossbench.sweep_id"] = sweep.sweep_id
+            tags[records.in_sweep_tag(sweep.sweep_id)] = "true"
+            if sweep.parent_run_id:
+                tags["mlflow.parentRunId"] = sweep.parent_run_id
+            study = sweep.study_of(spec.overrides)
+            if study is not None:
+                tags["lossbench.study"], tags["mlflow.parentRunId"] = study
+        if facts is not None:
+            tags["lossbench.task"] = str(facts["task"])
+        return tags
+
+    def start_runs(
+        self,
+        specs: Sequence[RunSpec],
+        facts: Mapping[str, Any] | None = None,
+        sweep: SweepInfo | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Create RUNNING runs (one stack's) with their tags and config artifacts; their params
+        are written with their metrics (or at once, on the SQL path).
+
+        ``facts`` describe their data (``SplitData.summary()``); ``tags`` are added to (or
+        replace) the usual ones."""
+        experiment_id = self.experiment_id
+        names = [run_name(spec) for spec in specs]
+        extra = dict(tags or {})
+        all_tags = [self.run_tags(spec, facts, sweep, len(specs)) for spec in specs]
+        stack_id = uuid.uuid4().hex  # to re-train a stacked run exactly, repro trains its stack
+        for index, run_tags in enumerate(all_tags):
+            run_tags.update(
+                {"lossbench.stack_id": stack_id, "lossbench.stack_index": str(index), **extra}
+            )
+        params = [run_params(spec, facts) for spec in specs]
+        artifacts = [
+            {
+                "config.yaml": yaml.safe_dump(spec.cfg, sort_keys=False),
+                "overrides.yaml": yaml.safe_dump(list(spec.overrides)),
+            }
+            for spec in specs
+        ]
+        with timed():
+            store = self._sql_store
+            if store is not None:
+                created = sql_batches.create_runs(store, experiment_id, names, all_tags, params)
+            else:
+                created = []
+                for name, run_tags, run_params_ in zip(names, all_tags, params, strict=True):
+                    run = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
+                    created.append((run.info.run_id, run.info.artifact_uri))
+                    self._params[run.info.run_id] = run_params_
+            for (run_id, artifact_uri), files in zip(created, artifacts, strict=True):
+                self._artifact_uris[run_id] = artifact_uri
+                write_artifacts(artifact_uri, files, self.uri)
+        return [run_id for run_id, _ in created]
+
+    def start_run(
+        self,
+        spec: RunSpec,
+        facts: Mapping[str, Any] | None = None,
+        sweep: SweepInfo | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Create one RUNNING run; see :meth:`start_runs`."""
+        return self.start_runs([spec], facts, sweep, tags)[0]
+
+    def log_epochs(
+        self, run_id: str, series: Mapping[str, Sequence[float]], start: int = 0
+    ) -> None:
+        """Write per-epoch values from epoch ``start`` on, batched (step = epoch)."""
+        with timed():
+            self._log_batch(run_id, metric_rows(series, {}, start), {}, {})
+
+    def finish_runs(self, run_ids: Sequence[str], results: Sequence[RunResult]) -> None:
+        """Write the params, metrics and result tags of runs that have no metrics yet (one
+        stack's), then close them. A run that did not finish gets its error as
+        ``traceback.txt`` and its last line as a tag."""
+        metrics = [metric_rows(r.series, r.final) for r in results]
+        with timed():
+            for run_id, result in zip(run_ids, results, strict=True):
+                if result.error:
+                    self._log_traceback(run_id, result.error)
+            store = self._sql_store
+            if store is not None and not any(run_id in self._params for run_id in run_ids):
+                sql_batches.finish_runs(
+                    store,
+                    run_ids,
+                    metrics,
+                    [result_tags(r) for r in results],
+                    [r.status for r in results],
+                )
+                return
+            for run_id, run_metrics, result in zip(run_ids, metrics, results, strict=True):
+                self._finish(run_id, run_metrics, result)
+
+    def finish_run(self, run_id: str, result: RunResult, written_epochs: int = 0) -> None:
+        """Write what is left of a run's metrics (``written_epochs`` epochs were written by
+        :meth:`log_epochs`) and its final ones, then close it."""
+        if written_epochs == 0:
+            self.finish_runs([run_id], [result])
+            return
+        with timed():
+            if result.error:
+                self._log_traceback(run_id, result.error)
+            rows = metric_rows(result.series, result.final, written_epochs)
+            self._finish(run_id, rows, result)
+
+    def _finish(self, run_id: str, rows: list[MetricRow], result: RunResult) -> None:
+        """One log_batch of what is left to write, then set_terminated."""
+        self._log_batch(run_id, rows, self._params.pop(run_id, {}), result_tags(result))
+        self.client.set_terminated(run_id, status=result.status)
+
+    def _log_batch(
+        self,
+        run_id: str,
+        rows: Sequence[MetricRow],
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        for some_metrics, some_params, some_tags in batches(
+            [Metric(*row) for row in rows],
+            [Param(k, v) for k, v in params.items()],
+            [RunTag(k, v) for k, v in tags.items()],
+        ):
+            self.client.log_batch(run_id, some_metrics, some_params, some_tags)
+
+    def _log_traceback(self, run_id: str, error: str) -> None:
+        uri = self._artifact_uris.get(run_id) or self.client.get_run(run_id).info.artifact_uri
+        write_artifacts(uri, {"traceback.txt": error}, self.uri)
