@@ -54,24 +54,18 @@ def _as_owner(cmd: list[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def team_server(
-    directory: Path, port: int = 5001, pg_port: int = 5433, timeout: float = 180
-) -> Iterator[Server]:
-    """Start PostgreSQL and an MLflow server on loopback; yield the server; stop both,
-    the server's whole process group included (``mlflow server`` leaves workers behind)."""
+def postgres(directory: Path, pg_port: int = 5433) -> Iterator[str]:
+    """Run PostgreSQL on 127.0.0.1:``pg_port`` with its data under ``directory`` (created on
+    first use) and a database ``mlflow``; yield that database's SQLAlchemy URI; stop it."""
     bin_dir = postgres_bin()
     directory = directory.resolve()
-    data, socket_dir, artifacts = (
-        directory / "pgdata",
-        directory / "socket",
-        directory / "artifacts",
-    )
-    for path in (directory, socket_dir, artifacts):
+    data, socket_dir = directory / "pgdata", directory / "socket"
+    for path in (directory, socket_dir):
         path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        postgres = pwd.getpwnam("postgres")
+        postgres_user = pwd.getpwnam("postgres")
         for path in (directory, socket_dir):
-            os.chown(path, postgres.pw_uid, postgres.pw_gid)
+            os.chown(path, postgres_user.pw_uid, postgres_user.pw_gid)
     if not (data / "PG_VERSION").exists():
         subprocess.run(_as_owner([str(bin_dir / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust"]),
                        check=True, capture_output=True)  # fmt: skip
@@ -80,7 +74,6 @@ def team_server(
     subprocess.run(
         _as_owner([*pg_ctl, "-o", options, "-w", "start"]), check=True, capture_output=True
     )
-    server = None
     try:
         exists = subprocess.run(
             _as_owner([str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER, "-d", "postgres",
@@ -90,21 +83,36 @@ def team_server(
         if exists != "1":
             subprocess.run(_as_owner([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER,
                                       "mlflow"]), check=True, capture_output=True)  # fmt: skip
-        mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-        backend = f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg_port}/mlflow"
-        with open(directory / "mlflow-server.log", "w") as server_log:
-            server = subprocess.Popen(
-                [mlflow, "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
-                 "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-                stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        uri = f"http://127.0.0.1:{port}"
-        wait_http(f"{uri}/health", timeout, server, directory / "mlflow-server.log")
-        yield Server(uri, server.pid)
+        yield f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg_port}/mlflow"
     finally:
-        if server is not None:
-            stop_group(server)
         subprocess.run(_as_owner([*pg_ctl, "-m", "fast", "-w", "stop"]), capture_output=True)
+
+
+@contextlib.contextmanager
+def team_server(
+    directory: Path, port: int = 5001, pg_port: int = 5433, timeout: float = 180
+) -> Iterator[Server]:
+    """Start PostgreSQL and an MLflow server on loopback; yield the server; stop both,
+    the server's whole process group included (``mlflow server`` leaves workers behind)."""
+    directory = directory.resolve()
+    artifacts = directory / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with postgres(directory, pg_port) as backend:
+        server = None
+        try:
+            mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+            with open(directory / "mlflow-server.log", "w") as server_log:
+                server = subprocess.Popen(
+                    [mlflow, "server", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
+                     "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                    stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            uri = f"http://127.0.0.1:{port}"
+            wait_http(f"{uri}/health", timeout, server, directory / "mlflow-server.log")
+            yield Server(uri, server.pid)
+        finally:
+            if server is not None:
+                stop_group(server)
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ from lossbench import claims as C
 from lossbench.config import ConfigError, RunSpec, check_run
 from lossbench.repro import reproduce
 from lossbench.results import RunResult
-from lossbench.tracking import Tracker
+from lossbench.tracking.writer import Tracker
 from lossbench.training import fit_members
 
 

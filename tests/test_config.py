@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from conftest import conf_options
 from lossbench.config import GROUPS, ConfigError, RunSpec, check_run, losses_of_kind
-from lossbench.tracking import Tracker
+from lossbench.tracking.writer import Tracker
 
 REGRESSION_SETS = {"diabetes", "regression", "friedman1", "linear1", "linear2"}
 TINY_SETS = {"xor", "linear1", "linear2"}  # fewer training rows than the default batch of 64

@@ -9,7 +9,8 @@ from mlflow import MlflowClient
 
 from conftest import FAST
 from lossbench.config import ConfigError, check_run, check_targets
-from lossbench.tracking import StoreUnreachable, Tracker, check_reachable
+from lossbench.tracking.store import StoreUnreachable, check_reachable
+from lossbench.tracking.writer import Tracker
 from lossbench.train import train
 from lossbench.training import fit_members
 

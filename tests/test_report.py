@@ -15,7 +15,7 @@ from scipy import stats as st
 from lossbench import report
 from lossbench.config import RunSpec
 from lossbench.results import RunResult
-from lossbench.tracking import Tracker
+from lossbench.tracking.writer import Tracker
 
 # val/acc histories: ce learns faster than mse; lr=0.1 beats lr=0.01 on validation
 FINAL = {

@@ -8,19 +8,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
 from mlflow import MlflowClient
 
+from conftest import postgres_directory
 from lossbench.ui import free_port
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-from team_server import postgres_bin, team_server  # noqa: E402
-
-pytest.importorskip("psycopg2", reason="the [team] extra (psycopg2-binary) is not installed")
+from team_server import team_server  # scripts/ is on sys.path (conftest)
 
 
 def group_alive(pgid: int) -> list[str]:
@@ -41,13 +37,7 @@ def port_open(port: int) -> bool:
 
 @pytest.mark.slow
 def test_parallel_sweep_into_postgres_backed_server_loses_nothing(tmp_path: Path) -> None:
-    try:
-        postgres_bin()
-    except SystemExit as missing:
-        pytest.skip(f"{missing} (make system-deps installs it)")
-    # PostgreSQL runs as the postgres user when we are root: it needs a directory it can reach
-    directory = Path(tempfile.mkdtemp(prefix="lossbench-team-"))
-    os.chmod(directory, 0o755)
+    directory = postgres_directory("lossbench-team-")
     port, pg_port = free_port(), free_port()
     try:
         with team_server(directory / "server", port, pg_port) as server:

@@ -1,7 +1,11 @@
-"""MLflow records: the batched writer gives exactly what MLflow's own API would."""
+"""MLflow records: what lossbench writes reads back through MLflow's API as MLflow's own calls
+would have written it, on every write path and store."""
 
 from __future__ import annotations
 
+import logging
+import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,12 +13,19 @@ from mlflow import MlflowClient
 
 from lossbench.config import RunSpec
 from lossbench.results import RunResult
-from lossbench.tracking import Tracker, flatten, run_name, tracking_uri
+from lossbench.tracking import sql_batches
+from lossbench.tracking.store import StoreUnreachable, check_reachable, tracking_uri
+from lossbench.tracking.writer import Tracker, batches, flatten, run_name
 
 RESULT = RunResult(
     series={"train/loss": [0.9, 0.5, float("nan")], "val/acc": [0.5, 0.75, 0.8]},
     final={"train/loss": float("nan"), "val/acc": 0.8, "test/acc": 0.78, "time/seconds": 1.5},
+    tags={"lossbench.cpu_capability": "AVX2"},
 )
+# SQL vs API is a comparison across code paths, so metric values are compared within a stated
+# tolerance. Both paths store the same Python floats, so they should agree exactly; 1e-12
+# relative only allows a database that round-trips doubles through text.
+SQL_VS_API_RTOL = 1e-12
 
 
 def spec() -> RunSpec:
@@ -35,7 +46,9 @@ def record(tracker: Tracker, flush_first: bool = False, error: str | None = None
     if flush_first:  # the in-process path: some epochs written live, the rest at the end
         tracker.log_epochs(run_id, {k: v[:2] for k, v in RESULT.series.items()})
         written = 2
-    result = RESULT if error is None else RunResult(RESULT.series, RESULT.final, 0, "FAILED", error)
+    result = RESULT
+    if error is not None:
+        result = RunResult(RESULT.series, RESULT.final, 0, "FAILED", error, dict(RESULT.tags))
     tracker.finish_run(run_id, result, written_epochs=written)
     return run_id
 
@@ -53,32 +66,108 @@ def readback(client: MlflowClient, run_id: str) -> dict:
         "artifact_dir": run.info.artifact_uri.rsplit("/", 2)[-1],
         "tags": {k: v for k, v in run.data.tags.items() if k != "lossbench.stack_id"},
         "params": run.data.params,
-        "latest": {k: str(v) for k, v in run.data.metrics.items()},  # str(): nan == nan
+        "latest": run.data.metrics,
         "history": {
-            key: str([(m.step, m.value) for m in client.get_metric_history(run_id, key)])
+            key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
             for key in run.data.metrics
         },
         "artifacts": sorted(f.path for f in client.list_artifacts(run_id)),
     }
 
 
+def same_value(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=SQL_VS_API_RTOL)
+
+
+def assert_same_run(a: dict, b: dict) -> None:
+    """Equal records: metric values within the stated tolerance, everything else exactly."""
+    assert {k: v for k, v in a.items() if k not in ("latest", "history")} == {
+        k: v for k, v in b.items() if k not in ("latest", "history")
+    }
+    assert a["latest"].keys() == b["latest"].keys()
+    for key, value in a["latest"].items():
+        assert same_value(value, b["latest"][key]), key
+    for key, points in a["history"].items():
+        other = b["history"][key]
+        assert [s for s, _ in points] == [s for s, _ in other], key
+        assert all(same_value(x, y) for (_, x), (_, y) in zip(points, other, strict=True)), key
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_uri(request: pytest.FixtureRequest, store_uri: str) -> str:
+    """A SQL store: the session's SQLite store, or a PostgreSQL database."""
+    return store_uri if request.param == "sqlite" else request.getfixturevalue("postgres_uri")
+
+
 @pytest.mark.parametrize("error", [None, "Traceback: boom"])
-def test_batched_sql_writes_equal_mlflow_api_writes(store_uri: str, error: str | None) -> None:
-    client = MlflowClient(store_uri)
-    batched = record(Tracker(store_uri, "writer"), error=error)
-    api = record(Tracker(store_uri, "writer", sql_batches=False), error=error)
-    live = record(Tracker(store_uri, "writer"), flush_first=True, error=error)
+def test_sql_batches_read_back_as_mlflow_api_writes(
+    sql_uri: str, error: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a PostgreSQL store keeps artifacts under ./mlruns
+    client = MlflowClient(sql_uri)
+    assert sql_batches.batch_store(client) is not None  # this MLflow is one the path verifies
+    batched = record(Tracker(sql_uri, "writer", sql_batches=True), error=error)
+    api = record(Tracker(sql_uri, "writer"), error=error)
+    live = record(Tracker(sql_uri, "writer"), flush_first=True, error=error)
     a, b, c = (readback(client, r) for r in (batched, api, live))
-    assert a == b == c
+    assert_same_run(a, b)
+    assert_same_run(a, c)
     assert a["info"]["status"] == (3 if error is None else 4)  # FINISHED, FAILED
     assert a["tags"]["mlflow.runName"] == "moons-focal-sgd-cosine-s3"
-    assert (a["tags"].get("lossbench.error") == error) or error is None
+    assert a["tags"]["lossbench.cpu_capability"] == "AVX2"  # a result's tags reach the store
+    assert a["tags"].get("lossbench.error") == error
     assert set(a["latest"]) == {"train/loss", "val/acc", "test/acc", "time/seconds"}
-    assert a["history"]["val/acc"] == str([(0, 0.5), (1, 0.75), (2, 0.8)])
+    assert a["history"]["val/acc"] == [(0, 0.5), (1, 0.75), (2, 0.8)]  # written, read: one path
     expected = ["config.yaml", "overrides.yaml"] + ([] if error is None else ["traceback.txt"])
     assert a["artifacts"] == expected
     if error is not None:
         assert Path(client.download_artifacts(batched, "traceback.txt")).read_text() == error
+
+
+def test_a_run_is_one_create_one_log_batch_and_one_terminate(
+    store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    for name in ("create_run", "log_batch", "set_terminated", "log_param", "log_metric", "set_tag"):
+        original = getattr(MlflowClient, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(MlflowClient, name, counted)
+    tracker = Tracker(store_uri, "calls")
+    tracker.experiment_id  # noqa: B018 (create the experiment before counting)
+    calls.clear()
+    record(tracker)
+    assert calls == ["create_run", "log_batch", "set_terminated"]
+
+
+def test_an_unverified_mlflow_writes_through_the_api_with_a_notice(
+    store_uri: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sql_batches, "VERIFIED_MLFLOW", ("0.0.1",))
+    monkeypatch.setattr(sql_batches, "_notice_given", False)
+    with caplog.at_level(logging.WARNING, logger=sql_batches.__name__):
+        tracker = Tracker(store_uri, "unverified", sql_batches=True)
+        run_id = record(tracker)
+        record(tracker)
+    notices = [r.getMessage() for r in caplog.records if "not verified" in r.getMessage()]
+    assert len(notices) == 1 and "writing through MLflow's API" in notices[0]
+    run = MlflowClient(store_uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["optimizer.lr"] == "0.1"
+
+
+def test_batches_respect_mlflow_limits_and_lose_nothing() -> None:
+    metrics, params, tags = list(range(2500)), list(range(250)), list(range(30))
+    split = list(batches(metrics, params, tags))
+    for some_metrics, some_params, some_tags in split:
+        assert len(some_metrics) <= 1000 and len(some_params) <= 100 and len(some_tags) <= 100
+        assert len(some_metrics) + len(some_params) + len(some_tags) <= 1000
+    assert [m for b in split for m in b[0]] == metrics
+    assert [p for b in split for p in b[1]] == params
+    assert [t for b in split for t in b[2]] == tags
+    assert len(list(batches(range(500), range(40), range(10)))) == 1  # a typical run: one call
 
 
 def test_params_are_the_flat_config_without_store_paths(store_uri: str) -> None:
@@ -109,3 +198,31 @@ def test_store_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  #
     assert (
         tracking_uri({"uri": "http://127.0.0.1:5000", "root": "mlruns"}) == "http://127.0.0.1:5000"
     )
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("postgresql+psycopg2://lossbench@127.0.0.1:5432/mlflow", r"'psycopg2'.*\.\[team\]"),
+        ("postgresql://lossbench@127.0.0.1:5432/mlflow", r"'psycopg'.*postgresql\+psycopg2://"),
+    ],
+)
+def test_a_postgresql_store_without_its_driver_says_what_to_install(
+    uri: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for driver in ("psycopg", "psycopg2"):  # as if neither were installed
+        monkeypatch.setitem(sys.modules, driver, None)
+    with pytest.raises(StoreUnreachable, match=message):
+        check_reachable(uri)
+
+
+def test_light_commands_load_neither_torch_lightning_nor_hydra() -> None:
+    import subprocess
+
+    code = (
+        "import sys, lossbench.report, lossbench.reap, lossbench.ui\n"
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning', 'hydra')"
+        " if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
