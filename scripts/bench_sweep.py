@@ -107,9 +107,13 @@ def tree_rss_mb(proc: psutil.Process) -> float:
     return main + sum(children)
 
 
-def run_sweep(work: Workload, workdir: Path, verbose: bool) -> SweepMeasure:
-    """Run the workload through ``lossbench-train`` into a fresh store and measure it."""
-    store = workdir / f"store-{work.runs}-{work.rows}-{work.epochs}"
+def run_sweep(
+    work: Workload, workdir: Path, verbose: bool, sql_batches: bool = False
+) -> SweepMeasure:
+    """Run the workload through ``lossbench-train`` into a fresh store and measure it; MLflow
+    writes go through its API, or with ``sql_batches`` through lossbench's batched SQL path."""
+    path = "sql" if sql_batches else "api"
+    store = workdir / f"store-{work.runs}-{work.rows}-{work.epochs}-{path}"
     sweep_dir = store / "multirun"
     uri = f"sqlite:///{store / 'mlflow.db'}"
     cmd = [
@@ -117,6 +121,7 @@ def run_sweep(work: Workload, workdir: Path, verbose: bool) -> SweepMeasure:
         "-m",
         "lossbench.train",
         *work.overrides(),
+        f"tracking.sql_batches={str(sql_batches).lower()}",
         f"hydra.sweep.dir={sweep_dir}",
     ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
@@ -393,13 +398,18 @@ def main() -> int:
           f"{' x '.join(str(len(g)) for g in work.grid())} x {SEEDS}), moons {work.rows} rows, "
           f"MLP 2x64, batch 64, {work.epochs} epochs. Stores under {workdir}")  # fmt: skip
 
-    print("Sweep through lossbench-train ...", flush=True)
+    print(
+        "Sweep through lossbench-train (MLflow writes through its API, the default) ...", flush=True
+    )
     sweep = run_sweep(work, workdir, args.verbose)
+    print("The same sweep with tracking.sql_batches=true ...", flush=True)
+    sql = run_sweep(work, workdir, args.verbose, sql_batches=True)
     print(f"Reference runs: naive x{args.naive_sample}, plain x{args.plain_sample} ...", flush=True)
     ref = measure_references(work, workdir, args.naive_sample, args.plain_sample)
 
     naive_total, plain_total = ref["naive"] * work.runs, ref["plain"] * work.runs
     share = sweep.summary["mlflow_seconds"] / sweep.seconds
+    sql_share = sql.summary["mlflow_seconds"] / sql.seconds
     first_rss = sweep.rss_by_runs[0] if sweep.rss_by_runs else (0, 0.0, 0.0)
     last_rss = sweep.rss_by_runs[-1] if sweep.rss_by_runs else (0, 0.0, 0.0)
     figures = {
@@ -414,6 +424,9 @@ def main() -> int:
         "plain_seconds_per_run": round(ref["plain"], 3),
         "mlflow_seconds": sweep.summary["mlflow_seconds"],
         "mlflow_share": round(share, 4),
+        "sql_batches_sweep_seconds": round(sql.seconds, 2),
+        "sql_batches_mlflow_seconds": sql.summary["mlflow_seconds"],
+        "sql_batches_mlflow_share": round(sql_share, 4),
         "peak_rss_mb": round(sweep.peak_rss_mb, 1),
         "rss_mb_by_runs_done": [
             {"runs": n, "main": round(main, 1), "largest_worker": round(worker, 1)}
@@ -437,6 +450,8 @@ def main() -> int:
     print(
         f"MLflow: {sweep.summary['mlflow_seconds']:.1f} s of calls = {share:.1%} of the sweep's wall time"
     )
+    print(f"  with tracking.sql_batches=true: {sql.summary['mlflow_seconds']:.1f} s of calls = "
+          f"{sql_share:.1%} of that sweep's {sql.seconds:.1f} s")  # fmt: skip
     print(
         f"Peak RSS of the sweep (main process, fork server and workers together): "
         f"{sweep.peak_rss_mb:.0f} MB"
@@ -446,9 +461,11 @@ def main() -> int:
         f"after {last_rss[0]}; main process: {first_rss[1]:.0f} MB, then {last_rss[1]:.0f} MB "
         "(Hydra keeps every job's JobReturn until the sweep ends)"
     )
-    ok = sweep.finished == sweep.complete == work.runs
-    print(f"Check: {sweep.finished}/{work.runs} runs FINISHED, {sweep.complete} with {work.epochs} epochs "
-          f"of metrics each: {'OK' if ok else 'MISSING RUNS'}")  # fmt: skip
+    ok = sweep.finished == sweep.complete == work.runs == sql.finished == sql.complete
+    for name, measure in (("API", sweep), ("sql_batches", sql)):
+        print(f"Check ({name}): {measure.finished}/{work.runs} runs FINISHED, {measure.complete} with "
+              f"{work.epochs} epochs of metrics each")  # fmt: skip
+    print("All runs recorded: OK" if ok else "MISSING RUNS")
     for key, target in TARGETS.items():
         value = figures[key]
         met = value <= target if key in ("mlflow_share", "sweep_seconds") else value >= target

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from lossbench.tracking import tracking_uri
+from lossbench.tracking.store import tracking_uri
 from lossbench.ui import free_port, serving
 
 # headless in a container: no sandbox (we may be root), no GPU, no calls home
