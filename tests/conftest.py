@@ -16,6 +16,24 @@ from lossbench.config import CONF_DIR, RunSpec
 # Small and fast: the tests check behaviour, not accuracy.
 FAST = ["trainer.max_epochs=3", "dataset.source.n_samples=200"]
 
+# Every dataset option: task, n_features, n_classes (test_data checks them against the data)
+DATASETS = {
+    "iris": ("multiclass", 4, 3),
+    "wine": ("multiclass", 13, 3),
+    "breast_cancer": ("binary", 30, 2),
+    "digits": ("multiclass", 64, 10),
+    "diabetes": ("regression", 10, 0),
+    "moons": ("binary", 2, 2),
+    "circles": ("binary", 2, 2),
+    "blobs": ("multiclass", 2, 3),
+    "classification": ("binary", 20, 2),
+    "regression": ("regression", 10, 0),
+    "friedman1": ("regression", 10, 0),
+    "linear2": ("regression", 2, 0),
+    "linear1": ("regression", 1, 0),
+    "xor": ("binary", 2, 2),
+}
+
 # Tolerance policy. Results of DIFFERENT code paths (a stacked fit and a fit alone, lossbench's
 # launcher and Hydra's, one CPU kind and another) are compared within these tolerances: float32
 # sums taken in another order (batched matmuls, other SIMD kernels) differ in the last bits
