@@ -67,3 +67,15 @@ def test_stacks_group_seeds_and_losses_only(composed) -> None:  # noqa: ANN001
     assert max(len(s.jobs) for s in small) == 3
     alone = plan_stacks(jobs, specs, check_specs(specs), stack=False, max_members=64)
     assert len(alone) == len(specs)
+
+
+@pytest.mark.parametrize("found", ["1.4.0", "1.3.1", "2.0.0.dev1"])
+def test_other_hydra_versions_are_refused_naming_the_supported_range(
+    monkeypatch: pytest.MonkeyPatch, found: str
+) -> None:
+    """lossbench uses Hydra internals checked against 1.3.x only: elsewhere it says so."""
+    from lossbench import hydra_private
+
+    monkeypatch.setattr(hydra_private, "version", lambda package: found)
+    with pytest.raises(RuntimeError, match=rf"needs hydra-core >=1.3.2,<1.4 .* hydra-core {found}"):
+        hydra_private._check_version()
