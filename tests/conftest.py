@@ -1,5 +1,6 @@
 """Shared fixtures: configs composed in-process from conf/, one SQLite store per session, and a
-PostgreSQL database (started once, where installed) for the tests that need one."""
+PostgreSQL database (started once, where installed) for the tests that need one; and the one
+tolerance policy for comparing results across code paths."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -22,6 +24,60 @@ from team_server import postgres, postgres_bin  # noqa: E402
 
 # Small and fast: the tests check behaviour, not accuracy.
 FAST = ["trainer.max_epochs=3", "dataset.source.n_samples=200"]
+
+# Every dataset option: task, n_features, n_classes (test_data checks them against the data)
+DATASETS = {
+    "iris": ("multiclass", 4, 3),
+    "wine": ("multiclass", 13, 3),
+    "breast_cancer": ("binary", 30, 2),
+    "digits": ("multiclass", 64, 10),
+    "diabetes": ("regression", 10, 0),
+    "moons": ("binary", 2, 2),
+    "circles": ("binary", 2, 2),
+    "blobs": ("multiclass", 2, 3),
+    "classification": ("binary", 20, 2),
+    "regression": ("regression", 10, 0),
+    "friedman1": ("regression", 10, 0),
+    "linear2": ("regression", 2, 0),
+    "linear1": ("regression", 1, 0),
+    "xor": ("binary", 2, 2),
+}
+
+# Tolerance policy. Results of DIFFERENT code paths (a stacked fit and a fit alone, lossbench's
+# launcher and Hydra's, one CPU kind and another) are compared within these tolerances: float32
+# sums taken in another order (batched matmuls, other SIMD kernels) differ in the last bits
+# (eps = 1.2e-7), and a few epochs of training carry that on. Measured on the tests' configs
+# (3-4 epochs; torch's DEFAULT, AVX2 and AVX512 kernels): at most 1.2e-7 absolute and 1.5e-6
+# relative. 1e-5 leaves a margin of about 10x over that and still catches any real difference
+# between members (another seed, a shared gradient: 1e-2 and up). A value passes when it is
+# within 1e-5 absolutely or relatively, whichever is larger (relative matters above 1).
+# The SAME code path on the same machine is compared bit for bit, with ==.
+CROSS_PATH_RTOL = 1e-5
+CROSS_PATH_ATOL = 1e-5
+
+
+def cross_path_approx(expected: Any) -> Any:
+    """``pytest.approx`` with the cross-path tolerances (NaN equals NaN: the same record)."""
+    return pytest.approx(expected, rel=CROSS_PATH_RTOL, abs=CROSS_PATH_ATOL, nan_ok=True)
+
+
+def assert_series_close(
+    a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]], skip: str = "time/"
+) -> None:
+    """The same metrics, with the same number of values each, equal within the cross-path
+    tolerances (metrics named ``skip...`` are wall-clock times and left out)."""
+    assert set(a) == set(b)  # the same records, however trained
+    for name, values in b.items():
+        if not name.startswith(skip):
+            assert list(a[name]) == cross_path_approx(list(values)), name
+
+
+def assert_results_close(a: Any, b: Any) -> None:
+    """Two RunResults of different code paths: series and final metrics (times left out)
+    within the cross-path tolerances."""
+    assert_series_close(a.series, b.series)
+    finals = {k: [v] for k, v in a.final.items()}
+    assert_series_close(finals, {k: [v] for k, v in b.final.items()})
 
 
 @pytest.fixture(scope="session")

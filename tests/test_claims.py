@@ -1,4 +1,5 @@
-"""Claims as data: file checks, the evaluator's three verdicts on known numbers, and repro."""
+"""Claims as data: file checks, and the evaluator's three verdicts on known numbers
+(lossbench-repro's tests are in test_repro.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ import pytest
 import yaml
 from scipy import stats as st
 
-from conftest import FAST
 from lossbench import claims as C
-from lossbench.config import ConfigError, RunSpec, check_run
-from lossbench.repro import reproduce
-from lossbench.results import RunResult
-from lossbench.tracking.writer import Tracker
-from lossbench.training import fit_members
+from lossbench.config import check_run
 
 
 def claim_file(tmp_path: Path, **fields: object) -> Path:
@@ -166,41 +162,3 @@ def test_worked_example_claim_needs_no_training() -> None:
     [r16] = C.load_claims(["R16"])
     verdict = C.evaluate(r16, {})
     assert verdict.verdict == C.REPRODUCED and len(verdict.evidence) == 3
-
-
-# -- repro -------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_repro_of_a_stacked_run_is_identical(make_spec, store_uri: str) -> None:  # noqa: ANN001
-    specs = [make_spec([*FAST, f"tracking.uri={store_uri}", "tracking.experiment=repro", f"loss={loss}", "seed=4"])
-             for loss in ("cross_entropy", "focal")]  # fmt: skip
-    data = check_run(specs[0])
-    tracker = Tracker(store_uri, "repro")
-    run_ids = tracker.start_runs(specs, data.summary())
-    tracker.finish_runs(run_ids, fit_members([s.cfg for s in specs], data))
-    repro = reproduce(run_ids[1], store_uri)
-    assert repro.same_environment and repro.identical and repro.reproduced
-    assert any(name == "test/acc" for name, _, _ in repro.rows)
-    assert "stack of 2" in repro.notes[0]
-    from mlflow import MlflowClient
-
-    rerun = MlflowClient(store_uri).get_run(repro.rerun_id)
-    assert (
-        rerun.data.tags["lossbench.repro_of"] == run_ids[1]
-        and rerun.data.tags["lossbench.role"] == "repro"
-    )
-
-
-def test_repro_refuses_what_no_longer_exists_or_is_not_allowed(make_spec, store_uri: str) -> None:  # noqa: ANN001
-    tracker = Tracker(store_uri, "repro-bad")
-    spec = make_spec([*FAST])
-    for target, message in (
-        ("lossbench.losses.RemovedLoss", "loss.*RemovedLoss"),
-        ("os.system", "loss._target_='os.system' is not allowed"),
-    ):
-        cfg = {**spec.cfg, "loss": {"_target_": target}}
-        run_id = tracker.start_run(RunSpec(cfg, spec.choices, spec.overrides))
-        tracker.finish_run(run_id, RunResult(final={"val/acc": 0.5}))
-        with pytest.raises(ConfigError, match=message):
-            reproduce(run_id, store_uri, record=False)

@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 
-from conftest import conf_options
+from conftest import DATASETS, conf_options
 from lossbench.config import GROUPS, ConfigError, RunSpec, check_run, losses_of_kind
 from lossbench.tracking.writer import Tracker
 
@@ -51,7 +51,8 @@ def test_every_option_composes_and_builds(make_spec, group: str, option: str) ->
     spec = make_spec(option_overrides(group, option))
     assert spec.choices[group] == option
     data = check_run(spec)  # builds data, model, loss, optimizer and schedule on dummies
-    assert data.n_features > 0
+    task, n_features, _ = DATASETS[spec.choices["dataset"]]
+    assert (data.task, data.n_features) == (task, n_features)
     if group == "trainer":
         trainer = instantiate(spec.cfg["trainer"])
         assert trainer.max_epochs == spec.cfg["trainer"]["max_epochs"]
@@ -107,7 +108,10 @@ def test_classification_loss_on_regression_data(make_spec) -> None:  # noqa: ANN
             "model.hidden=\\[\\] is empty: an MLP needs at least one hidden layer",
         ),
         (["+trainer.bogus=1"], "unexpected keyword argument 'bogus'.*valid keys: .*max_epochs"),
-        (["trainer.accelerator=tpu"], "trainer"),
+        (
+            ["trainer.accelerator=tpu"],
+            "trainer.accelerator='tpu' cannot be used here .*; usable here: auto, cpu",
+        ),
         (["model.hidden=[64,0]"], "model.hidden=\\[64, 0\\] must be a list of positive integers"),
         (["loss=focal", "loss.gamma=-1"], "focal gamma must be >= 0"),
         (["dataset=diabetes", "loss=huber", "loss.delta=0"], "huber delta must be > 0"),

@@ -6,26 +6,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import conf_options
+from conftest import DATASETS, conf_options
 from lossbench.config import CONF_DIR
 from lossbench.data import DatasetError, load_dataset
-
-EXPECTED = {  # task, n_features, n_classes
-    "iris": ("multiclass", 4, 3),
-    "wine": ("multiclass", 13, 3),
-    "breast_cancer": ("binary", 30, 2),
-    "digits": ("multiclass", 64, 10),
-    "diabetes": ("regression", 10, 0),
-    "moons": ("binary", 2, 2),
-    "circles": ("binary", 2, 2),
-    "blobs": ("multiclass", 2, 3),
-    "classification": ("binary", 20, 2),
-    "regression": ("regression", 10, 0),
-    "friedman1": ("regression", 10, 0),
-    "linear2": ("regression", 2, 0),
-    "linear1": ("regression", 1, 0),
-    "xor": ("binary", 2, 2),
-}
 
 
 def dataset_cfg(name: str, **changes: object) -> dict:
@@ -40,13 +23,13 @@ def dataset_cfg(name: str, **changes: object) -> dict:
 
 
 def test_every_dataset_option_is_covered() -> None:
-    assert sorted(EXPECTED) == conf_options("dataset")
+    assert sorted(DATASETS) == conf_options("dataset")
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(DATASETS))
 def test_dataset_task_and_shapes(name: str) -> None:
     data = load_dataset(dataset_cfg(name), data_seed=0)
-    task, n_features, n_classes = EXPECTED[name]
+    task, n_features, n_classes = DATASETS[name]
     assert (data.task, data.n_features, data.n_classes) == (task, n_features, n_classes)
     assert data.n_outputs == (n_classes if task == "multiclass" else 1)
     for x, y in (

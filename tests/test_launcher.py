@@ -46,6 +46,7 @@ def test_fast_composition_equals_hydras(composed) -> None:  # noqa: ANN001
         for cfg in (a_task, b_task):
             cfg["hydra"]["job"].pop("id", None), cfg["hydra"]["job"].pop("num", None)
             cfg["hydra"]["runtime"].pop("output_dir", None)
+        # exact: values parsed from the same override strings and YAML files, no arithmetic
         assert a_task == b_task, JOBS[job]
         assert a.hydra.job.num == job
         # the spec derived without OmegaConf equals the one resolved from Hydra's config
@@ -66,3 +67,15 @@ def test_stacks_group_seeds_and_losses_only(composed) -> None:  # noqa: ANN001
     assert max(len(s.jobs) for s in small) == 3
     alone = plan_stacks(jobs, specs, check_specs(specs), stack=False, max_members=64)
     assert len(alone) == len(specs)
+
+
+@pytest.mark.parametrize("found", ["1.4.0", "1.3.1", "2.0.0.dev1"])
+def test_other_hydra_versions_are_refused_naming_the_supported_range(
+    monkeypatch: pytest.MonkeyPatch, found: str
+) -> None:
+    """lossbench uses Hydra internals checked against 1.3.x only: elsewhere it says so."""
+    from lossbench import hydra_private
+
+    monkeypatch.setattr(hydra_private, "version", lambda package: found)
+    with pytest.raises(RuntimeError, match=rf"needs hydra-core >=1.3.2,<1.4 .* hydra-core {found}"):
+        hydra_private._check_version()

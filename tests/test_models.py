@@ -14,6 +14,7 @@ def test_member_init_depends_only_on_its_seed(init: str) -> None:
     for k, seed in enumerate([5, 7, 9]):
         alone = StackedMLP(3, 2, seeds=[seed], hidden=[8, 4], init=init)
         for w_stacked, w_alone in zip(stacked.parameters(), alone.parameters(), strict=True):
+            # the same init call on the member's own generator: one code path, bit for bit
             assert torch.equal(w_stacked[k], w_alone[0])
     assert not torch.equal(stacked.weights[0][0], stacked.weights[0][1])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import FAST
+from conftest import FAST, cross_path_approx
 from lossbench.config import ConfigError
 from lossbench.train import train
 
@@ -80,7 +80,8 @@ def test_same_seed_same_metrics(make_spec, store_uri: str) -> None:  # noqa: ANN
     b = run_once(make_spec, store_uri, "repeat", *overrides, "rerun=true")
     assert _same_but_time(a, b)
     c = run_once(make_spec, store_uri, "repeat", *overrides[:-1], "seed=8")
-    assert c.series["train/loss"] != a.series["train/loss"]
+    # another seed: different by more than float rounding
+    assert c.series["train/loss"] != cross_path_approx(a.series["train/loss"])
     client = MlflowClient(store_uri)
     for run in runs_of(store_uri, "repeat"):  # live flushing wrote no duplicates
         assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 3
@@ -97,6 +98,8 @@ def test_finished_config_is_not_trained_again(make_spec, store_uri: str) -> None
 
 
 def _same_but_time(a, b) -> bool:  # noqa: ANN001
+    """Bit for bit: the same config trained twice on one machine takes the same code path
+    (flushing epochs to the store live or not changes no arithmetic)."""
     strip = lambda r: {k: v for k, v in r.series.items() if not k.startswith("time/")}  # noqa: E731
     return strip(a) == strip(b) and a.final["test/acc"] == b.final["test/acc"]
 

@@ -315,8 +315,32 @@ def check_run(spec: RunSpec) -> SplitData:
 
             valid = ", ".join(p for p in inspect.signature(pl.Trainer).parameters if p != "self")
             message += f"; valid keys: {valid}"
+        accelerator = cfg["trainer"].get("accelerator", "auto")
+        usable = _usable_accelerators()
+        if isinstance(accelerator, str) and accelerator not in usable:
+            # Lightning's message may name neither (for tpu: a missing package's requirement)
+            message = (
+                f"trainer.accelerator={accelerator!r} cannot be used here ({message}); "
+                f"usable here: {', '.join(usable)}"
+            )
         raise ConfigError(f"{_label(spec, 'trainer')}: {message}") from err
     return data
+
+
+def _usable_accelerators() -> list[str]:
+    """Lightning's accelerator names that work on this machine, ``auto`` first."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    usable = ["auto"]
+    for name in sorted(AcceleratorRegistry.available_accelerators()):
+        try:
+            if AcceleratorRegistry[name]["accelerator"].is_available():
+                usable.append(name)
+        except Exception:  # noqa: BLE001 (e.g. an optional package it needs is missing)
+            continue
+    if "cuda" in usable or "mps" in usable:
+        usable.append("gpu")  # Lightning's name for either
+    return usable
 
 
 def build_trainer(node: Mapping[str, Any], **kwargs: Any) -> Any:

@@ -10,14 +10,16 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from lossbench.config import RunSpec
+from lossbench.hydra_private import get_overrides_dirname
 
 
 def _is_plain_value(override: Override, loader: ConfigLoader) -> bool:
@@ -30,6 +32,23 @@ def _is_plain_value(override: Override, loader: ConfigLoader) -> bool:
         and not override.is_hydra_override()
         and not loader.repository.group_exists(override.key_or_group)  # type: ignore[attr-defined]
     )
+
+
+def _apply_values(cfg: DictConfig, plain: Sequence[Override]) -> None:
+    """Apply plain ``key=value`` overrides to a composed config as Hydra applies them when it
+    composes (OmegaConf.update with merge), failing with the same messages."""
+    for override in plain:
+        try:
+            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        except (ConfigAttributeError, ConfigKeyError) as err:
+            raise ConfigCompositionException(
+                f"Could not override '{override.key_or_group}'."
+                f"\nTo append to your config use +{override.input_line}"
+            ) from err
+        except OmegaConfBaseException as err:
+            raise ConfigCompositionException(
+                f"Error merging override {override.input_line}"
+            ) from err
 
 
 class ComposedJob:
@@ -46,7 +65,7 @@ class ComposedJob:
         """The job's config, as ``load_sweep_config`` gives it (built on first use)."""
         if self._config is None:
             cfg = copy.deepcopy(self.template)
-            ConfigLoaderImpl._apply_overrides_to_config(self.plain, cfg)
+            _apply_values(cfg, self.plain)
             app = [o for o in self.parsed if not o.is_hydra_override()]
             naming = cfg.hydra.job.config.override_dirname
             with read_write(cfg.hydra), open_dict(cfg):

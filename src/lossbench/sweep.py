@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -211,7 +212,12 @@ def stop_executor(executor: Executor, kill: bool) -> None:
     if not kill or not isinstance(executor, ProcessPoolExecutor):
         executor.shutdown(wait=True, cancel_futures=True)
         return
-    workers = list(getattr(executor, "_processes", {}).values())  # no public API until 3.14
+    if sys.version_info >= (3, 14):
+        executor.kill_workers()  # type: ignore[attr-defined] (new in 3.14; shuts the pool down)
+        return
+    # Before 3.14 no public API names a pool's workers; they are this process's only
+    # multiprocessing children (forkserver's workers are Process objects of ours too).
+    workers = multiprocessing.active_children()
     executor.shutdown(wait=False, cancel_futures=True)
     for process in workers:
         process.kill()

@@ -17,6 +17,7 @@ from lossbench.config import batch_rows, build, build_trainer
 from lossbench.data import SplitData, load_dataset
 from lossbench.diagnostics import Diagnostics
 from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
+from lossbench.platform_facts import float_tags
 from lossbench.results import RunResult
 
 
@@ -29,7 +30,8 @@ def fit_members(
 
     The configs must share everything but ``seed`` and ``loss``. Returns one result per config,
     in order: its per-epoch metrics, its test metrics and ``time/seconds``, the fit's wall time
-    shared equally among its members.
+    shared equally among its members, and tags naming what decided its floating-point results
+    (:func:`lossbench.platform_facts.float_tags`).
     """
     # Members sharing a loss sit next to each other, so each loss sees a slice of the stack.
     order = sorted(range(len(cfgs)), key=lambda i: json.dumps(cfgs[i]["loss"], sort_keys=True))
@@ -66,8 +68,11 @@ def fit_members(
     results: list[RunResult] = [RunResult()] * len(cfgs)
     diverged_at = module.diverged_at.tolist()
     end = {name: value.detach().cpu() for name, value in module.end_metrics.items()}
+    # the device the strategy trained on: the module itself is moved back to the CPU after fit
+    facts = float_tags(trainer.strategy.root_device)
     for member, index in enumerate(order):
         results[index] = RunResult.from_rows(
             module.history, end, member, seconds, diverged_at[member]
         )
+        results[index].tags.update(facts)
     return results

@@ -17,17 +17,20 @@ study instead (:mod:`lossbench.hpo`): ``optimizer=sgd,adam`` with
 (No ``from __future__ import annotations``: Hydra loads plugins outside ``sys.modules``.)
 """
 
+import contextlib
+import io
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence  # noqa: UP035 (OmegaConf needs typing forms)
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
+
+from lossbench.hydra_private import BasicSweeper
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +137,8 @@ def summarize(returns: Sequence[JobReturn]) -> None:
     failed = [r for r in returns if r.status == JobStatus.FAILED]
     diverged = [
         r for r in returns
-        if r.status == JobStatus.COMPLETED and isinstance(r._return_value, dict)
-        and r._return_value.get("diverged")
+        if r.status == JobStatus.COMPLETED and isinstance(r.return_value, dict)
+        and r.return_value.get("diverged")
     ]  # fmt: skip
     for ret in diverged:
         log.warning("diverged: job #%s (%s)", ret.hydra_cfg.hydra.job.num, " ".join(ret.overrides))
@@ -144,9 +147,8 @@ def summarize(returns: Sequence[JobReturn]) -> None:
         return
     lines = []
     for ret in failed:
-        error = str(ret._return_value).strip().splitlines()
         lines.append(
-            f"  job #{ret.hydra_cfg.hydra.job.num} ({' '.join(ret.overrides)}): {error[-1] if error else ''}"
+            f"  job #{ret.hydra_cfg.hydra.job.num} ({' '.join(ret.overrides)}): {_last_error_line(ret)}"
         )
     log.error(
         "%d of %d jobs failed (their tracebacks: traceback.txt in each run's MLflow artifacts):\n%s",
@@ -155,3 +157,15 @@ def summarize(returns: Sequence[JobReturn]) -> None:
         "\n".join(lines),
     )
     sys.exit(1)
+
+
+def _last_error_line(ret: JobReturn) -> str:
+    """The last line of a failed job's exception. The public ``return_value`` re-raises it, and
+    writes "Error executing job with overrides: ..." to stderr, which the summary says better."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            ret.return_value  # noqa: B018 (raises)
+    except Exception as err:
+        lines = str(err).strip().splitlines()
+        return lines[-1] if lines else ""
+    return ""
