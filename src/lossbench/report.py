@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossbench import stats
+from lossbench import render, stats
+from lossbench.render import number
 from lossbench.tracking import NotInStore, SweepRecord, load_sweep, log_report, metric_histories
 
 if TYPE_CHECKING:
@@ -341,33 +342,10 @@ def _find_group(summary: pd.DataFrame, axes: Sequence[str], spec: str) -> str:
 # Output
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        return (
-            f"{value:.{digits}g}"
-            if abs(value) >= 1000 or (value != 0 and abs(value) < 1e-3)
-            else f"{value:.{digits}f}"
-        )
-    return str(value)
-
-
-def _p(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.2g}"
-
-
 def _ci(row: Mapping[str, Any], column: str) -> str:
-    mean, low, high = (
-        row.get(f"{column} mean"),
-        row.get(f"{column} ci_low"),
-        row.get(f"{column} ci_high"),
+    return render.interval(
+        row.get(f"{column} mean"), row.get(f"{column} ci_low"), row.get(f"{column} ci_high")
     )
-    if mean is None or math.isnan(mean):
-        return "–"
-    if low is None or math.isnan(low):
-        return _fmt(mean)
-    return f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
 
 
 def display_table(report: Report) -> tuple[list[str], list[list[str]]]:
@@ -384,13 +362,13 @@ def display_table(report: Report) -> tuple[list[str], list[list[str]]]:
     rows = []
     for _, row in report.summary.iterrows():
         cells = [str(row[a]) for a in report.axes]
-        cells += [_ci(row, m), _fmt(row.get(f"best {m} mean", math.nan)), _ci(row, test),
-                  _fmt(row.get("train/loss mean", math.nan)), _fmt(row.get("time/seconds mean", math.nan), 2)]  # fmt: skip
+        cells += [_ci(row, m), number(row.get(f"best {m} mean", math.nan)), _ci(row, test),
+                  number(row.get("train/loss mean", math.nan)), number(row.get("time/seconds mean", math.nan), 2)]  # fmt: skip
         if report.target is not None:
             censored = f" ({row['censored_runs']} censored)" if row["censored_runs"] else ""
             cells += [
-                _fmt(row["epochs_to_target mean"], 1) + censored,
-                _fmt(row["seconds_to_target mean"], 2),
+                number(row["epochs_to_target mean"], 1) + censored,
+                number(row["seconds_to_target mean"], 2),
             ]
         cells += [
             str(row["finished"]),
@@ -415,12 +393,12 @@ def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
     rows = [
         [
             row["group"],
-            _fmt(row["diff"]),
-            _fmt(row["effect"], 2),
+            number(row["diff"]),
+            number(row["effect"], 2),
             row["test"],
             str(row["pairs"]),
-            _fmt(row["p"], 3),
-            _fmt(row["p holm"], 3),
+            number(row["p"], 3),
+            number(row["p holm"], 3),
         ]  # fmt: skip
         for _, row in report.comparisons.iterrows()
     ]
@@ -446,7 +424,7 @@ def fair_table(report: Report) -> tuple[list[str], list[list[str]]]:
             "test ci_high": row["test ci_high"],
         }
         rows.append([*(str(row[a]) for a in others), str(row[f"best {report.nuisance}"]),
-                     _fmt(row[f"{report.metric} mean"]), _ci(test, "test"), str(row["n"])])  # fmt: skip
+                     number(row[f"{report.metric} mean"]), _ci(test, "test"), str(row["n"])])  # fmt: skip
     return header, rows
 
 
@@ -464,147 +442,115 @@ METHODS = (
 
 def print_report(report: Report) -> None:
     """The terminal view: the summary (best group highlighted), tests, fair comparison."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=None if sys.stdout.isatty() else 220)
     sweep = report.sweep
     title = (
         f"{sweep.experiment} · sweep {sweep.sweep_id} · {len(sweep.runs)} runs · {report.metric}"
     )
-    for (header, rows), caption in (
+    tables = [
         (display_table(report), title),
         (comparison_table(report), f"each group vs {report.baseline}"),
-        *(
-            [
-                (
-                    fair_table(report),
-                    f"fair comparison: best {report.nuisance} per {report.scientific}",
-                )
-            ]
-            if report.fair is not None and not report.fair.empty
-            else []
-        ),  # fmt: skip
-    ):
-        table = Table(title=caption, title_justify="left")
-        for i, name in enumerate(header):
-            table.add_column(
-                name, justify="left" if i < len(report.axes) or name == "group" else "right"
-            )
-        for i, row in enumerate(rows):
-            table.add_row(*row, style="bold green" if i == 0 and caption == title else None)
-        console.print(table)
-
-
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _html_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], best_first: bool = False
-) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        f"<tr{' class=best' if best_first and i == 0 else ''}>"
-        + "".join(f"<td>{html.escape(c)}</td>" for c in row)
-        + "</tr>"
-        for i, row in enumerate(rows)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ]
+    if report.fair is not None and not report.fair.empty:
+        caption = f"fair comparison: best {report.nuisance} per {report.scientific}"
+        tables.append((fair_table(report), caption))
+    for (header, rows), caption in tables:
+        justify = [
+            "left" if i < len(report.axes) or name == "group" else "right"
+            for i, name in enumerate(header)
+        ]
+        best = ["bold green"] if caption == title else []
+        render.print_table(caption, header, rows, 220, justify, best)
 
 
 def plot_report(report: Report, out: Path) -> list[Path]:
     """Learning curves (best groups, mean ± 95% CI band), bars of the final metric with CIs,
     and a heatmap over the first two axes. Returns the PNG files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from scipy import stats as st
-
-    metric, files = report.metric, []
-    summary, frame = report.summary, report.runs
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label in summary["group"].head(MAX_CURVES):
-        key = (
-            tuple(summary.loc[summary["group"] == label, report.axes].iloc[0])
-            if report.axes
-            else ()
-        )
-        runs = frame
-        for axis, value in zip(report.axes, key, strict=True):
-            runs = runs[runs[axis] == value]
-        curves = [
-            h
-            for h, o in zip(runs["history"], runs["outcome"], strict=True)
-            if o == "finished" and h
-        ]
-        if not curves:
-            continue
-        length = min(len(c) for c in curves)
-        values = np.array([c[:length] for c in curves])
-        epochs = np.arange(1, length + 1)
-        mean = values.mean(axis=0)
-        ax.plot(epochs, mean, label=label)
-        if len(curves) > 1:
-            half = (
-                st.t.ppf(0.975, len(curves) - 1) * values.std(axis=0, ddof=1) / np.sqrt(len(curves))
-            )
-            ax.fill_between(epochs, mean - half, mean + half, alpha=0.2)
-    if report.target is not None:
-        ax.axhline(
-            report.target,
-            color="grey",
-            linestyle="--",
-            linewidth=1,
-            label=f"target {report.target:g}",
-        )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    shown = min(MAX_CURVES, len(summary))
-    ax.set_title(
-        f"{metric} per epoch, mean ± 95% CI over seeds ({shown} best of {len(summary)} groups)"
-    )
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    files.append(out / "curves.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-
-    height = max(2.5, 0.3 * len(summary) + 1)
-    fig, ax = plt.subplots(figsize=(8, height))
-    means = summary[f"{metric} mean"].to_numpy()
-    low = np.nan_to_num(means - summary[f"{metric} ci_low"].to_numpy())
-    high = np.nan_to_num(summary[f"{metric} ci_high"].to_numpy() - means)
-    positions = np.arange(len(summary))[::-1]
-    ax.barh(positions, means, xerr=[low, high], color="tab:blue", alpha=0.7, capsize=3)
-    ax.set_yticks(positions, summary["group"], fontsize=7)
-    finite = means[np.isfinite(means)]
-    if finite.size:
-        span = finite.max() - finite.min()
-        ax.set_xlim(
-            finite.min() - max(span, abs(finite.min()) * 0.02) * 0.6,
-            finite.max() + max(span, 1e-3) * 0.4,
-        )
-    ax.set_xlabel(f"final {metric} (mean, 95% CI)")
-    ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    files.append(out / "bars.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
-
+    files = [out / "curves.png", out / "bars.png"]
+    _plot_curves(report, files[0])
+    _plot_bars(report, files[1])
     if len(report.axes) >= 2:
-        rows_axis, cols_axis = report.axes[0], report.axes[1]
-        finished = frame[frame["outcome"] == "finished"]
-        pivot = finished.pivot_table(
-            index=rows_axis, columns=cols_axis, values=metric, aggfunc="mean"
+        files.append(out / "heatmap.png")
+        _plot_heatmap(report, files[-1])
+    return files
+
+
+def _plot_curves(report: Report, path: Path) -> None:
+    import numpy as np
+
+    metric, summary, frame = report.metric, report.summary, report.runs
+    with render.figure(path, 110, figsize=(8, 5)) as (_, ax):
+        for label in summary["group"].head(MAX_CURVES):
+            key = (
+                tuple(summary.loc[summary["group"] == label, report.axes].iloc[0])
+                if report.axes
+                else ()
+            )
+            runs = frame
+            for axis, value in zip(report.axes, key, strict=True):
+                runs = runs[runs[axis] == value]
+            curves = [
+                h
+                for h, o in zip(runs["history"], runs["outcome"], strict=True)
+                if o == "finished" and h
+            ]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            mean, low, high = stats.t_band([c[:length] for c in curves])
+            epochs = np.arange(1, length + 1)
+            ax.plot(epochs, mean, label=label)
+            if len(curves) > 1:
+                ax.fill_between(epochs, low, high, alpha=0.2)
+        if report.target is not None:
+            ax.axhline(
+                report.target,
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label=f"target {report.target:g}",
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        shown = min(MAX_CURVES, len(summary))
+        ax.set_title(
+            f"{metric} per epoch, mean ± 95% CI over seeds ({shown} best of {len(summary)} groups)"
         )
-        fig, ax = plt.subplots(figsize=(1.2 * pivot.shape[1] + 3, 0.6 * pivot.shape[0] + 2))
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+
+
+def _plot_bars(report: Report, path: Path) -> None:
+    import numpy as np
+
+    metric, summary = report.metric, report.summary
+    height = max(2.5, 0.3 * len(summary) + 1)
+    with render.figure(path, 110, figsize=(8, height)) as (_, ax):
+        means = summary[f"{metric} mean"].to_numpy()
+        low = np.nan_to_num(means - summary[f"{metric} ci_low"].to_numpy())
+        high = np.nan_to_num(summary[f"{metric} ci_high"].to_numpy() - means)
+        positions = np.arange(len(summary))[::-1]
+        ax.barh(positions, means, xerr=[low, high], color="tab:blue", alpha=0.7, capsize=3)
+        ax.set_yticks(positions, summary["group"], fontsize=7)
+        finite = means[np.isfinite(means)]
+        if finite.size:
+            span = finite.max() - finite.min()
+            ax.set_xlim(
+                finite.min() - max(span, abs(finite.min()) * 0.02) * 0.6,
+                finite.max() + max(span, 1e-3) * 0.4,
+            )
+        ax.set_xlabel(f"final {metric} (mean, 95% CI)")
+        ax.grid(alpha=0.3, axis="x")
+
+
+def _plot_heatmap(report: Report, path: Path) -> None:
+    import numpy as np
+
+    metric, frame = report.metric, report.runs
+    rows_axis, cols_axis = report.axes[0], report.axes[1]
+    finished = frame[frame["outcome"] == "finished"]
+    pivot = finished.pivot_table(index=rows_axis, columns=cols_axis, values=metric, aggfunc="mean")
+    size = (1.2 * pivot.shape[1] + 3, 0.6 * pivot.shape[0] + 2)
+    with render.figure(path, 110, figsize=size) as (fig, ax):
         image = ax.imshow(
             pivot.to_numpy(),
             cmap="viridis" if stats.higher_is_better(metric) else "viridis_r",
@@ -616,18 +562,13 @@ def plot_report(report: Report, out: Path) -> list[Path]:
         ax.set_yticks(range(pivot.shape[0]), [str(i) for i in pivot.index])
         for (i, j), value in np.ndenumerate(pivot.to_numpy()):
             ax.text(
-                j, i, _fmt(float(value), 3), ha="center", va="center", color="white", fontsize=8
+                j, i, number(float(value), 3), ha="center", va="center", color="white", fontsize=8
             )
         ax.set_xlabel(cols_axis)
         ax.set_ylabel(rows_axis)
         others = f", averaged over {', '.join(report.axes[2:])}" if len(report.axes) > 2 else ""
         ax.set_title(f"final {metric}: mean over seeds{others}", fontsize=9)
         fig.colorbar(image, ax=ax)
-        fig.tight_layout()
-        files.append(out / "heatmap.png")
-        fig.savefig(files[-1], dpi=110)
-        plt.close(fig)
-    return files
 
 
 def write_report(report: Report, out: Path) -> list[Path]:
@@ -651,7 +592,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
 
     md = [f"# lossbench report: {sweep.experiment}", "", intro, ""]
     for title, (header, rows), _ in sections:
-        md += [f"## {title}", "", _markdown_table(header, rows), ""]
+        md += [f"## {title}", "", render.markdown_table(header, rows), ""]
     md += (
         ["## Plots", ""]
         + [f"![{p.stem}]({p.name})" for p in pngs]
@@ -666,7 +607,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
              f"</title><style>{style}</style></head><body><h1>lossbench report: {html.escape(sweep.experiment)}</h1>"
              f"<p>{html.escape(intro)}</p>"]  # fmt: skip
     for title, (header, rows), best in sections:
-        parts.append(f"<h2>{html.escape(title)}</h2>{_html_table(header, rows, best)}")
+        parts.append(f"<h2>{html.escape(title)}</h2>{render.html_table(header, rows, best)}")
     parts.append("<h2>Plots</h2>")
     for png in pngs:
         data = base64.b64encode(png.read_bytes()).decode()
