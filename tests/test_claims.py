@@ -41,7 +41,7 @@ def runs_for(claim: C.Claim, values: dict[str, list[float]], outcome: str = "fin
         label = "/".join(labels.values())
         value = values[label][claim.seeds.index(seed)]
         status = "diverged" if (outcome == "diverged" and label == "b") else "finished"
-        data[C._job_key(claim, labels, seed)] = C.RunData(
+        data[C.job_key(claim, labels, seed)] = C.RunData(
             status, {"train/final_loss": value}, {}, 10, f"{label}{seed}"
         )
     return data
@@ -105,7 +105,7 @@ def test_within_a_range(tmp_path: Path, values: list[float], expected: str) -> N
         )
     )
     runs = {
-        C._job_key(claim, {}, s): C.RunData("finished", {"train/final_loss": v}, {}, 10)
+        C.job_key(claim, {}, s): C.RunData("finished", {"train/final_loss": v}, {}, 10)
         for s, v in zip(claim.seeds, values, strict=True)
     }
     assert C.evaluate(claim, runs).verdict == expected
@@ -120,7 +120,7 @@ def test_proportions(tmp_path: Path) -> None:
     runs = {}
     for labels, seed, _ in claim.jobs():
         solved = seed < (3 if labels["width"] == "2" else 18)
-        runs[C._job_key(claim, labels, seed)] = C.RunData(
+        runs[C.job_key(claim, labels, seed)] = C.RunData(
             "finished", {"val/acc": 1.0 if solved else 0.75}, {}, 10
         )
     rising, some = C.evaluate(claim, runs).evidence
@@ -149,12 +149,12 @@ def test_malformed_claim_files(tmp_path: Path, change: dict, message: str) -> No
 def test_an_unknown_metric_is_named_before_training(tmp_path: Path, make_spec) -> None:  # noqa: ANN001
     claim = C.load_claim(claim_file(tmp_path, metric="grad_norm/layer1"))
     spec = make_spec(["dataset=moons"])
-    keys = [C._job_key(claim, labels, seed) for labels, seed, _ in claim.jobs()]
+    keys = [C.job_key(claim, labels, seed) for labels, seed, _ in claim.jobs()]
     facts = [check_run(spec).summary()] * len(keys)
     with pytest.raises(
         C.ClaimError, match="reads metric 'grad_norm/layer1', which its runs do not record"
     ):
-        C._check_metrics([claim], keys, [spec] * len(keys), facts)
+        C.check_metrics([claim], keys, [spec] * len(keys), facts)
 
 
 def test_the_shipped_claims_load() -> None:
