@@ -31,7 +31,7 @@ from lossbench.claims.evaluate import (
     evaluate,
     evaluate_assertion,
 )
-from lossbench.claims.load import CLAIMS_DIR, load_claim, load_claims
+from lossbench.claims.load import CLAIMS_DIR, ClaimFiles, load_claim, load_claims, read_claims
 from lossbench.claims.render import print_verdicts, verdicts_json, write_report
 from lossbench.claims.run import check_metrics, run_claims
 from lossbench.claims.spec import Assertion, Claim, ClaimError, Selector, job_key
@@ -45,6 +45,7 @@ __all__ = [
     "Assertion",
     "Claim",
     "ClaimError",
+    "ClaimFiles",
     "Evidence",
     "RunData",
     "Selector",
@@ -58,6 +59,7 @@ __all__ = [
     "load_claims",
     "main",
     "print_verdicts",
+    "read_claims",
     "run_claims",
     "verdicts_json",
     "write_report",

@@ -13,10 +13,22 @@ from pathlib import Path
 
 import lossbench.claims
 from lossbench.claims.evaluate import evaluate
-from lossbench.claims.load import CLAIMS_DIR, load_claims
+from lossbench.claims.load import CLAIMS_DIR, read_claims
 from lossbench.claims.render import print_verdicts, verdicts_json, write_report
 from lossbench.claims.run import run_claims
+from lossbench.claims.spec import ClaimError
 from lossbench.config import ConfigError
+
+EXIT_CODES = (
+    "Exit code: 0 when every claim was judged, whatever its verdict; 2 on bad input: a claim "
+    "file that cannot be loaded (its error is printed and the other claims are still judged), "
+    "an unknown or duplicated claim id, a store that cannot be reached; 130 or 143 when interrupted."
+)
+
+
+def _print_problems(errors: Sequence[ClaimError]) -> None:
+    for err in errors:
+        print(f"lossbench-claims: {err}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lossbench-claims",
         description=(lossbench.claims.__doc__ or "").split("\n\n")[0],
+        epilog=EXIT_CODES,
     )
     parser.add_argument("ids", nargs="*", help="claim ids (default: every claim in conf/claims/)")
     parser.add_argument(
@@ -56,8 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     uri = args.tracking_uri or tracking_uri({"root": "mlruns"})
     sweep_dir = Path("multirun") / "claims" / time.strftime("%Y-%m-%d_%H-%M-%S")
     tracker = Tracker(uri, args.experiment)
+    files = read_claims(args.claims_dir)
+    _print_problems(files.errors)  # now, and again at the end
     try:
-        claims = load_claims(args.ids, args.claims_dir)
+        claims = files.select(args.ids)
+        if not claims and files.errors:
+            return 2
         tracker.check_reachable()
         open_sweep(sweep_dir, [c.id for c in claims])
         runs = run_claims(claims, uri, args.experiment, args.n_jobs, sweep_dir)
@@ -88,4 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         + f". Total time {seconds:.0f} s."
     )
+    if files.errors:
+        print(f"lossbench-claims: {len(files.errors)} claim file problem(s), those claims "
+              "not judged:", file=sys.stderr)  # fmt: skip
+        _print_problems(files.errors)
+        return 2
     return 0
