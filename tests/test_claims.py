@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def runs_for(claim: C.Claim, values: dict[str, list[float]], outcome: str = "fin
         label = "/".join(labels.values())
         value = values[label][claim.seeds.index(seed)]
         status = "diverged" if (outcome == "diverged" and label == "b") else "finished"
-        data[C._job_key(claim, labels, seed)] = C.RunData(
+        data[C.job_key(claim, labels, seed)] = C.RunData(
             status, {"train/final_loss": value}, {}, 10, f"{label}{seed}"
         )
     return data
@@ -101,7 +102,7 @@ def test_within_a_range(tmp_path: Path, values: list[float], expected: str) -> N
         )
     )
     runs = {
-        C._job_key(claim, {}, s): C.RunData("finished", {"train/final_loss": v}, {}, 10)
+        C.job_key(claim, {}, s): C.RunData("finished", {"train/final_loss": v}, {}, 10)
         for s, v in zip(claim.seeds, values, strict=True)
     }
     assert C.evaluate(claim, runs).verdict == expected
@@ -116,7 +117,7 @@ def test_proportions(tmp_path: Path) -> None:
     runs = {}
     for labels, seed, _ in claim.jobs():
         solved = seed < (3 if labels["width"] == "2" else 18)
-        runs[C._job_key(claim, labels, seed)] = C.RunData(
+        runs[C.job_key(claim, labels, seed)] = C.RunData(
             "finished", {"val/acc": 1.0 if solved else 0.75}, {}, 10
         )
     rising, some = C.evaluate(claim, runs).evidence
@@ -134,6 +135,9 @@ def test_proportions(tmp_path: Path) -> None:
         ({"metric": {"name": "x", "at": "middle"}}, "at='middle'; valid: final, first"),
         ({"seeds": []}, "needs seeds"),
         ({"typo": 1}, "unknown keys \\['typo'\\]"),
+        ({"seeds": 5}, "seeds must be a list, got 5"),
+        ({"assert": [{"less": ["a", "b"], "alpha": "x"}]}, "alpha must be a number"),
+        ({"assert": [{"above": {"group": "a"}}]}, "above needs value"),
     ],
 )
 def test_malformed_claim_files(tmp_path: Path, change: dict, message: str) -> None:
@@ -145,12 +149,12 @@ def test_malformed_claim_files(tmp_path: Path, change: dict, message: str) -> No
 def test_an_unknown_metric_is_named_before_training(tmp_path: Path, make_spec) -> None:  # noqa: ANN001
     claim = C.load_claim(claim_file(tmp_path, metric="grad_norm/layer1"))
     spec = make_spec(["dataset=moons"])
-    keys = [C._job_key(claim, labels, seed) for labels, seed, _ in claim.jobs()]
+    keys = [C.job_key(claim, labels, seed) for labels, seed, _ in claim.jobs()]
     facts = [check_run(spec).summary()] * len(keys)
     with pytest.raises(
         C.ClaimError, match="reads metric 'grad_norm/layer1', which its runs do not record"
     ):
-        C._check_metrics([claim], keys, [spec] * len(keys), facts)
+        C.check_metrics([claim], keys, [spec] * len(keys), facts)
 
 
 def test_the_shipped_claims_load() -> None:
@@ -162,3 +166,70 @@ def test_worked_example_claim_needs_no_training() -> None:
     [r16] = C.load_claims(["R16"])
     verdict = C.evaluate(r16, {})
     assert verdict.verdict == C.REPRODUCED and len(verdict.evidence) == 3
+
+
+# -- the command and its claim files -------------------------------------------------------------
+
+WORKED = {  # a claim that trains nothing: R16's first assertion
+    "id": "V1",
+    "claim": "the MSE of the worked example is 0.055",
+    "assert": [{"loss_value": {"loss": {"_target_": "lossbench.losses.MSE"}, "y_true": [1, 0, 1, 1],
+                               "y_pred": [0.9, 0.1, 0.8, 0.6], "expected": 0.055}}],
+}  # fmt: skip
+BROKEN = "id: B1\nclaim: broken\nassert: [{less: [a]}]\n"
+BROKEN_ERROR = "B1.yaml: assert[0]: less takes a list of at least two groups"
+
+
+def claims_dir(tmp_path: Path, files: dict[str, str]) -> Path:
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def run_main(tmp_path: Path, store_uri: str, folder: Path, *ids: str) -> int:
+    return C.main([*ids, "--claims-dir", str(folder), "--tracking-uri", store_uri,
+                   "--experiment", "claims-files", "--out", str(tmp_path / "reports"),
+                   "--json", str(tmp_path / "verdicts.json")])  # fmt: skip
+
+
+@pytest.mark.parametrize("ids", [(), ("V1",)], ids=["all", "by id"])
+def test_a_broken_claim_file_does_not_stop_the_others(
+    tmp_path: Path,
+    store_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    ids: tuple[str, ...],
+) -> None:
+    folder = claims_dir(tmp_path, {"V1.yaml": yaml.safe_dump(WORKED), "B1.yaml": BROKEN})
+    monkeypatch.chdir(tmp_path)  # the sweep dir: multirun/claims/...
+    assert run_main(tmp_path, store_uri, folder, *ids) == 2
+    assert BROKEN_ERROR in capsys.readouterr().err
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    assert [(v["id"], v["verdict"]) for v in verdicts] == [("V1", C.REPRODUCED)]
+    assert "| V1 |" in (tmp_path / "reports" / "claims.md").read_text()
+
+
+def test_an_id_in_a_broken_file_is_named_as_such(
+    tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    folder = claims_dir(tmp_path, {"V1.yaml": yaml.safe_dump(WORKED), "B1.yaml": BROKEN})
+    monkeypatch.chdir(tmp_path)
+    assert run_main(tmp_path, store_uri, folder, "B1") == 2
+    err = capsys.readouterr().err
+    assert f"claim 'B1' is in a file that failed to load: {BROKEN_ERROR}" in err
+    assert not (tmp_path / "verdicts.json").exists()  # nothing judged
+
+
+def test_duplicate_ids_are_an_error_naming_both_files(tmp_path: Path) -> None:
+    folder = claims_dir(
+        tmp_path, {"a.yaml": yaml.safe_dump(WORKED), "b.yaml": yaml.safe_dump(WORKED)}
+    )
+    files = C.read_claims(folder)
+    assert files.claims == {}
+    assert [str(e) for e in files.errors] == [f"claim id 'V1' used twice in {folder}: a.yaml, b.yaml"]  # fmt: skip
+    with pytest.raises(C.ClaimError, match="claim 'V1' is ambiguous: claim id 'V1' used twice"):
+        files.select(["V1"])
+    with pytest.raises(C.ClaimError, match="used twice"):
+        C.load_claims(directory=folder)

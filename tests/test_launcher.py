@@ -1,4 +1,5 @@
-"""lossbench's launcher: fast composition gives Hydra's configs; stacks are planned correctly."""
+"""lossbench's launcher: fast composition gives Hydra's configs; stacks are planned correctly;
+the pipeline it shares with the claims resumes and trains each config once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from lossbench.config import CONF_DIR, RunSpec
+from conftest import FAST
+from lossbench.config import CONF_DIR, RunSpec, config_hash
 from lossbench.jobs import compose_jobs
-from lossbench.sweep import check_specs, plan_stacks
+from lossbench.results import RunResult
+from lossbench.sweep import check_specs, make_executor, plan_stacks, run_sweep
 
 JOBS = [
     [f"loss={loss}", f"optimizer={opt}", f"seed={seed}", "trainer.max_epochs=7"]
@@ -79,3 +82,40 @@ def test_other_hydra_versions_are_refused_naming_the_supported_range(
     monkeypatch.setattr(hydra_private, "version", lambda package: found)
     with pytest.raises(RuntimeError, match=rf"needs hydra-core >=1.3.2,<1.4 .* hydra-core {found}"):
         hydra_private._check_version()
+
+
+@pytest.mark.slow
+def test_run_sweep_trains_each_config_once_and_resumes(make_spec, store_uri: str, tmp_path) -> None:  # noqa: ANN001
+    """The pipeline the launcher and the claims share: the same config twice trains once and
+    both jobs get its result; a rerun adopts completed runs and hands them over too; a job
+    that must train alone does not count a run trained in a stack as done."""
+    from lossbench.tracking.records import load_sweep
+    from lossbench.tracking.writer import Tracker
+
+    base = [*FAST, f"tracking.uri={store_uri}", "tracking.experiment=run-sweep"]
+    specs = [make_spec([*base, f"seed={seed}"]) for seed in (0, 1, 0)]  # job 2 repeats job 0
+    facts = check_specs(specs)
+    executor = make_executor(1)
+
+    results: dict[int, RunResult] = {}
+    plan = run_sweep(specs, facts, tmp_path / "first", executor, 1, results.__setitem__)
+    assert (plan.done, plan.copies, [s.jobs for s in plan.stacks]) == ({}, {0: [2]}, [[0, 1]])
+    assert sorted(results) == [0, 1, 2] and results[2] is results[0]
+    assert plan.statuses == {"finished": 2}
+    stored = Tracker(store_uri, "run-sweep").completed_runs()
+    assert len(stored) == 2 and {r.tags["lossbench.members"] for r in stored.values()} == {"2"}
+
+    specs.append(make_spec([*base, "seed=1"]))  # job 3: job 1's config, to be trained alone
+    results.clear()
+    plan = run_sweep(specs, check_specs(specs), tmp_path / "second", executor, 1,
+                     results.__setitem__, alone={3})  # fmt: skip
+    assert sorted(plan.done) == [0, 1, 2] and [s.jobs for s in plan.stacks] == [[3]]
+    assert sorted(results) == [0, 1, 2, 3]
+    assert results[0].final == pytest.approx(stored[config_hash(specs[0].cfg)].metrics)
+    alone = Tracker(store_uri, "run-sweep").completed_runs()[config_hash(specs[3].cfg)]
+    assert alone.tags["lossbench.members"] == "1"
+    assert len(load_sweep(store_uri, "run-sweep").runs) == 3  # 2 adopted, 1 trained
+
+    plan = run_sweep(specs, check_specs(specs), tmp_path / "third", executor, 1,
+                     results.__setitem__, alone={3})  # fmt: skip
+    assert sorted(plan.done) == [0, 1, 2, 3] and plan.trained == 0

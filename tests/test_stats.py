@@ -29,6 +29,20 @@ def test_t_interval_edge_cases() -> None:
     assert one.n == 1 and one.mean == 0.5 and math.isnan(one.low)
 
 
+def test_t_band_is_t_interval_per_column() -> None:
+    runs = np.array([[0.5, 0.7, 1.0], [0.6, 0.75, 1.0], [0.55, 0.9, 1.0]])  # seeds x epochs
+    mean, low, high = stats.t_band(runs)
+    for epoch in range(2):
+        column = runs[:, epoch]
+        expected = st.t.interval(0.95, 2, loc=column.mean(), scale=st.sem(column))
+        assert mean[epoch] == pytest.approx(column.mean())
+        assert (low[epoch], high[epoch]) == pytest.approx(expected)
+    assert low[2] == high[2] == 1.0  # equal values: a zero-width interval, not NaN
+    assert stats.t_interval([1.0, 1.0]).low == 1.0
+    _, one_low, _ = stats.t_band(runs[:1])
+    assert np.isnan(one_low).all()  # one run: no interval
+
+
 def test_paired_comparison_matches_scipy() -> None:
     a = {0: 0.91, 1: 0.93, 2: 0.90, 3: 0.95}
     b = {0: 0.89, 1: 0.92, 2: 0.91, 3: 0.90, 9: 0.5}  # seed 9 has no partner

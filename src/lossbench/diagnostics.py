@@ -34,7 +34,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from lossbench.stats import higher_is_better
+from lossbench.stats import higher_is_better, t_bounds
 
 FLAGS = (
     "layer_grad_norms",
@@ -171,8 +171,6 @@ class Diagnostics(pl.Callback):
 
 def ols(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Ordinary least squares with intercept: coefficients and their 95% t-intervals."""
-    from scipy import stats
-
     n, p = x.shape
     design = np.column_stack([x.astype(float), np.ones(n)])
     beta, *_ = np.linalg.lstsq(design, y.astype(float), rcond=None)
@@ -180,11 +178,11 @@ def ols(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     residual = y - design @ beta
     sigma2 = float(residual @ residual) / dof if dof > 0 else math.nan
     se = np.sqrt(np.diag(sigma2 * np.linalg.pinv(design.T @ design)))
-    half = float(stats.t.ppf(0.975, dof)) * se if dof > 0 else np.full(p + 1, math.nan)
+    lows, highs = t_bounds(beta, se, dof)
     names = [f"w{i}" for i in range(p)] + ["b"]
     out = {}
-    for name, value, h in zip(names, beta, half, strict=True):
+    for name, value, low, high in zip(names, beta, lows, highs, strict=True):
         out[f"ols/{name}"] = float(value)
-        out[f"ols/{name}_low"] = float(value - h)
-        out[f"ols/{name}_high"] = float(value + h)
+        out[f"ols/{name}_low"] = float(low)
+        out[f"ols/{name}_high"] = float(high)
     return out

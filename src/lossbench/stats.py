@@ -5,7 +5,8 @@ Pure NumPy/SciPy/pandas on values already read from the store, so that the repor
 claims judge results the same way, and so that both can be tested on known numbers.
 
 Methods (stated in the report too):
-- 95% confidence interval of a group mean: Student's t interval, mean ± t(0.975, n-1)·s/√n.
+- 95% confidence interval of a group mean: Student's t interval, mean ± t(0.975, n-1)·s/√n
+  (SciPy's ``t.interval``; :func:`t_bounds` is the one place lossbench computes one).
 - Two groups whose runs share seeds are compared paired by seed: paired t-test, effect size
   Cohen's d_z = mean(diff) / sd(diff). Otherwise: Welch's t-test, effect size Cohen's d with
   the pooled standard deviation. p-values are two-sided; Holm's method adjusts them for the
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 HIGHER_IS_BETTER = ("acc", "balanced_acc", "f1_macro", "r2")
 
@@ -39,10 +41,24 @@ class Interval:
     high: float
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean, sample std and Student's t confidence interval of the finite values."""
+def t_bounds(
+    center: npt.ArrayLike, se: npt.ArrayLike, df: int, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Student's t confidence interval ``center ± t(1/2 + confidence/2, df) · se``, elementwise,
+    from SciPy's ``t.interval``; NaN bounds when ``df < 1``."""
     from scipy import stats
 
+    center, se = np.asarray(center, dtype=float), np.asarray(se, dtype=float)
+    if df < 1:
+        nan = np.full(np.broadcast(center, se).shape, math.nan)
+        return nan, nan.copy()
+    # the standard t's interval, scaled here: SciPy's scale= refuses a zero standard error
+    _, quantile = stats.t.interval(confidence, df)
+    return center - quantile * se, center + quantile * se
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean, sample std and Student's t confidence interval of the finite values."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     n = len(x)
     if n == 0:
@@ -51,8 +67,21 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     if n == 1:
         return Interval(1, mean, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return Interval(n, mean, std, mean - half, mean + half)
+    low, high = t_bounds(mean, std / math.sqrt(n), n - 1, confidence)
+    return Interval(n, mean, std, float(low), float(high))
+
+
+def t_band(
+    samples: npt.ArrayLike, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column by column (e.g. epochs, with one row per seed): the mean and the bounds of its t
+    confidence interval, as :func:`t_interval` gives them (NaN bounds for a single row)."""
+    x = np.asarray(samples, dtype=float)
+    n = x.shape[0]
+    mean = x.mean(axis=0)
+    se = x.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full_like(mean, math.nan)
+    low, high = t_bounds(mean, se, n - 1, confidence)
+    return mean, low, high
 
 
 @dataclass(frozen=True)

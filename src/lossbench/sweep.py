@@ -3,11 +3,15 @@
 Used by lossbench's Hydra launcher (``hydra/launcher=lossbench``, the default):
 
 1. every job's config is composed and checked before anything trains or is written;
-2. runs that differ only in ``seed`` and ``loss`` are grouped into stacks (one Lightning fit
+2. jobs whose config already has a completed run in the store are not trained again (the run
+   is adopted by the sweep), and jobs with the same config train once;
+3. runs that differ only in ``seed`` and ``loss`` are grouped into stacks (one Lightning fit
    each, members trained as one batched model);
-3. stacks train in worker processes (one torch thread each) while this process, the only MLflow
+4. stacks train in worker processes (one torch thread each) while this process, the only MLflow
    writer, records each run: RUNNING when its stack is handed to the workers, metrics and status
    when it ends.
+
+Steps 2 to 4 are :func:`run_sweep`, which ``lossbench-claims`` calls too.
 
 Nothing here imports Lightning: only the workers (or :func:`train_stack` in-process) do.
 """
@@ -24,7 +28,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +42,8 @@ from lossbench.tracking.sweeps import SweepInfo, mark_interrupted, sweep_parent
 from lossbench.tracking.writer import Tracker
 
 log = logging.getLogger(__name__)
+
+MAX_MEMBERS = 64  # default: at most this many runs per stack (hydra.launcher.max_members)
 
 
 @dataclass
@@ -237,9 +243,14 @@ class StackRunner:
         self.done = 0
         self.statuses: Counter[str] = Counter()
 
+    @staticmethod
+    def tracking_key(spec: RunSpec) -> tuple[Any, ...]:
+        """Equal for runs recorded by the same tracker (same ``tracking`` config)."""
+        return tuple(sorted((k, str(v)) for k, v in spec.cfg["tracking"].items()))
+
     def tracker(self, spec: RunSpec) -> Tracker | None:
         """The tracker of a run's ``tracking`` config (shared by runs with the same config)."""
-        key = tuple(sorted((k, str(v)) for k, v in spec.cfg["tracking"].items()))
+        key = self.tracking_key(spec)
         if key not in self.trackers:
             self.trackers[key] = Tracker.from_config(spec.cfg["tracking"])
         return self.trackers[key]
@@ -355,3 +366,80 @@ class StackRunner:
                 sum(len(s.specs) for s in pending),
             )
             raise
+
+
+@dataclass
+class SweepPlan:
+    """What :func:`run_sweep` does with a sweep's jobs (indices into its job list)."""
+
+    done: dict[int, RunRecord]  # already completed in the store: adopted, not trained
+    copies: dict[int, list[int]]  # a job that trains -> later jobs with its config: its result
+    stacks: list[Stack]  # the jobs that train
+    n_workers: int
+    statuses: Counter[str] = field(default_factory=Counter)  # outcomes of the runs trained
+
+    @property
+    def trained(self) -> int:
+        """How many runs train."""
+        return sum(len(stack.jobs) for stack in self.stacks)
+
+    @property
+    def shared(self) -> int:
+        """How many jobs take the result of another job with the same config."""
+        return sum(len(jobs) for jobs in self.copies.values())
+
+
+def run_sweep(
+    specs: Sequence[RunSpec],
+    facts: Sequence[Mapping[str, Any]],
+    sweep_dir: str | Path,
+    executor: Executor,
+    n_workers: int,
+    on_result: Callable[[int, RunResult], None],
+    stack: bool = True,
+    max_members: int = MAX_MEMBERS,
+    alone: Collection[int] = (),
+    on_plan: Callable[[SweepPlan], None] | None = None,
+) -> SweepPlan:
+    """Run checked jobs (``facts``: see :func:`check_all`) and record them in their stores.
+
+    - A job whose config already has a completed run in its store (see
+      :meth:`StackRunner.skip_completed`) is not trained: the sweep adopts that run.
+    - Jobs with the same config and store train once; each gets the result.
+    - The rest train in stacks (``stack=False``: one run per fit) of at most ``max_members``.
+    - Jobs in ``alone`` train in fits of their own (e.g. for their time per run), and a
+      completed run that was trained in a stack does not count as done for them.
+
+    ``on_result(job, result)`` is called for every job: at once for those already done, as
+    its stack ends for the others. ``on_plan`` sees the plan before anything trains.
+    """
+    copies: dict[int, list[int]] = {}
+
+    def deliver(job: int, result: RunResult) -> None:
+        on_result(job, result)
+        for other in copies.get(job, []):
+            on_result(other, result)
+
+    runner = StackRunner(sweep_dir, deliver)
+    done = runner.skip_completed(specs)
+    for job in set(alone) & set(done):  # a run trained in a stack does not time a run alone
+        if done[job].tags.get("lossbench.members", "1") != "1":
+            del done[job]
+    first: dict[tuple[Any, ...], int] = {}  # the same config into the same store trains once
+    for job, spec in enumerate(specs):
+        if job not in done:
+            key = (config_hash(spec.cfg), runner.tracking_key(spec), job in alone)
+            if first.setdefault(key, job) != job:
+                copies.setdefault(first[key], []).append(job)
+    todo = sorted(first.values())
+    stacks = plan_stacks([j for j in todo if j not in alone], specs, facts, stack, max_members)
+    stacks += plan_stacks([j for j in todo if j in alone], specs, facts, False, 1)
+    plan = SweepPlan(done, copies, stacks, max(1, min(n_workers, len(stacks))))
+    if on_plan is not None:
+        on_plan(plan)
+    runner.adopt(done, specs)
+    for job, record in done.items():
+        on_result(job, record.result())
+    runner.run(stacks, executor, plan.n_workers)
+    plan.statuses = runner.statuses
+    return plan

@@ -24,6 +24,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from lossbench.sweep import MAX_MEMBERS, SweepPlan
+
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "lossbench-summary.json"  # in the sweep dir: counts and where the time went
@@ -37,7 +39,7 @@ class LossbenchLauncherConf:
     # worker processes; null or -1: all cores; 1: train in this process
     n_jobs: Optional[int] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
     stack: bool = True  # train runs differing only in seed and loss as one stacked model
-    max_members: int = 64  # at most this many runs per stack
+    max_members: int = MAX_MEMBERS  # at most this many runs per stack
 
 
 ConfigStore.instance().store(
@@ -68,7 +70,7 @@ class LossbenchLauncher(Launcher):
         self,
         n_jobs: Optional[int] = None,  # noqa: UP045
         stack: bool = True,
-        max_members: int = 64,
+        max_members: int = MAX_MEMBERS,
     ) -> None:
         self.n_jobs = n_jobs
         self.stack = stack
@@ -156,36 +158,34 @@ class LossbenchLauncher(Launcher):
             )
             jobs[job].release()  # the JobReturn holds its own copies
 
-        runner = sw.StackRunner(sweep_dir, hand_over)
-        done = runner.skip_completed(specs)
-        todo = [i for i in range(len(specs)) if i not in done]
-        stacks = sw.plan_stacks(todo, specs, facts, self.stack, self.max_members)
-        n_workers = max(1, min(n_workers, len(stacks)))
-        log.info(
-            "Launching %d jobs: %d already completed in the store, %d to train as %d stacked "
-            "fit(s) on %d worker(s) (composed in %.1fs, checked in %.1fs); sweep dir %s",
-            len(specs),
-            len(done),
-            len(todo),
-            len(stacks),
-            n_workers,
-            composed - start,
-            checked - composed,
-            sweep_dir,
-        )
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            log.debug("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        runner.adopt(done, specs)
-        for job, record in done.items():
-            hand_over(job, record.result())
-        runner.run(stacks, executor, n_workers)
+        def announce(plan: SweepPlan) -> None:
+            log.info(
+                "Launching %d jobs: %d already completed in the store, %d to train as %d stacked "
+                "fit(s) on %d worker(s)%s (composed in %.1fs, checked in %.1fs); sweep dir %s",
+                len(specs),
+                len(plan.done),
+                plan.trained,
+                len(plan.stacks),
+                plan.n_workers,
+                f", {plan.shared} sharing another job's config" if plan.shared else "",
+                composed - start,
+                checked - composed,
+                sweep_dir,
+            )
+            for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+                log.debug("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+
+        plan = sw.run_sweep(
+            specs, facts, sweep_dir, executor, n_workers, hand_over, self.stack,
+            self.max_members, on_plan=announce,
+        )  # fmt: skip
 
         summary = {
             "runs": len(specs),
-            "skipped_finished": len(done),
-            "statuses": dict(runner.statuses),
-            "stacks": len(stacks),
-            "workers": n_workers,
+            "skipped_finished": len(plan.done),
+            "statuses": dict(plan.statuses),
+            "stacks": len(plan.stacks),
+            "workers": plan.n_workers,
             "compose_seconds": round(composed - start, 3),
             "check_seconds": round(checked - composed, 3),
             "train_seconds": round(time.perf_counter() - checked, 3),
@@ -194,8 +194,8 @@ class LossbenchLauncher(Launcher):
         (sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         log.info(
             "%d runs trained (%s) in %.1fs; MLflow writes took %.1fs",
-            len(todo),
-            ", ".join(f"{n} {outcome}" for outcome, n in sorted(runner.statuses.items())) or "none",
+            plan.trained,
+            ", ".join(f"{n} {outcome}" for outcome, n in sorted(plan.statuses.items())) or "none",
             summary["train_seconds"],
             summary["mlflow_seconds"],
         )

@@ -1,0 +1,66 @@
+"""Reported results as data, judged by their own sweeps: ``lossbench-claims [IDS...]``.
+
+A claim is one YAML file under ``conf/claims/`` (no Python per claim): the statement, a sweep
+(``base`` overrides, ``axes`` of named override sets, ``seeds``), the metric it reads and the
+assertions to test. ``lossbench-claims`` trains whatever the store does not already hold (by
+config hash, so nothing is trained twice), evaluates every assertion on the recorded metrics
+and gives each claim a verdict:
+
+- REPRODUCED: every assertion holds: the claimed direction, p < alpha, and an effect of at
+  least ``min_effect`` (in the metric's units);
+- NOT REPRODUCED: an assertion fails: the opposite direction is significant, or the effect is
+  significant but smaller than ``min_effect``, or (for a range) the 95% CI lies outside it;
+- INCONCLUSIVE: otherwise (not enough evidence either way).
+
+See the README for the file format and a complete example. The modules, in the order a claim
+goes through them: ``spec`` (a claim as data), ``load`` (reading claim files), ``run`` (the
+sweeps), ``evaluate`` (the verdicts, one entry per assertion kind), ``render`` (table, report,
+plots, JSON) and ``cli``.
+"""
+
+from lossbench.claims.cli import main
+from lossbench.claims.evaluate import (
+    INCONCLUSIVE,
+    KINDS,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Evidence,
+    RunData,
+    Verdict,
+    describe,
+    evaluate,
+    evaluate_assertion,
+)
+from lossbench.claims.load import CLAIMS_DIR, ClaimFiles, load_claim, load_claims, read_claims
+from lossbench.claims.render import print_verdicts, verdicts_json, write_report
+from lossbench.claims.run import check_metrics, run_claims
+from lossbench.claims.spec import Assertion, Claim, ClaimError, Selector, job_key
+
+__all__ = [
+    "CLAIMS_DIR",
+    "INCONCLUSIVE",
+    "KINDS",
+    "NOT_REPRODUCED",
+    "REPRODUCED",
+    "Assertion",
+    "Claim",
+    "ClaimError",
+    "ClaimFiles",
+    "Evidence",
+    "RunData",
+    "Selector",
+    "Verdict",
+    "check_metrics",
+    "describe",
+    "evaluate",
+    "evaluate_assertion",
+    "job_key",
+    "load_claim",
+    "load_claims",
+    "main",
+    "print_verdicts",
+    "read_claims",
+    "run_claims",
+    "verdicts_json",
+    "write_report",
+]

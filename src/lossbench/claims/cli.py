@@ -1,0 +1,108 @@
+"""``lossbench-claims [IDS...]``: load the claims, run their sweeps, judge, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import lossbench.claims
+from lossbench.claims.evaluate import evaluate
+from lossbench.claims.load import CLAIMS_DIR, read_claims
+from lossbench.claims.render import print_verdicts, verdicts_json, write_report
+from lossbench.claims.run import run_claims
+from lossbench.claims.spec import ClaimError
+from lossbench.config import ConfigError
+
+EXIT_CODES = (
+    "Exit code: 0 when every claim was judged, whatever its verdict; 2 on bad input: a claim "
+    "file that cannot be loaded (its error is printed and the other claims are still judged), "
+    "an unknown or duplicated claim id, a store that cannot be reached; 130 or 143 when interrupted."
+)
+
+
+def _print_problems(errors: Sequence[ClaimError]) -> None:
+    for err in errors:
+        print(f"lossbench-claims: {err}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lossbench-claims``."""
+    from lossbench.interrupts import Interrupted
+    from lossbench.tracking.artifacts import log_report
+    from lossbench.tracking.store import StoreUnreachable, tracking_uri
+    from lossbench.tracking.sweeps import close_sweep, open_sweep, sweep_parent
+    from lossbench.tracking.writer import Tracker
+
+    parser = argparse.ArgumentParser(
+        prog="lossbench-claims",
+        description=(lossbench.claims.__doc__ or "").split("\n\n")[0],
+        epilog=EXIT_CODES,
+    )
+    parser.add_argument("ids", nargs="*", help="claim ids (default: every claim in conf/claims/)")
+    parser.add_argument(
+        "--experiment", default="claims", help="MLflow experiment of the claims' runs"
+    )
+    parser.add_argument("--json", type=Path, help="also write the verdicts to this JSON file")
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports"), help="report directory (default: reports)"
+    )
+    parser.add_argument(
+        "--claims-dir", type=Path, default=CLAIMS_DIR, help="where the claim files are"
+    )
+    parser.add_argument("--n-jobs", type=int, help="worker processes (default: all cores)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: as training)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+
+    start = time.perf_counter()
+    uri = args.tracking_uri or tracking_uri({"root": "mlruns"})
+    sweep_dir = Path("multirun") / "claims" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    tracker = Tracker(uri, args.experiment)
+    files = read_claims(args.claims_dir)
+    _print_problems(files.errors)  # now, and again at the end
+    try:
+        claims = files.select(args.ids)
+        if not claims and files.errors:
+            return 2
+        tracker.check_reachable()
+        open_sweep(sweep_dir, [c.id for c in claims])
+        runs = run_claims(claims, uri, args.experiment, args.n_jobs, sweep_dir)
+        verdicts = [evaluate(claim, runs) for claim in claims]
+    except (ConfigError, StoreUnreachable) as err:
+        print(f"lossbench-claims: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as interrupt:
+        close_sweep(sweep_dir, "KILLED")
+        print(f"lossbench-claims: {interrupt}", file=sys.stderr)
+        return interrupt.exit_code
+    seconds = time.perf_counter() - start
+    print_verdicts(verdicts)
+    report = write_report(verdicts, args.out, seconds, args.experiment, uri)
+    print(f"Report: {report} (plots in {args.out / 'claims'})")
+    parent = sweep_parent(sweep_dir, tracker).parent_run_id  # created here if nothing trained
+    assert parent is not None
+    log_report(uri, parent, args.out / "claims", "claims-report")
+    log_report(uri, parent, report, "claims-report")
+    close_sweep(sweep_dir, "FINISHED")
+    print(f"Attached to MLflow run {parent} (artifacts/claims-report/)")
+    if args.json:
+        args.json.write_text(json.dumps(verdicts_json(verdicts), indent=2))
+        print(f"Verdicts: {args.json}")
+    counts = Counter(v.verdict for v in verdicts)
+    print(
+        f"{len(verdicts)} claims: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        + f". Total time {seconds:.0f} s."
+    )
+    if files.errors:
+        print(f"lossbench-claims: {len(files.errors)} claim file problem(s), those claims "
+              "not judged:", file=sys.stderr)  # fmt: skip
+        _print_problems(files.errors)
+        return 2
+    return 0

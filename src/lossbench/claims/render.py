@@ -1,0 +1,180 @@
+"""Showing verdicts: the terminal table, ``reports/claims.md`` with a plot per claim, and JSON."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lossbench.claims.evaluate import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Evidence,
+    Verdict,
+    describe,
+)
+from lossbench.render import figure, markdown_table, p_value, plus_minus, print_table
+
+HEADER = [
+    "id",
+    "claim",
+    "verdict",
+    "assertion verdict",
+    "assertion",
+    "groups: mean ± 95% CI",
+    "effect",
+    "p",
+    "n",
+    "why",
+]
+METHODS = (
+    "Verdicts: REPRODUCED when every assertion holds (claimed direction, p < alpha, effect ≥ "
+    "min_effect); NOT REPRODUCED when one fails (the opposite is significant, a significant "
+    "effect is too small, a CI lies outside the claimed range); INCONCLUSIVE otherwise. "
+    "Group values are means over seeds with Student's t 95% CIs; comparisons are paired by "
+    "seed (paired t-test) or Welch's t-test, or a Mann-Whitney U test where diverged runs "
+    "rank worst."
+)
+COLORS = {REPRODUCED: "green", NOT_REPRODUCED: "red", INCONCLUSIVE: "yellow"}
+
+
+def _groups_text(e: Evidence) -> str:
+    return "; ".join(f"{g}: {plus_minus(ci)}" for g, ci in e.groups.items())
+
+
+def verdict_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
+    """One row per assertion: id, claim, verdict, assertion, groups, effect, p, n, why."""
+    rows = []
+    for v in verdicts:
+        for i, e in enumerate(v.evidence):
+            first = i == 0  # the claim's own cells, on its first row only
+            rows.append([
+                v.claim.id if first else "", v.claim.claim if first else "", v.verdict if first else "",
+                e.verdict, describe(e.assertion), _groups_text(e), f"{e.effect:.3g}", p_value(e.p_value),
+                str(e.n), e.why,
+            ])  # fmt: skip
+    return rows
+
+
+def print_verdicts(verdicts: Sequence[Verdict]) -> None:
+    """The verdict table in the terminal."""
+    rows = []
+    for row in verdict_rows(verdicts):
+        row = [*row]
+        for i in (2, 3):
+            if row[i]:
+                row[i] = f"[{COLORS[row[i]]}]{row[i]}[/]"
+        rows.append(row)
+    print_table("claims", HEADER, rows, 250, overflow="fold", show_lines=True)
+
+
+def plot_claim(verdict: Verdict, out: Path) -> Path | None:
+    """One figure per claim: a panel per assertion, the groups' values with their 95% CIs."""
+    panels = [e for e in verdict.evidence if e.groups or e.assertion.kind == "loss_value"]
+    if not panels:
+        return None
+    path = out / f"{verdict.claim.id}.png"
+    size = (4.5 * len(panels), 3.6)
+    with figure(path, 100, nrows=1, ncols=len(panels), figsize=size, squeeze=False) as (fig, axes):
+        for ax, e in zip(axes[0], panels, strict=True):
+            if e.assertion.kind == "loss_value":
+                ax.axis("off")
+                ax.text(0.5, 0.5, f"{e.verdict}\n{e.why}", ha="center", va="center", wrap=True,
+                        fontsize=8)  # fmt: skip
+            else:
+                _plot_groups(ax, e)
+        fig.suptitle(f"{verdict.claim.id}: {verdict.claim.claim}", fontsize=9)
+    return path
+
+
+def _plot_groups(ax: Any, e: Evidence) -> None:
+    """Each group's runs (grey), mean and 95% CI (blue), and how many diverged."""
+    assert e.assertion.metric is not None
+    names = list(e.groups)
+    for x, name in enumerate(names):
+        points = list(e.values[name].values())
+        finite = [p for p in points if math.isfinite(p)]
+        ax.scatter([x] * len(finite), finite, s=12, alpha=0.5, color="grey")
+        excluded = e.counts[name].get("diverged", 0) * (e.assertion.metric.diverged == "exclude")
+        diverged = len(points) - len(finite) + excluded
+        ci = e.groups[name]
+        if ci.n:
+            err = 0 if math.isnan(ci.low) else (ci.high - ci.low) / 2
+            ax.errorbar([x], [ci.mean], yerr=[err], fmt="o", color="tab:blue", capsize=4)
+        if diverged:
+            ax.annotate(f"{diverged} diverged", (x, ax.get_ylim()[1]), ha="center", va="top",
+                        fontsize=7, color="tab:red")  # fmt: skip
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_title(f"{e.verdict}\n{describe(e.assertion)}", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def write_report(
+    verdicts: Sequence[Verdict], out: Path, seconds: float, experiment: str, uri: str
+) -> Path:
+    """reports/claims.md with one section and one plot per claim."""
+    figures = out / "claims"
+    figures.mkdir(parents=True, exist_ok=True)
+    counts = Counter(v.verdict for v in verdicts)
+    summary = [
+        [v.claim.id, v.claim.claim, f"**{v.verdict}**", p_value(v.deciding.p_value),
+         f"{v.deciding.effect:.3g}", str(v.deciding.n)]
+        for v in verdicts
+    ]  # fmt: skip
+    lines = [
+        "# Claims", "",
+        f"{len(verdicts)} claims from `conf/claims/`, judged on runs of experiment `{experiment}` "
+        f"in `{uri}` ({seconds:.0f} s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".", "",
+        markdown_table(["id", "claim", "verdict", "p", "effect", "n"], summary),
+        "", METHODS, "",
+    ]  # fmt: skip
+    for v in verdicts:
+        c = v.claim
+        lines += [
+            f"## {c.id}: {c.claim}",
+            "",
+            f"Sources: {', '.join(c.sources) or '–'}. Verdict: **{v.verdict}**.",
+            "",
+        ]
+        if c.setup:
+            lines += [c.setup, ""]
+        if c.trains:
+            axes = "; ".join(f"{a} ∈ {{{', '.join(labels)}}}" for a, labels in c.axes.items())
+            lines += [f"Sweep: `{' '.join(c.base)}`; {axes or 'no axes'}; seeds {c.seeds}.", ""]
+        header = ["assertion", "verdict", "groups: mean ± 95% CI", "effect", "p", "n", "why"]
+        rows = [
+            [describe(e.assertion), e.verdict, _groups_text(e), f"{e.effect:.3g}",
+             p_value(e.p_value), str(e.n), e.why]
+            for e in v.evidence
+        ]  # fmt: skip
+        lines.append(markdown_table(header, rows))
+        plot = plot_claim(v, figures)
+        if plot:
+            lines += ["", f"![{c.id}](claims/{plot.name})"]
+        if v.run_ids:
+            lines += [
+                "",
+                f"MLflow runs: {len(v.run_ids)} (tag `lossbench.config_hash`; experiment `{experiment}`).",
+            ]
+        lines.append("")
+    path = out / "claims.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
+    """The verdicts as data: id, verdict, p_value, effect, n (of the deciding assertion)."""
+
+    def number(x: float) -> float | None:
+        return None if math.isnan(x) or math.isinf(x) else x
+
+    out = []
+    for v in verdicts:
+        d = v.deciding
+        out.append({"id": v.claim.id, "verdict": v.verdict, "p_value": number(d.p_value), "effect": number(d.effect), "n": d.n,
+                    "assertions": [{"assertion": describe(e.assertion), "verdict": e.verdict, "p_value": number(e.p_value),
+                                    "effect": number(e.effect), "n": e.n, "why": e.why} for e in v.evidence]})  # fmt: skip
+    return out

@@ -1,0 +1,116 @@
+"""Running the claims' sweeps: through :func:`lossbench.sweep.run_sweep`, as the launcher
+does, so that nothing already in the store trains again and a config shared by two claims
+trains once; then reading back what evaluation needs."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lossbench.claims.evaluate import RunData
+from lossbench.claims.spec import Claim, ClaimError, RunKey, job_key
+from lossbench.config import CONF_DIR, RunSpec, config_hash, recorded_metrics
+
+
+def run_claims(
+    claims: Sequence[Claim], uri: str, experiment: str, n_jobs: int | None, sweep_dir: Path
+) -> dict[RunKey, RunData]:
+    """Train what the store does not hold yet for these claims; return every job's run data."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from lossbench import sweep as sw
+    from lossbench.interrupts import interrupts
+    from lossbench.jobs import compose_jobs
+    from lossbench.tracking.records import metric_histories
+    from lossbench.tracking.writer import Tracker
+
+    keys, overrides, alone = [], [], set()
+    for claim in claims:
+        for labels, seed, job in claim.jobs():
+            if not claim.stack:
+                alone.add(len(keys))
+            keys.append(job_key(claim, labels, seed))
+            overrides.append([*job, f"tracking.experiment={experiment}", f"tracking.uri={uri}"])
+    if not keys:
+        return {}
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("train", [], run_mode=RunMode.MULTIRUN)
+        jobs = compose_jobs(loader, master, overrides, 0)
+    GlobalHydra.instance().clear()
+    specs = [job.spec for job in jobs]
+    for spec in specs:
+        spec.cfg["rerun"] = False
+
+    def announce(plan: sw.SweepPlan) -> None:
+        print(f"{len(specs)} runs for {len(claims)} claims: {len(plan.done)} already in the store, "
+              f"{plan.shared} shared between claims, {plan.trained} to train as {len(plan.stacks)} "
+              f"fits on {plan.n_workers} worker(s)", flush=True)  # fmt: skip
+
+    n_workers = sw.worker_count(n_jobs, len(specs))
+    executor = sw.make_executor(n_workers)
+    interrupted = True
+    try:
+        with interrupts():
+            facts = sw.check_all(specs, executor, n_workers)
+            check_metrics(claims, keys, specs, facts)
+            sw.run_sweep(specs, facts, sweep_dir, executor, n_workers, lambda job, result: None,
+                         alone=alone, on_plan=announce)  # fmt: skip
+        interrupted = False
+    finally:
+        sw.stop_executor(executor, kill=interrupted)
+
+    latest = Tracker(uri, experiment).latest_runs()
+    data: dict[RunKey, RunData] = {}
+    for key, spec in zip(keys, specs, strict=True):
+        record = latest.get(config_hash(spec.cfg))
+        max_epochs = int(spec.cfg["trainer"]["max_epochs"])
+        if record is None:
+            data[key] = RunData("missing", {}, {}, max_epochs)
+        else:
+            data[key] = RunData(record.outcome, record.metrics, {}, max_epochs, record.run_id)
+    needed: dict[str, set[str]] = {}
+    for claim in claims:
+        for assertion in claim.assertions:
+            if assertion.metric is not None and assertion.metric.needs_history:
+                for key, run in data.items():
+                    if key[0] == claim.id and run.run_id:
+                        needed.setdefault(assertion.metric.name, set()).add(run.run_id)
+    for name, run_ids in needed.items():
+        histories = metric_histories(uri, sorted(run_ids), name)
+        for run in data.values():
+            if run.run_id in histories:
+                run.histories[name] = histories[run.run_id]
+    return data
+
+
+def check_metrics(
+    claims: Sequence[Claim],
+    keys: Sequence[RunKey],
+    specs: Sequence[RunSpec],
+    facts: Sequence[Mapping[str, Any]],
+) -> None:
+    """Every metric a claim reads must be one its runs record (before anything trains)."""
+    by_claim = {}
+    for key, spec, fact in zip(keys, specs, facts, strict=True):
+        by_claim.setdefault(key[0], (spec, fact))
+    for claim in claims:
+        if claim.id not in by_claim:
+            continue
+        spec, fact = by_claim[claim.id]
+        names = recorded_metrics(spec.cfg, str(fact["task"]))
+        for i, assertion in enumerate(claim.assertions):
+            wanted = [] if assertion.metric is None else [assertion.metric.name]
+            wanted += [str(assertion.options[k]) for k in ("low", "high") if k in assertion.options]
+            for metric in wanted:
+                if not any(fnmatch.fnmatch(metric, pattern) for pattern in names):
+                    raise ClaimError(
+                        f"{claim.path.name}: assert[{i}] reads metric {metric!r}, which its runs do not "
+                        f"record; they record: {', '.join(sorted(names))} (switch diagnostics on in "
+                        "base for the others)"
+                    )

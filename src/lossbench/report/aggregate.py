@@ -1,0 +1,316 @@
+"""Reading a sweep back and aggregating it: its axes, each group's values over seeds with
+their 95% CIs, tests against a baseline group, and the best-over-nuisance comparison."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lossbench import stats
+from lossbench.tracking.records import SweepRecord, load_sweep, metric_histories
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CHOICE_TAG = "lossbench.choice."
+NOT_AXES = {"seed", "experiment", "tracking"}
+OUTCOMES = ("finished", "diverged", "failed", "killed", "running")
+
+
+def default_uri() -> str:
+    """The store training writes to by default: ``$MLFLOW_TRACKING_URI`` or ./mlruns/mlflow.db."""
+    from lossbench.tracking.store import tracking_uri
+
+    return tracking_uri({"root": "mlruns"})
+
+
+def headline_metric(sweep: SweepRecord) -> str:
+    """The sweep's ``report.metric``, else val/acc for classification, val/rmse for regression."""
+    if sweep.tags.get("lossbench.report.metric"):
+        return sweep.tags["lossbench.report.metric"]
+    tasks = {r.tags.get("lossbench.task") for r in sweep.runs}
+    return "val/rmse" if tasks == {"regression"} else "val/acc"
+
+
+def runs_frame(sweep: SweepRecord, metric: str, target: float | None) -> pd.DataFrame:
+    """One row per run: outcome, seed, every choice and param, final metrics, the headline
+    metric's history, its best value, and epochs/seconds to target."""
+    import pandas as pd
+
+    higher = stats.higher_is_better(metric)
+    histories = metric_histories(sweep.uri, [r.run_id for r in sweep.runs], metric)
+    rows = []
+    for run in sweep.runs:
+        history = histories[run.run_id]
+        finite = [v for v in history if math.isfinite(v)]
+        row: dict[str, Any] = {
+            "run_id": run.run_id,
+            "run": run.name,
+            "outcome": run.outcome,
+            "seed": int(run.params.get("seed", run.tags.get("lossbench.seed", -1))),
+            **{
+                k.removeprefix(CHOICE_TAG): v
+                for k, v in run.tags.items()
+                if k.startswith(CHOICE_TAG)
+            },
+            **{k: v for k, v in run.params.items() if k != "seed"},
+            **run.metrics,
+            "history": history,
+            f"best {metric}": (max(finite) if higher else min(finite)) if finite else math.nan,
+        }
+        if target is not None:
+            reached = stats.epochs_to_target(history, target, higher)
+            seconds = run.metrics.get("time/seconds", math.nan)
+            per_epoch = seconds / len(history) if history else math.nan
+            row["epochs_to_target"] = reached if reached is not None else math.nan
+            row["seconds_to_target"] = reached * per_epoch if reached is not None else math.nan
+            row["censored"] = reached is None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_axes(frame: pd.DataFrame, choices: Sequence[str] = ()) -> list[str]:
+    """Columns the sweep varied, seed aside: group choices, then params that vary within them
+    (params that only follow a choice, like each optimizer's default lr, are not axes)."""
+    columns = [c for c in frame.columns if c not in NOT_AXES and frame[c].map(type).eq(str).all()]
+    varying = [
+        c
+        for c in columns
+        if frame[c].nunique(dropna=False) > 1 and c not in ("run_id", "run", "outcome")
+    ]
+    choice_axes = [c for c in choices if c in varying]
+    grouped = frame.groupby(choice_axes, dropna=False) if choice_axes else [(None, frame)]
+    params = [
+        c
+        for c in varying
+        if c not in choices and any(g[c].nunique(dropna=False) > 1 for _, g in grouped)
+    ]
+    return choice_axes + params
+
+
+def group_label(axes: Sequence[str], key: Sequence[Any]) -> str:
+    """``loss=focal optimizer=adam``."""
+    return " ".join(f"{a}={v}" for a, v in zip(axes, key, strict=True)) or "all runs"
+
+
+def _groups(frame: pd.DataFrame, axes: Sequence[str]) -> list[tuple[tuple[Any, ...], pd.DataFrame]]:
+    if not axes:
+        return [((), frame)]
+    return [
+        ((k if isinstance(k, tuple) else (k,)), g)
+        for k, g in frame.groupby(list(axes), dropna=False, sort=False)
+    ]
+
+
+def test_metric(metric: str) -> str:
+    """The test-split counterpart of a validation metric."""
+    return metric.replace("val/", "test/", 1)
+
+
+def summarize(
+    frame: pd.DataFrame, axes: Sequence[str], metric: str, target: float | None = None
+) -> pd.DataFrame:
+    """One row per group: counts by outcome, and mean, std, 95% CI and n over its finished
+    runs of each value; sorted best first by the headline metric."""
+    import pandas as pd
+
+    values = [metric, f"best {metric}", test_metric(metric), "train/loss", "time/seconds"]
+    rows = []
+    for key, group in _groups(frame, axes):
+        finished = group[group["outcome"] == "finished"]
+        row: dict[str, Any] = {a: v for a, v in zip(axes, key, strict=True)}
+        row["group"] = group_label(axes, key)
+        row["runs"] = len(group)
+        for outcome in OUTCOMES:
+            row[outcome] = int((group["outcome"] == outcome).sum())
+        for column in values:
+            if column not in frame.columns:
+                continue
+            ci = stats.t_interval(finished[column].tolist())
+            row.update({f"{column} mean": ci.mean, f"{column} std": ci.std, f"{column} ci_low": ci.low,
+                        f"{column} ci_high": ci.high, f"{column} n": ci.n})  # fmt: skip
+        if target is not None and "epochs_to_target" in frame.columns:
+            reached = finished[~finished["censored"]]
+            row["reached"] = len(reached)
+            row["censored_runs"] = len(finished) - len(reached)
+            for column in ("epochs_to_target", "seconds_to_target"):
+                ci = stats.t_interval(reached[column].tolist())
+                row[f"{column} mean"], row[f"{column} ci_low"], row[f"{column} ci_high"] = (
+                    ci.mean,
+                    ci.low,
+                    ci.high,
+                )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ascending = not stats.higher_is_better(metric)
+    return table.sort_values(
+        f"{metric} mean", ascending=ascending, na_position="last", ignore_index=True
+    )
+
+
+def _by_seed(group: pd.DataFrame, column: str) -> dict[int, float]:
+    finished = group[group["outcome"] == "finished"]
+    return {int(s): float(v) for s, v in zip(finished["seed"], finished[column], strict=True)}
+
+
+def compare_groups(
+    frame: pd.DataFrame, axes: Sequence[str], column: str, baseline: str
+) -> pd.DataFrame:
+    """Every group against ``baseline`` on ``column``: difference, effect size, p-value (raw
+    and Holm-adjusted), paired by seed where seeds match."""
+    import pandas as pd
+
+    groups = {group_label(axes, k): g for k, g in _groups(frame, axes)}
+    base = _by_seed(groups[baseline], column)
+    rows = []
+    for label, group in groups.items():
+        if label == baseline:
+            continue
+        c = stats.compare(_by_seed(group, column), base)
+        rows.append({"group": label, "vs": baseline, "n": c.n_a, "n baseline": c.n_b, "test": c.test,
+                     "pairs": c.n_pairs, "diff": c.diff, "effect": c.effect, "p": c.p_value})  # fmt: skip
+    table = pd.DataFrame(
+        rows, columns=["group", "vs", "n", "n baseline", "test", "pairs", "diff", "effect", "p"]
+    )
+    table["p holm"] = stats.holm(table["p"].tolist())
+    return table
+
+
+def fair_comparison(
+    frame: pd.DataFrame, axes: Sequence[str], scientific: str, nuisance: str, metric: str
+) -> pd.DataFrame:
+    """For each value of the scientific axis (and of the other axes), the nuisance setting
+    with the best mean validation metric, and that setting's test metric (Google's tuning
+    playbook: select on validation, report on test)."""
+    import pandas as pd
+
+    higher = stats.higher_is_better(metric)
+    others = [a for a in axes if a != nuisance]
+    rows = []
+    for key, group in _groups(frame, others):
+        best = None
+        for (setting,), runs in _groups(group, [nuisance]):
+            finished = runs[runs["outcome"] == "finished"]
+            val = stats.t_interval(finished[metric].tolist())
+            if math.isnan(val.mean):
+                continue
+            if best is None or (val.mean > best[1].mean if higher else val.mean < best[1].mean):
+                best = (setting, val, finished)
+        if best is None:
+            continue
+        setting, val, finished = best
+        test = (
+            stats.t_interval(finished[test_metric(metric)].tolist())
+            if test_metric(metric) in finished
+            else None
+        )
+        row = {a: v for a, v in zip(others, key, strict=True)}
+        row.update({f"best {nuisance}": setting, f"{metric} mean": val.mean, "test mean": test.mean if test else math.nan,
+                    "test ci_low": test.low if test else math.nan, "test ci_high": test.high if test else math.nan,
+                    "n": val.n})  # fmt: skip
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values("test mean", ascending=not higher, ignore_index=True)
+
+
+@dataclass
+class Report:
+    """Everything the report shows, as DataFrames (the library entry point returns this)."""
+
+    sweep: SweepRecord
+    metric: str
+    target: float | None
+    axes: list[str]
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    fair: pd.DataFrame | None = None
+    baseline: str = ""
+    scientific: str | None = None
+    nuisance: str | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def build_report(
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    sweep: str | None = None,
+    metric: str | None = None,
+    target: float | None = None,
+    vs: str | None = None,
+    scientific: str | None = None,
+    nuisance: str | None = None,
+) -> Report:
+    """Read a sweep (the latest one by default) and aggregate it. Unset options come from the
+    sweep's ``report`` settings. Raises :class:`NotInStore` or ``ValueError`` with the choices."""
+    record = load_sweep(tracking_uri or default_uri(), experiment, sweep)
+    tags = record.tags
+    metric = metric or headline_metric(record)
+    if target is None and tags.get("lossbench.report.target"):
+        target = float(tags["lossbench.report.target"])
+    scientific = scientific or tags.get("lossbench.report.scientific")
+    nuisance = nuisance or tags.get("lossbench.report.nuisance")
+    frame = runs_frame(record, metric, target)
+    available = sorted(k for r in record.runs for k in r.metrics)
+    if metric not in frame.columns:
+        raise ValueError(
+            f"metric {metric!r} is not recorded in this sweep; metrics: {sorted(set(available))}"
+        )
+    choices = sorted(
+        {
+            k.removeprefix(CHOICE_TAG)
+            for r in record.runs
+            for k in r.tags
+            if k.startswith(CHOICE_TAG)
+        }
+    )
+    axes = sweep_axes(frame, choices)
+    summary = summarize(frame, axes, metric, target)
+    baseline = summary["group"].iloc[0] if vs is None else _find_group(summary, axes, vs)
+    column = test_metric(metric) if test_metric(metric) in frame.columns else metric
+    comparisons = compare_groups(frame, axes, column, baseline)
+    fair = None
+    if scientific and nuisance:
+        for name in (scientific, nuisance):
+            if name not in axes:
+                raise ValueError(f"{name!r} is not an axis of this sweep; axes: {axes}")
+        fair = fair_comparison(frame, axes, scientific, nuisance, metric)
+    return Report(
+        record,
+        metric,
+        target,
+        axes,
+        frame,
+        summary,
+        comparisons,
+        fair,
+        baseline,
+        scientific,
+        nuisance,
+    )
+
+
+def aggregate(**kwargs: Any) -> pd.DataFrame:
+    """The aggregated table of a sweep as a DataFrame, for notebooks; takes the options of
+    :func:`build_report` (``experiment=``, ``sweep=``, ``metric=``, ``target=``, ...)."""
+    return build_report(**kwargs).summary
+
+
+def _find_group(summary: pd.DataFrame, axes: Sequence[str], spec: str) -> str:
+    """The group matching ``axis=value[,axis=value]``, or a ValueError listing the groups."""
+    wanted = dict(part.split("=", 1) for part in spec.replace(" ", ",").split(",") if part)
+    unknown = set(wanted) - set(axes)
+    if unknown:
+        raise ValueError(f"--vs {spec!r}: {sorted(unknown)} not among the sweep's axes {axes}")
+    match = summary
+    for axis, value in wanted.items():
+        match = match[match[axis].astype(str) == value]
+    if len(match) != 1:
+        groups = "; ".join(summary["group"])
+        raise ValueError(f"--vs {spec!r} matches {len(match)} groups; groups: {groups}")
+    return str(match["group"].iloc[0])
