@@ -47,11 +47,17 @@ SEEDS = 5
 TARGETS = {
     "speedup_vs_naive": 25.0,
     "speedup_vs_plain": 2.5,
-    "mlflow_share": 0.15,
+    "mlflow_share": 0.15,  # through MLflow's API (the default)
+    "sql_batches_mlflow_share": 0.15,  # with tracking.sql_batches=true
     "sweep_seconds": 150.0,
     "unreachable_store_seconds": 60.0,
 }
-AT_MOST = ("mlflow_share", "sweep_seconds", "unreachable_store_seconds")  # other targets: >=
+AT_MOST = (
+    "mlflow_share",
+    "sql_batches_mlflow_share",
+    "sweep_seconds",
+    "unreachable_store_seconds",
+)  # other targets: >=
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench import stats
-from lossbench.tracking.records import SweepRecord, load_sweep, metric_histories
+from lossbench.tracking.records import SweepRecord, load_sweep, metric_histories, outcome
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,36 +40,39 @@ def runs_frame(sweep: SweepRecord, metric: str, target: float | None) -> pd.Data
     metric's history, its best value, and epochs/seconds to target."""
     import pandas as pd
 
+    table = sweep.table()  # MLflow's own: params.*, metrics.*, tags.* columns
+    none = pd.Series(None, index=table.index, dtype=object)
+    seeds = table.get("params.seed", none).fillna(table.get("tags.lossbench.seed", none))
+    statuses = zip(table["status"], table.get("tags.lossbench.status", none), strict=True)
+    columns = {
+        "run_id": table["run_id"],
+        "run": table["tags.mlflow.runName"],
+        "outcome": pd.Series([outcome(s, tag) for s, tag in statuses], index=table.index),
+        "seed": seeds.fillna(-1).astype(int),
+    }
+    for prefix in (f"tags.{CHOICE_TAG}", "params.", "metrics."):  # choices, params, metrics
+        for column in table.columns:
+            name = column.removeprefix(prefix)
+            if column.startswith(prefix) and name != "seed":
+                columns[name] = table[column]
+    frame = pd.DataFrame(columns).reset_index(drop=True)
     higher = stats.higher_is_better(metric)
-    histories = metric_histories(sweep.uri, [r.run_id for r in sweep.runs], metric)
-    rows = []
-    for run in sweep.runs:
-        history = histories[run.run_id]
-        finite = [v for v in history if math.isfinite(v)]
-        row: dict[str, Any] = {
-            "run_id": run.run_id,
-            "run": run.name,
-            "outcome": run.outcome,
-            "seed": int(run.params.get("seed", run.tags.get("lossbench.seed", -1))),
-            **{
-                k.removeprefix(CHOICE_TAG): v
-                for k, v in run.tags.items()
-                if k.startswith(CHOICE_TAG)
-            },
-            **{k: v for k, v in run.params.items() if k != "seed"},
-            **run.metrics,
-            "history": history,
-            f"best {metric}": (max(finite) if higher else min(finite)) if finite else math.nan,
-        }
-        if target is not None:
-            reached = stats.epochs_to_target(history, target, higher)
-            seconds = run.metrics.get("time/seconds", math.nan)
-            per_epoch = seconds / len(history) if history else math.nan
-            row["epochs_to_target"] = reached if reached is not None else math.nan
-            row["seconds_to_target"] = reached * per_epoch if reached is not None else math.nan
-            row["censored"] = reached is None
-        rows.append(row)
-    return pd.DataFrame(rows)
+    histories = metric_histories(sweep.uri, list(frame["run_id"]), metric)
+    frame["history"] = [histories[run_id] for run_id in frame["run_id"]]
+    finite = [[v for v in h if math.isfinite(v)] for h in frame["history"]]
+    frame[f"best {metric}"] = [(max(f) if higher else min(f)) if f else math.nan for f in finite]
+    if target is not None:
+        reached = [stats.epochs_to_target(h, target, higher) for h in frame["history"]]
+        seconds = frame.get("time/seconds", pd.Series(math.nan, index=frame.index))
+        per_epoch = [
+            s / len(h) if h else math.nan for s, h in zip(seconds, frame["history"], strict=True)
+        ]
+        frame["epochs_to_target"] = [r if r is not None else math.nan for r in reached]
+        frame["seconds_to_target"] = [
+            r * p if r is not None else math.nan for r, p in zip(reached, per_epoch, strict=True)
+        ]
+        frame["censored"] = [r is None for r in reached]
+    return frame
 
 
 def sweep_axes(frame: pd.DataFrame, choices: Sequence[str] = ()) -> list[str]:
@@ -124,8 +127,8 @@ def summarize(
         row: dict[str, Any] = {a: v for a, v in zip(axes, key, strict=True)}
         row["group"] = group_label(axes, key)
         row["runs"] = len(group)
-        for outcome in OUTCOMES:
-            row[outcome] = int((group["outcome"] == outcome).sum())
+        for kind in OUTCOMES:
+            row[kind] = int((group["outcome"] == kind).sum())
         for column in values:
             if column not in frame.columns:
                 continue

@@ -11,6 +11,7 @@ from lossbench.results import RunResult
 from lossbench.tracking.store import timed
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
 
 
@@ -58,11 +59,15 @@ class RunRecord:
     @property
     def outcome(self) -> str:
         """finished, diverged, failed, killed or running."""
-        if self.tags.get("lossbench.status") == "diverged":
-            return "diverged"
-        return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}.get(
-            self.status, "running"
-        )
+        return outcome(self.status, self.tags.get("lossbench.status"))
+
+
+def outcome(status: str, status_tag: str | None) -> str:
+    """What became of a run, from its MLflow status and its ``lossbench.status`` tag:
+    finished, diverged, failed, killed or running."""
+    if status_tag == "diverged":
+        return "diverged"
+    return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}.get(status, "running")
 
 
 @dataclass
@@ -75,6 +80,30 @@ class SweepRecord:
     parent_run_id: str | None
     tags: dict[str, str]
     runs: list[RunRecord]
+    experiment_id: str = ""
+
+    def table(self) -> pd.DataFrame:
+        """The sweep's runs as MLflow's own table (see :func:`runs_table`)."""
+        return runs_table(self.uri, [self.experiment_id], sweep_runs_filter(self.sweep_id))
+
+
+def sweep_runs_filter(sweep_id: str) -> str:
+    """The search filter for the runs of a sweep: trained by it, or adopted by it."""
+    return f"tags.`{in_sweep_tag(sweep_id)}` = 'true' and tags.`lossbench.role` = 'run'"
+
+
+def runs_table(uri: str, experiment_ids: list[str], filter_string: str) -> pd.DataFrame:
+    """Every run matching the filter as MLflow's own table (``mlflow.search_runs``): one row
+    per run; columns ``run_id``, ``status``, ``start_time``, ..., ``params.<key>``,
+    ``metrics.<key>`` (latest values), ``tags.<key>``."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # search_runs takes its store from here
+    try:
+        return mlflow.search_runs(experiment_ids, filter_string, output_format="pandas")
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: str) -> list[Any]:
@@ -163,12 +192,12 @@ def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = N
     else:
         where = f"experiment {experiment!r}" if experiment else "this store"
         raise NotInStore(f"no lossbench sweep in {where}: run `lossbench-train -m ...` first")
-    filter_string = f"tags.`{in_sweep_tag(sweep_id)}` = 'true' and tags.`lossbench.role` = 'run'"
+    filter_string = sweep_runs_filter(sweep_id)
     runs = [RunRecord.of(r) for r in search_all(client, [experiment_id], filter_string)]
     if not runs:
         raise NotInStore(f"sweep {sweep_id} has no runs")
     name = client.get_experiment(experiment_id).name
-    return SweepRecord(uri, name, sweep_id, parent_id, parent_tags, runs)
+    return SweepRecord(uri, name, sweep_id, parent_id, parent_tags, runs, experiment_id)
 
 
 def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, list[float]]:
