@@ -208,3 +208,10 @@ def test_report_is_a_light_command(sweep_store: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "HEAVY []" in done.stdout
+
+
+def test_an_unreachable_store_is_named_at_once(capsys: pytest.CaptureFixture) -> None:
+    from lossbench.report import main
+
+    assert main(["--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "tracking store http://127.0.0.1:9 is unreachable" in capsys.readouterr().err

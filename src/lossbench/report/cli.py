@@ -11,6 +11,7 @@ from lossbench.report.aggregate import build_report, default_uri
 from lossbench.report.render import print_report, write_report
 from lossbench.tracking.artifacts import log_report
 from lossbench.tracking.records import NotInStore
+from lossbench.tracking.store import StoreUnreachable, check_reachable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,10 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     uri = args.tracking_uri or default_uri()
     try:
+        check_reachable(uri)  # seconds, instead of MLflow's minutes of retries
         report = build_report(uri, args.experiment, args.sweep, args.metric, args.target, args.vs,
                               args.scientific, args.nuisance)  # fmt: skip
     except (NotInStore, ValueError) as err:
         print(f"lossbench-report: {err} (store: {uri})", file=sys.stderr)
+        return 2
+    except StoreUnreachable as err:
+        print(f"lossbench-report: {err}", file=sys.stderr)
         return 2
     print_report(report)
     out = args.out or Path("reports") / report.sweep.experiment
