@@ -6,19 +6,20 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lossbench.tracking.store import timed
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
-def write_artifacts(artifact_uri: str, files: Mapping[str, str], tracking_uri: str) -> None:
-    """Write small text files (name -> text) into a run's artifact location. The location is
-    known, so there is no need to fetch the run first, as ``log_artifacts`` would."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+def write_artifacts(client: MlflowClient, run_id: str, files: Mapping[str, str]) -> None:
+    """Write small text files (name -> text) into a run's artifacts."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             Path(tmp, name).write_text(text)
-        get_artifact_repository(artifact_uri, tracking_uri=tracking_uri).log_artifacts(tmp)
+        client.log_artifacts(run_id, tmp)
 
 
 def log_report(uri: str, run_id: str, path: Path, artifact_path: str = "report") -> None:

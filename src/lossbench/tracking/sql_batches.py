@@ -8,17 +8,19 @@ tags, statuses) when it ends, through MLflow's own table models and session, wit
 NaN/inf handling, the same latest-metric rule.
 
 It is the only module of lossbench that touches MLflow's private store modules (the table
-models, the client's store, the validation helpers), so it runs only on MLflow versions it was
-verified against: ``tests/test_tracking.py`` reads back what both paths write, on SQLite and on
+models, the client's store, the validation helpers, the artifact repositories), so it runs only
+on MLflow versions it was verified against: ``tests/test_tracking.py`` reads back what both paths write, on SQLite and on
 PostgreSQL, through MLflow's public API. Any other version writes through the API instead.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,17 @@ def create_runs(
             if rows:
                 session.execute(insert(table.__table__), rows)
     return created
+
+
+def write_artifacts(artifact_uri: str, files: Mapping[str, str], tracking_uri: str) -> None:
+    """Write small text files (name -> text) into the artifact location of a run just created
+    here: it is known, so there is no need to read the run back, as ``log_artifacts`` would."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            Path(tmp, name).write_text(text)
+        get_artifact_repository(artifact_uri, tracking_uri=tracking_uri).log_artifacts(tmp)
 
 
 def finish_runs(

@@ -139,7 +139,6 @@ class Tracker:
         self.experiment = experiment
         self.flush_every_n_epochs = flush_every_n_epochs
         self.sql_batches = sql_batches  # ask for batched SQL writes (see module docstring)
-        self._artifact_uris: dict[str, str] = {}
         self._params: dict[str, dict[str, str]] = {}  # run -> params not yet written (API path)
 
     @classmethod
@@ -312,15 +311,17 @@ class Tracker:
             store = self._sql_store
             if store is not None:
                 created = sql_batches.create_runs(store, experiment_id, names, all_tags, params)
+                for (_, artifact_uri), files in zip(created, artifacts, strict=True):
+                    sql_batches.write_artifacts(artifact_uri, files, self.uri)
             else:
                 created = []
-                for name, run_tags, run_params_ in zip(names, all_tags, params, strict=True):
+                for name, run_tags, run_params_, files in zip(
+                    names, all_tags, params, artifacts, strict=True
+                ):
                     run = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
                     created.append((run.info.run_id, run.info.artifact_uri))
                     self._params[run.info.run_id] = run_params_
-            for (run_id, artifact_uri), files in zip(created, artifacts, strict=True):
-                self._artifact_uris[run_id] = artifact_uri
-                write_artifacts(artifact_uri, files, self.uri)
+                    write_artifacts(self.client, run.info.run_id, files)
         return [run_id for run_id, _ in created]
 
     def start_run(
@@ -396,5 +397,4 @@ class Tracker:
             self.client.log_batch(run_id, some_metrics, some_params, some_tags)
 
     def _log_traceback(self, run_id: str, error: str) -> None:
-        uri = self._artifact_uris.get(run_id) or self.client.get_run(run_id).info.artifact_uri
-        write_artifacts(uri, {"traceback.txt": error}, self.uri)
+        write_artifacts(self.client, run_id, {"traceback.txt": error})
