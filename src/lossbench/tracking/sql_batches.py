@@ -10,7 +10,8 @@ NaN/inf handling, the same latest-metric rule.
 It is the only module of lossbench that touches MLflow's private store modules (the table
 models, the client's store, the validation helpers, the artifact repositories), so it runs only
 on MLflow versions it was verified against: ``tests/test_tracking.py`` reads back what both
-paths write, on SQLite and on PostgreSQL, through MLflow's public API. Any other version writes through the API instead.
+paths write, on SQLite and on PostgreSQL, through MLflow's public API. Any other version
+writes through the API instead.
 """
 
 from __future__ import annotations
