@@ -40,7 +40,7 @@ def runs_frame(sweep: SweepRecord, metric: str, target: float | None) -> pd.Data
     metric's history, its best value, and epochs/seconds to target."""
     import pandas as pd
 
-    table = sweep.table()  # MLflow's own: params.*, metrics.*, tags.* columns
+    table = sweep.table  # MLflow's own: params.*, metrics.*, tags.* columns
     none = pd.Series(None, index=table.index, dtype=object)
     seeds = table.get("params.seed", none).fillna(table.get("tags.lossbench.seed", none))
     statuses = zip(table["status"], table.get("tags.lossbench.status", none), strict=True)

@@ -3,7 +3,7 @@ the claims and repro read through here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,29 @@ class RunRecord:
             run.info.start_time,
         )
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
+        """From a row of MLflow's runs table (:func:`runs_table`), where a metric that is
+        missing and one recorded as NaN look the same: both are left out."""
+
+        def prefixed(prefix: str) -> dict[str, Any]:
+            return {
+                k.removeprefix(prefix): v
+                for k, v in row.items()
+                if k.startswith(prefix) and v is not None and v == v  # v == v: not NaN
+            }
+
+        tags = prefixed("tags.")
+        return cls(
+            row["run_id"],
+            tags.get("mlflow.runName", ""),
+            row["status"],
+            tags,
+            prefixed("params."),
+            {k: float(v) for k, v in prefixed("metrics.").items()},
+            int(row["start_time"].timestamp() * 1000),
+        )
+
     def result(self) -> RunResult:
         """What the run produced, as training returns it (final metrics only)."""
         keep = ("lossbench.status", "lossbench.diverged_epoch")
@@ -80,11 +103,7 @@ class SweepRecord:
     parent_run_id: str | None
     tags: dict[str, str]
     runs: list[RunRecord]
-    experiment_id: str = ""
-
-    def table(self) -> pd.DataFrame:
-        """The sweep's runs as MLflow's own table (see :func:`runs_table`)."""
-        return runs_table(self.uri, [self.experiment_id], sweep_runs_filter(self.sweep_id))
+    table: pd.DataFrame  # the same runs as MLflow's own table (see :func:`runs_table`)
 
 
 def sweep_runs_filter(sweep_id: str) -> str:
@@ -193,11 +212,12 @@ def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = N
         where = f"experiment {experiment!r}" if experiment else "this store"
         raise NotInStore(f"no lossbench sweep in {where}: run `lossbench-train -m ...` first")
     filter_string = sweep_runs_filter(sweep_id)
-    runs = [RunRecord.of(r) for r in search_all(client, [experiment_id], filter_string)]
-    if not runs:
+    table = runs_table(uri, [experiment_id], filter_string)
+    if table.empty:
         raise NotInStore(f"sweep {sweep_id} has no runs")
+    runs = [RunRecord.from_row(row) for row in table.to_dict("records")]
     name = client.get_experiment(experiment_id).name
-    return SweepRecord(uri, name, sweep_id, parent_id, parent_tags, runs, experiment_id)
+    return SweepRecord(uri, name, sweep_id, parent_id, parent_tags, runs, table)
 
 
 def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, list[float]]:

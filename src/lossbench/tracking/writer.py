@@ -29,7 +29,13 @@ from lossbench.results import RunResult
 from lossbench.tracking import reaping, records, sql_batches
 from lossbench.tracking.artifacts import write_artifacts
 from lossbench.tracking.provenance import environment_tags, owner_tags
-from lossbench.tracking.store import check_reachable, ensure_experiment, open_client, timed
+from lossbench.tracking.store import (
+    check_reachable,
+    ensure_experiment,
+    open_client,
+    timed,
+    tracking_uri,
+)
 from lossbench.tracking.sweeps import SweepInfo
 
 if TYPE_CHECKING:
@@ -145,8 +151,6 @@ class Tracker:
     def from_config(cls, tracking: Mapping[str, Any], uri: str | None = None) -> Tracker | None:
         """The tracker a ``tracking`` config asks for (writing to ``uri`` if given), or
         ``None`` for ``tracking=none``."""
-        from lossbench.tracking.store import tracking_uri
-
         if not tracking.get("enabled", True):
             return None
         return cls(
