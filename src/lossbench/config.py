@@ -21,10 +21,8 @@ from lossbench.data import DatasetError, SplitData, load_dataset
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "tracking")
-MEMBER_KEYS = ("seed", "loss")  # runs differing only in these can train as stacked members
 # Keys that do not change what a run computes: left out of params and of the config hash.
 NON_RESULT_KEYS = ("tracking", "report", "rerun")
-COUPLED_OPTIMIZERS = ("torch.optim.LBFGS",)
 
 
 class ConfigError(CompactHydraException, ValueError):
@@ -133,21 +131,6 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
     kept = {k: v for k, v in cfg.items() if k not in NON_RESULT_KEYS}
     text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def stack_key(spec: RunSpec) -> str | None:
-    """Runs with equal keys can train as members of one stacked model; ``None`` if this run must
-    train alone, because something in it couples members (a schedule reading a metric of the
-    whole fit, global-norm gradient clipping, a line-search optimizer)."""
-    cfg = spec.cfg
-    if cfg["scheduler"] and cfg["scheduler"].get("_target_") == "lossbench.optim.reduce_on_plateau":
-        return None
-    if cfg["trainer"].get("gradient_clip_val") is not None:
-        return None
-    if cfg["optimizer"].get("_target_") in COUPLED_OPTIMIZERS:
-        return None
-    shared = {k: v for k, v in cfg.items() if k not in MEMBER_KEYS}
-    return json.dumps(shared, sort_keys=True, default=str)
 
 
 # ---------------------------------------------------------------------------------------------

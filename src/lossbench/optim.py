@@ -188,9 +188,6 @@ def reduce_on_plateau(
     return _config(plateau, monitor=monitor)
 
 
-COUPLED_SCHEDULES = ("lossbench.optim.reduce_on_plateau",)
-
-
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash, stack_key
+from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash
 from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
+from lossbench.stacking import stack_key
 from lossbench.tracking.records import RunRecord
 from lossbench.tracking.sweeps import SweepInfo, mark_interrupted, sweep_parent
 from lossbench.tracking.writer import Tracker
@@ -78,7 +79,7 @@ def plan_stacks(
     open_stacks: dict[str, Stack] = {}
     for job in jobs:
         spec, data = specs[job], facts[job]
-        key = stack_key(spec) if stack else None
+        key = stack_key(spec, "seed_loss") if stack else None
         current = open_stacks.get(key) if key is not None else None
         if current is None or len(current.specs) >= max_members:
             current = Stack([], [], data)

@@ -1,4 +1,4 @@
-"""One Lightning fit for a set of runs that can be stacked (see :func:`lossbench.config.stack_key`).
+"""One Lightning fit for a set of runs that can be stacked (see :func:`lossbench.stacking.stack_key`).
 
 This module imports Lightning; light commands and the sweep's main process never import it.
 """

@@ -1,0 +1,96 @@
+"""Which runs may train together as members of one stacked model.
+
+Members of a stack share the problem and the fit: dataset and data_seed, architecture, batch
+size, Trainer settings (max_epochs, ...), diagnostics. With ``by="recipe"`` (the default) they
+may differ in the whole recipe: seed, loss, penalty, optimizer (kind and hyperparameters) and
+schedule. With ``by="seed_loss"`` only in seed and loss, as before recipe stacks existed.
+
+Something that couples members makes a run train alone: a schedule reading a metric of the
+whole fit (reduce_on_plateau), global-norm gradient clipping, a line-search optimizer (LBFGS).
+An optimizer lossbench cannot step per member (another class, or an option it does not know)
+stacks only with runs whose optimizer config is identical.
+
+Light: no torch, Lightning or Hydra imports (the sweep's main process plans stacks).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lossbench.config import RunSpec
+
+STACK_BY = ("recipe", "seed_loss")
+SEED_LOSS_KEYS = ("seed", "loss")
+RECIPE_KEYS = ("seed", "loss", "penalty", "optimizer", "scheduler")
+COUPLED_OPTIMIZERS = ("torch.optim.LBFGS",)
+COUPLED_SCHEDULES = ("lossbench.optim.reduce_on_plateau",)
+
+# Optimizers whose members lossbench steps one by one inside a stack
+# (lossbench.stacked_optim), with the options it implements. Options that change nothing
+# computed (foreach, fused, capturable) are accepted and ignored.
+_IGNORED = ("foreach", "fused", "capturable")
+MEMBER_OPTIMIZERS: dict[str, tuple[str, ...]] = {
+    "torch.optim.SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"),
+    "torch.optim.Adam": (
+        "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay",
+    ),
+    "torch.optim.AdamW": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    "torch.optim.NAdam": (
+        "lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
+        "maximize",
+    ),
+    "torch.optim.RMSprop": (
+        "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize",
+    ),
+    "torch.optim.Adagrad": (
+        "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize",
+    ),
+}  # fmt: skip
+
+
+def per_member_optimizer(node: Any) -> bool:
+    """Whether an optimizer config can differ from its stack's other members'."""
+    if not isinstance(node, dict) or not node.get("_partial_"):
+        return False
+    known = MEMBER_OPTIMIZERS.get(str(node.get("_target_")))
+    if known is None:
+        return False
+    return all(k in known or k in _IGNORED or k in ("_target_", "_partial_") for k in node)
+
+
+def per_member_schedule(node: Any) -> bool:
+    """Whether a scheduler config can differ from its stack's other members' (none, or a
+    ``lossbench.optim`` schedule that reads no metric)."""
+    if not node:
+        return True
+    target = str(node.get("_target_", ""))
+    return target.startswith("lossbench.optim.") and target not in COUPLED_SCHEDULES
+
+
+def trains_alone(cfg: dict[str, Any]) -> bool:
+    """Whether something in a run couples stacked members, so it must train alone."""
+    scheduler = cfg.get("scheduler") or {}
+    return (
+        scheduler.get("_target_") in COUPLED_SCHEDULES
+        or cfg["trainer"].get("gradient_clip_val") is not None
+        or cfg["optimizer"].get("_target_") in COUPLED_OPTIMIZERS
+    )
+
+
+def stack_key(spec: RunSpec, by: str = "recipe") -> str | None:
+    """Runs with equal keys can train as members of one stacked model; ``None`` if this run
+    must train alone. ``by`` is one of :data:`STACK_BY`."""
+    if by not in STACK_BY:
+        raise ValueError(f"stack_by={by!r} is not one of {', '.join(STACK_BY)}")
+    cfg = spec.cfg
+    if trains_alone(cfg):
+        return None
+    members = SEED_LOSS_KEYS if by == "seed_loss" else RECIPE_KEYS
+    shared = {k: v for k, v in cfg.items() if k not in members}
+    if by == "recipe":
+        if not per_member_optimizer(cfg["optimizer"]):
+            shared["optimizer"] = cfg["optimizer"]
+        if not per_member_schedule(cfg.get("scheduler")):
+            shared["scheduler"] = cfg["scheduler"]
+    return json.dumps(shared, sort_keys=True, default=str)
