@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -301,3 +302,21 @@ def weight_penalty(weights: list[Tensor], kind: str, strength: float) -> Tensor 
         return strength * total
     total = sum(w.square().sum(dim=(-2, -1)) for w in weights)
     return 0.5 * strength * total
+
+
+def member_penalty(weights: list[Tensor], penalties: Sequence[tuple[str, float]]) -> Tensor | None:
+    """Each member's own penalty ``(kind, strength)`` on stacked weight matrices, ``[K]``, as
+    :func:`weight_penalty` computes it for a member alone. ``None`` when no member has one."""
+    if len(set(penalties)) == 1:
+        return weight_penalty(weights, *penalties[0])
+    coefficients = {"l1": [0.0] * len(penalties), "l2": [0.0] * len(penalties)}
+    for member, (kind, strength) in enumerate(penalties):
+        if kind in coefficients:
+            coefficients[kind][member] = strength if kind == "l1" else 0.5 * strength
+    total: Tensor | None = None
+    for kind, column in coefficients.items():
+        if any(column):
+            size = sum((w.abs() if kind == "l1" else w.square()).sum(dim=(-2, -1)) for w in weights)
+            term = torch.tensor(column, dtype=size.dtype, device=size.device) * size
+            total = term if total is None else total + term
+    return total

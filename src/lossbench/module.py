@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from lossbench.data import SplitData
-from lossbench.losses import Loss, weight_penalty
+from lossbench.losses import Loss, member_penalty
 from lossbench.metrics import classification_metrics, regression_metrics
 from lossbench.models import StackedMLP, member_generators
 
@@ -101,11 +101,15 @@ class InMemoryDataModule(pl.LightningDataModule):
 
 
 class RecipeModule(pl.LightningModule):
-    """Trains stacked members with the given losses (one per member), optimizer and schedule.
+    """Trains stacked members with the given losses and penalties (one per member), optimizer
+    and schedule.
 
-    ``optimizer`` is a partial of a torch.optim class; ``scheduler`` follows
-    :mod:`lossbench.optim`'s signature. After each epoch, ``history`` gains one row:
-    train/loss, train/grad_norm, lr and the val/ metrics.
+    ``optimizer`` binds an optimizer to the stacked parameters (a partial of a torch.optim
+    class, or :class:`lossbench.stacked_optim.StackedOptimizer` for members with different
+    recipes); ``scheduler`` follows :mod:`lossbench.optim`'s signature and returns one
+    Lightning scheduler config or a list of them. After each epoch, ``history`` gains one row:
+    train/loss, train/grad_norm, lr (each member's, when the optimizer reports ``member_lrs``)
+    and the val/ metrics.
 
     A member whose loss becomes NaN or inf has diverged: from that step on its loss is masked
     out (no gradient reaches it; its siblings train on), ``diverged_at`` holds the epoch, and
@@ -120,8 +124,7 @@ class RecipeModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., dict[str, Any]] | None,
         data: SplitData,
-        penalty_kind: str = "none",
-        penalty_strength: float = 0.0,
+        penalties: Sequence[tuple[str, float]] = (),
         on_epoch_end: Callable[[int, EpochRow], None] | None = None,
     ) -> None:
         super().__init__()
@@ -133,7 +136,7 @@ class RecipeModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.task, self.n_classes = data.task, data.n_classes
         self.y_mean, self.y_std = data.y_mean, data.y_std
-        self.penalty_kind, self.penalty_strength = penalty_kind, penalty_strength
+        self.penalties = list(penalties) or [("none", 0.0)] * model.n_members
         self.on_epoch_end = on_epoch_end
         self.history: list[EpochRow] = []
         self.end_metrics: EpochRow = {}  # test/*, train/final_loss, end-of-fit diagnostics
@@ -143,7 +146,7 @@ class RecipeModule(pl.LightningModule):
         self._sums: dict[str, Tensor] = {}
         self._steps = 0
         self._val: EpochRow = {}
-        self._lr = 0.0
+        self._lr = torch.zeros(model.n_members)
         self.diverged_at = torch.full((model.n_members,), -1, dtype=torch.long)
 
     @property
@@ -196,11 +199,21 @@ class RecipeModule(pl.LightningModule):
             return optimizer
         max_epochs = int(self.trainer.max_epochs or 1)
         steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max_epochs)
-        schedule = self.scheduler_factory(
+        schedules = self.scheduler_factory(
             optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch
         )
-        self._monitor = schedule.get("monitor")
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+        if isinstance(schedules, dict):
+            self._monitor = schedules.get("monitor")
+            return {"optimizer": optimizer, "lr_scheduler": schedules}
+        return [optimizer], schedules
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
+        """Step a schedule as Lightning does: also the members' own schedules of a stack
+        (:class:`lossbench.stacked_optim.MemberSchedules`), which are not torch schedulers."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
 
     def on_train_epoch_start(self) -> None:
         """Reset the epoch's accumulators; note the rate in effect as the epoch starts."""
@@ -210,16 +223,18 @@ class RecipeModule(pl.LightningModule):
             "train/grad_norm": torch.zeros(k, device=self.device),
         }
         self._steps = 0
-        self._lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        optimizer = self.trainer.optimizers[0]
+        if hasattr(optimizer, "member_lrs"):
+            self._lr = optimizer.member_lrs()
+        else:
+            self._lr = torch.full((k,), float(optimizer.param_groups[0]["lr"]))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Sum of the members' losses: its gradient is each member's own gradient. Diverged
         members contribute nothing."""
         x, y = batch
         losses = self.member_losses(self.model(x), y)
-        penalty = weight_penalty(
-            self.model.weight_matrices(), self.penalty_kind, self.penalty_strength
-        )
+        penalty = member_penalty(self.model.weight_matrices(), self.penalties)
         objective = losses if penalty is None else losses + penalty
         self._mark_diverged(torch.isfinite(objective.detach()))
         alive = self.alive
@@ -249,10 +264,9 @@ class RecipeModule(pl.LightningModule):
         """Close the epoch's row (validation has run by now) and hand it on."""
         if "val/loss" in self._val:
             self._mark_diverged(torch.isfinite(self._val["val/loss"]))
-        k = self.model.n_members
         steps = max(self._steps, 1)
         row = {name: total / steps for name, total in self._sums.items()}
-        row["lr"] = torch.full((k,), self._lr)
+        row["lr"] = self._lr
         row.update(self._val)
         row.update(self.extra_row)
         self.extra_row = {}

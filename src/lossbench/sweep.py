@@ -79,7 +79,7 @@ def plan_stacks(
     open_stacks: dict[str, Stack] = {}
     for job in jobs:
         spec, data = specs[job], facts[job]
-        key = stack_key(spec, "seed_loss") if stack else None
+        key = stack_key(spec) if stack else None
         current = open_stacks.get(key) if key is not None else None
         if current is None or len(current.specs) >= max_members:
             current = Stack([], [], data)

@@ -5,6 +5,7 @@ This module imports Lightning; light commands and the sweep's main process never
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from lossbench.diagnostics import Diagnostics
 from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
 from lossbench.platform_facts import float_tags
 from lossbench.results import RunResult
+from lossbench.stacked_optim import Recipe, StackedOptimizer, member_schedules
 
 
 def fit_members(
@@ -28,13 +30,14 @@ def fit_members(
 ) -> list[RunResult]:
     """Train the runs described by ``cfgs`` together, as stacked members of one model.
 
-    The configs must share everything but ``seed`` and ``loss``. Returns one result per config,
-    in order: its per-epoch metrics, its test metrics and ``time/seconds``, the fit's wall time
-    shared equally among its members, and tags naming what decided its floating-point results
+    The configs must share everything but their seed, loss, penalty, optimizer and schedule
+    (see :func:`lossbench.stacking.stack_key`). Returns one result per config, in order: its
+    per-epoch metrics, its test metrics and ``time/seconds``, the fit's wall time shared
+    equally among its members, and tags naming what decided its floating-point results
     (:func:`lossbench.platform_facts.float_tags`).
     """
     # Members sharing a loss sit next to each other, so each loss sees a slice of the stack.
-    order = sorted(range(len(cfgs)), key=lambda i: json.dumps(cfgs[i]["loss"], sort_keys=True))
+    order = sorted(range(len(cfgs)), key=lambda i: _canonical(cfgs[i]["loss"]))
     stacked = [cfgs[i] for i in order]
     first = stacked[0]
     torch.set_num_threads(int(first["threads"]))
@@ -48,11 +51,9 @@ def fit_members(
     module = RecipeModule(
         model=model,
         losses=[build(c["loss"]) for c in stacked],
-        optimizer=build(first["optimizer"]),
-        scheduler=build(first["scheduler"]) if first.get("scheduler") else None,
+        **_recipes(stacked),
         data=data,
-        penalty_kind=str(first["penalty"]["kind"]),
-        penalty_strength=float(first["penalty"]["strength"]),
+        penalties=[(str(c["penalty"]["kind"]), float(c["penalty"]["strength"])) for c in stacked],
         on_epoch_end=on_epoch_end,
     )
     datamodule = InMemoryDataModule(data, seeds, batch_rows(first["batch_size"], data))
@@ -76,3 +77,31 @@ def fit_members(
         )
         results[index].tags.update(facts)
     return results
+
+
+def _canonical(node: Any) -> str:
+    return json.dumps(node, sort_keys=True, default=str)
+
+
+def _recipes(cfgs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The module's ``optimizer`` and ``scheduler``: torch.optim and the schedule itself when
+    every member has the same recipe, else a :class:`StackedOptimizer` that steps each member
+    with its own (built once per distinct recipe)."""
+    keys = [_canonical([c["optimizer"], c.get("scheduler")]) for c in cfgs]
+    first = cfgs[0]
+    if len(set(keys)) == 1:
+        scheduler = build(first["scheduler"]) if first.get("scheduler") else None
+        return {"optimizer": build(first["optimizer"]), "scheduler": scheduler}
+    distinct = list(dict.fromkeys(keys))
+    recipes = []
+    for key in distinct:
+        cfg = cfgs[keys.index(key)]
+        scheduler = build(cfg["scheduler"]) if cfg.get("scheduler") else None
+        recipes.append(Recipe(build(cfg["optimizer"]), scheduler))
+    member_recipe = [distinct.index(key) for key in keys]
+    return {
+        "optimizer": functools.partial(
+            StackedOptimizer, recipes=recipes, member_recipe=member_recipe
+        ),
+        "scheduler": member_schedules,
+    }
