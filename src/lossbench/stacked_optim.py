@@ -12,8 +12,9 @@ member's own ``lossbench.optim`` schedule steps that shadow. At every step the s
 reads each member's current lr (and momentum or betas, which OneCycle cycles) from its shadow,
 so defaults, validation and every schedule behave as they do alone.
 
-The update is computed on the parameters flattened to ``[K, P]``: a handful of tensor ops per
-optimizer kind and step, whatever the number of layers. Each update does its arithmetic in
+Members are grouped by update and options (SGD with Nesterov momentum, AdamW, ...): a group's
+update is a handful of tensor ops on its rows of the parameters flattened to ``[K, P]``,
+whatever the number of layers, with a column of hyperparameters (one value per member). Each update does its arithmetic in
 torch's order (``addcdiv(p, a, b, value=v)`` is ``p + v * a / b``), so members round as they
 do alone.
 """
@@ -30,8 +31,10 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-Hyper = dict[str, Tensor]  # hyperparameter -> one value per member of a kind, [k, 1]
-Update = Callable[[Tensor, Tensor, dict[str, Tensor], Hyper, int], Tensor]
+Hyper = dict[str, Tensor]  # hyperparameter -> one value per member of a group, [k, 1]
+State = dict[str, Tensor]  # a group's optimizer state, [k, P] tensors
+Flags = frozenset[str]  # the options on in a group, e.g. {"momentum", "nesterov"}
+Update = Callable[[Tensor, Tensor, State, Hyper, int, Flags], Tensor]
 
 
 @dataclass(frozen=True)
@@ -43,65 +46,57 @@ class Recipe:
     scheduler: Callable[..., dict[str, Any]] | None = None
 
 
-def _col(values: Sequence[float | bool], like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    return torch.tensor(values, dtype=dtype or like.dtype, device=like.device).unsqueeze(1)
+def _signed(grad: Tensor, f: Flags) -> Tensor:
+    return -grad if "maximize" in f else grad
 
 
-def _signed(grad: Tensor, h: Hyper) -> Tensor:
-    return torch.where(h["maximize"], -grad, grad) if bool(h["maximize"].any()) else grad
+def _l2(grad: Tensor, param: Tensor, h: Hyper, f: Flags) -> Tensor:
+    """``grad + weight_decay * param``: L2 weight decay, added to the gradient as torch does."""
+    return grad.addcmul(param, h["weight_decay"]) if "weight_decay" in f else grad
 
 
-def _l2(grad: Tensor, param: Tensor, h: Hyper) -> Tensor:
-    """``grad + weight_decay * param`` (L2 weight decay, as torch adds it to the gradient)."""
-    return grad.addcmul(param, h["weight_decay"]) if bool(h["weight_decay"].any()) else grad
-
-
-def _sgd(p: Tensor, g: Tensor, state: dict[str, Tensor], h: Hyper, step: int) -> Tensor:
-    g = _l2(_signed(g, h), p, h)
-    momentum = h["momentum"]
-    if bool(momentum.any()):
+def _sgd(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    g = _l2(_signed(g, f), p, h, f)
+    if "momentum" in f:
         if "momentum_buffer" not in state:
             buf = g.clone()
         else:
-            buf = torch.addcmul(state["momentum_buffer"] * momentum, g, h["1-dampening"])
+            buf = torch.addcmul(state["momentum_buffer"] * h["momentum"], g, h["1-dampening"])
         state["momentum_buffer"] = buf
-        direction = torch.where(h["nesterov"], g.addcmul(buf, momentum), buf)
-        g = torch.where(momentum != 0, direction, g)
+        g = g.addcmul(buf, h["momentum"]) if "nesterov" in f else buf
     return p.addcmul(g, -h["lr"])
 
 
-def _decay(p: Tensor, g: Tensor, h: Hyper) -> tuple[Tensor, Tensor]:
-    """Weight decay as Adam, AdamW and NAdam apply it: decoupled (shrink the weights by
-    ``1 - lr * weight_decay``) or L2 (added to the gradient), per member."""
-    if not bool(h["weight_decay"].any()):
-        return p, g
-    decoupled = h["decoupled_weight_decay"]
-    shrunk = p * (1 - h["lr_64"] * h["weight_decay_64"]).to(p.dtype)
-    return torch.where(decoupled, shrunk, p), torch.where(decoupled, g, _l2(g, p, h))
+def _decay(p: Tensor, g: Tensor, h: Hyper, f: Flags) -> tuple[Tensor, Tensor]:
+    """Weight decay as Adam, AdamW and NAdam apply it: decoupled (the weights shrink by
+    ``1 - lr * weight_decay``) or L2 (added to the gradient)."""
+    if "decoupled" in f and "weight_decay" in f:
+        return p * (1 - h["lr_64"] * h["weight_decay_64"]).to(p.dtype), g
+    return p, _l2(g, p, h, f)
 
 
-def _moments(g: Tensor, state: dict[str, Tensor], h: Hyper) -> tuple[Tensor, Tensor]:
+def _moments(g: Tensor, state: State, h: Hyper) -> tuple[Tensor, Tensor]:
     exp_avg = state.get("exp_avg", torch.zeros_like(g)).lerp(g, h["1-beta1"])
-    exp_avg_sq = torch.addcmul(state.get("exp_avg_sq", torch.zeros_like(g)) * h["beta2"], g, g * h["1-beta2"])  # fmt: skip
+    exp_avg_sq = state.get("exp_avg_sq", torch.zeros_like(g)) * h["beta2"]
+    exp_avg_sq = torch.addcmul(exp_avg_sq, g, g * h["1-beta2"])
     state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
     return exp_avg, exp_avg_sq
 
 
-def _adam(p: Tensor, g: Tensor, state: dict[str, Tensor], h: Hyper, step: int) -> Tensor:
-    p, g = _decay(p, _signed(g, h), h)
-    exp_avg, exp_avg_sq = _moments(g, state, h)
+def _adam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    p, g = _decay(p, _signed(g, f), h, f)
+    exp_avg, second = _moments(g, state, h)
     step_size = (h["lr_64"] / (1 - h["beta1_64"] ** step)).to(p.dtype)
     correction2 = (1 - h["beta2_64"] ** step).sqrt().to(p.dtype)
-    second = exp_avg_sq
-    if bool(h["amsgrad"].any()):
-        state["max_exp_avg_sq"] = torch.maximum(state.get("max_exp_avg_sq", exp_avg_sq), exp_avg_sq)
-        second = torch.where(h["amsgrad"], state["max_exp_avg_sq"], exp_avg_sq)
+    if "amsgrad" in f:
+        second = torch.maximum(state.get("max_exp_avg_sq", second), second)
+        state["max_exp_avg_sq"] = second
     denom = second.sqrt() / correction2 + h["eps"]
     return p + (-step_size * exp_avg) / denom
 
 
-def _nadam(p: Tensor, g: Tensor, state: dict[str, Tensor], h: Hyper, step: int) -> Tensor:
-    p, g = _decay(p, _signed(g, h), h)
+def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    p, g = _decay(p, _signed(g, f), h, f)
     beta1, decay = h["beta1_64"], h["momentum_decay_64"]
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * decay))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * decay))
@@ -117,27 +112,26 @@ def _nadam(p: Tensor, g: Tensor, state: dict[str, Tensor], h: Hyper, step: int) 
     return p + (now * g) / denom + (ahead * exp_avg) / denom
 
 
-def _rmsprop(p: Tensor, g: Tensor, state: dict[str, Tensor], h: Hyper, step: int) -> Tensor:
-    g = _l2(_signed(g, h), p, h)
-    alpha = h["alpha"]
-    square_avg = torch.addcmul(state.get("square_avg", torch.zeros_like(g)) * alpha, g, g * h["1-alpha"])  # fmt: skip
+def _rmsprop(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    g = _l2(_signed(g, f), p, h, f)
+    square_avg = state.get("square_avg", torch.zeros_like(g)) * h["alpha"]
+    square_avg = torch.addcmul(square_avg, g, g * h["1-alpha"])
     state["square_avg"] = square_avg
-    avg = square_avg.sqrt()
-    if bool(h["centered"].any()):
+    if "centered" in f:
         grad_avg = state.get("grad_avg", torch.zeros_like(g)).lerp(g, h["1-alpha"])
         state["grad_avg"] = grad_avg
-        avg = torch.where(h["centered"], square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt(), avg)  # fmt: skip
-    avg = avg + h["eps"]
-    momentum = h["momentum"]
-    if not bool((momentum > 0).any()):
+        avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt() + h["eps"]
+    else:
+        avg = square_avg.sqrt() + h["eps"]
+    if "momentum" not in f:
         return p + (-h["lr"] * g) / avg
-    buf = state.get("momentum_buffer", torch.zeros_like(g)) * momentum + g / avg
+    buf = state.get("momentum_buffer", torch.zeros_like(g)) * h["momentum"] + g / avg
     state["momentum_buffer"] = buf
-    return torch.where(momentum > 0, p.addcmul(buf, -h["lr"]), p + (-h["lr"] * g) / avg)
+    return p.addcmul(buf, -h["lr"])
 
 
-def _adagrad(p: Tensor, g: Tensor, state: dict[str, Tensor], h: Hyper, step: int) -> Tensor:
-    g = _l2(_signed(g, h), p, h)
+def _adagrad(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    g = _l2(_signed(g, f), p, h, f)
     if "sum" not in state:
         state["sum"] = h["initial_accumulator_value"].expand_as(g).clone()
     state["sum"] = state["sum"].addcmul(g, g)
@@ -145,80 +139,92 @@ def _adagrad(p: Tensor, g: Tensor, state: dict[str, Tensor], h: Hyper, step: int
     return p + (-rate * g) / (state["sum"].sqrt() + h["eps"])
 
 
-# torch.optim class -> (its update, the param-group keys it reads). Adam and AdamW are one kind
-# (AdamW is Adam with decoupled weight decay), so members of both share a few tensor ops.
-KINDS: dict[type[Optimizer], tuple[str, Update, tuple[str, ...]]] = {
-    torch.optim.SGD: ("sgd", _sgd, ("momentum", "dampening", "weight_decay", "nesterov")),
-    torch.optim.Adam: (
-        "adam",
-        _adam,
-        ("betas", "eps", "weight_decay", "amsgrad", "decoupled_weight_decay"),
-    ),  # fmt: skip
-    torch.optim.AdamW: (
-        "adam",
-        _adam,
-        ("betas", "eps", "weight_decay", "amsgrad", "decoupled_weight_decay"),
-    ),  # fmt: skip
-    torch.optim.NAdam: (
-        "nadam",
-        _nadam,
-        ("betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay"),
-    ),  # fmt: skip
-    torch.optim.RMSprop: (
-        "rmsprop",
-        _rmsprop,
-        ("alpha", "eps", "weight_decay", "momentum", "centered"),
-    ),  # fmt: skip
+# torch.optim class -> its update and the param-group values it reads (AdamW is Adam with
+# decoupled weight decay: one update for both).
+_ADAM_KEYS = ("beta1", "beta2", "eps", "weight_decay")
+KINDS: dict[type[Optimizer], tuple[Update, tuple[str, ...]]] = {
+    torch.optim.SGD: (_sgd, ("momentum", "dampening", "weight_decay")),
+    torch.optim.Adam: (_adam, _ADAM_KEYS),
+    torch.optim.AdamW: (_adam, _ADAM_KEYS),
+    torch.optim.NAdam: (_nadam, (*_ADAM_KEYS, "momentum_decay")),
+    torch.optim.RMSprop: (_rmsprop, ("alpha", "eps", "weight_decay", "momentum")),
     torch.optim.Adagrad: (
-        "adagrad",
         _adagrad,
         ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
     ),  # fmt: skip
 }
-_BOOLS = ("nesterov", "amsgrad", "decoupled_weight_decay", "centered", "maximize")
-_COMPLEMENTS = ("beta1", "beta2", "alpha", "dampening")
+_COMPLEMENTS = ("beta1", "beta2", "alpha", "dampening")  # also as 1 - value
 _DOUBLES = ("lr", "beta1", "beta2", "weight_decay", "momentum_decay", "lr_decay")  # also as f64
 
 
-def _group_values(group: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {"lr": float(group["lr"]), "maximize": bool(group.get("maximize"))}
-    for key in keys:
-        if key == "betas":
-            values["beta1"], values["beta2"] = (float(b) for b in group["betas"])
-        else:  # SGD, RMSprop and Adagrad have no decoupled weight decay
-            values[key] = group.get(key, False) if key == "decoupled_weight_decay" else group[key]
-    return values
+def _values(group: dict[str, Any], keys: Sequence[str]) -> tuple[float, ...]:
+    """A param group's ``lr`` and ``keys`` (``beta1``, ``beta2``: its betas), as floats."""
+    betas = group.get("betas", (math.nan, math.nan))
+    named = {**group, "beta1": betas[0], "beta2": betas[1]}
+    return (float(group["lr"]), *(float(named[key]) for key in keys))
 
 
-class _Kind:
-    """The members of a stack that use one optimizer kind: their rows and shadows."""
+def variant(shadow: Optimizer) -> tuple[Update, tuple[str, ...], Flags]:
+    """How a member steps: its update, the values it reads, and the options that change the
+    update's form (they never change during a run: schedules change values, not options)."""
+    if type(shadow) not in KINDS:
+        supported = ", ".join(sorted(k.__name__ for k in KINDS))
+        raise ValueError(
+            f"{type(shadow).__name__} cannot train as a stack member; supported: {supported}"
+        )
+    update, keys = KINDS[type(shadow)]
+    group = shadow.param_groups[0]
+    flags = {
+        "maximize": group.get("maximize"),
+        "weight_decay": group.get("weight_decay"),
+        "momentum": group.get("momentum"),
+        "nesterov": group.get("nesterov"),
+        "decoupled": group.get("decoupled_weight_decay"),
+        "amsgrad": group.get("amsgrad"),
+        "centered": group.get("centered"),
+    }
+    return update, keys, frozenset(name for name, on in flags.items() if on)
 
-    def __init__(self, update: Update, keys: tuple[str, ...]) -> None:
-        self.update, self.keys = update, keys
+
+class _Group:
+    """Members stepped by the same update in the same form: their rows of the stack and the
+    recipes they use."""
+
+    def __init__(self, update: Update, keys: tuple[str, ...], flags: Flags) -> None:
+        self.update, self.keys, self.flags = update, keys, flags
         self.rows: list[int] = []
-        self.shadows: list[Optimizer] = []  # each member's
+        self.recipes: list[int] = []  # distinct recipes of the group
+        self.slots: list[int] = []  # each row's index into recipes
         self.index: Tensor | None = None  # the rows; None: every member of the stack
         self._cache: tuple[Any, Hyper] | None = None
 
-    def hyper(self, like: Tensor) -> Hyper:
-        """This step's hyperparameters of each member, from its shadow's param group (the
-        tensors are rebuilt only when a schedule changed a value)."""
-        groups = [_group_values(shadow.param_groups[0], self.keys) for shadow in self.shadows]
-        key = tuple(tuple(v.values()) for v in groups)
-        if self._cache is not None and self._cache[0] == key:
+    def add(self, member: int, recipe: int) -> None:
+        """Add a member that trains with ``recipe``."""
+        if recipe not in self.recipes:
+            self.recipes.append(recipe)
+        self.rows.append(member)
+        self.slots.append(self.recipes.index(recipe))
+
+    def hyper(self, shadows: Sequence[Optimizer], like: Tensor) -> Hyper:
+        """This step's hyperparameters, a column ``[k, 1]`` each, read from the recipes'
+        shadows (rebuilt only when a schedule has changed a value)."""
+        values = [_values(shadows[r].param_groups[0], self.keys) for r in self.recipes]
+        if self._cache is not None and self._cache[0] == values:
             return self._cache[1]
+        slots = torch.tensor(self.slots, device=like.device)
+
+        def column(per_recipe: list[float], dtype: torch.dtype) -> Tensor:
+            return torch.tensor(per_recipe, dtype=dtype, device=like.device)[slots].unsqueeze(1)
+
         hyper: Hyper = {}
-        for name in groups[0]:
-            column = [v[name] for v in groups]
-            if name in _BOOLS:
-                hyper[name] = _col(column, like, torch.bool)
-                continue
-            hyper[name] = _col(column, like)
+        for i, name in enumerate(("lr", *self.keys)):
+            per_recipe = [v[i] for v in values]
+            hyper[name] = column(per_recipe, like.dtype)
             if name in _COMPLEMENTS:  # 1 - beta in double precision, then rounded, as torch
-                hyper[f"1-{name}"] = _col([1 - v for v in column], like)
-            if name in _DOUBLES:  # for scalars torch computes in double precision
-                hyper[f"{name}_64"] = _col(column, like, torch.float64)
-        self._cache = (key, hyper)
+                hyper[f"1-{name}"] = column([1 - v for v in per_recipe], like.dtype)
+            if name in _DOUBLES:  # torch computes its scalars in double precision
+                hyper[f"{name}_64"] = column(per_recipe, torch.float64)
+        self._cache = (values, hyper)
         return hyper
 
 
@@ -243,22 +249,15 @@ class StackedOptimizer(Optimizer):
                 raise ValueError(f"a parameter of shape {tuple(p.shape)} is not stacked [K, ...]")
         # torch builds (and validates) each recipe's hyperparameters on a dummy parameter
         self.shadows = [r.optimizer([torch.zeros(1, requires_grad=True)]) for r in self.recipes]
-        self.kinds: dict[str, _Kind] = {}
+        variants = [variant(shadow) for shadow in self.shadows]
+        self.groups: dict[tuple[Any, ...], _Group] = {}
         for member, r in enumerate(self.member_recipe):
-            shadow = self.shadows[r]
-            if type(shadow) not in KINDS:
-                supported = ", ".join(sorted(k.__name__ for k in KINDS))
-                raise ValueError(
-                    f"{type(shadow).__name__} cannot train as a stack member; "
-                    f"supported: {supported}"
-                )
-            name, update, keys = KINDS[type(shadow)]
-            kind = self.kinds.setdefault(name, _Kind(update, keys))
-            kind.rows.append(member)
-            kind.shadows.append(shadow)
-        for kind in self.kinds.values():
-            if len(kind.rows) < self.n_members:
-                kind.index = torch.tensor(kind.rows)
+            update, keys, flags = variants[r]
+            key = (update.__name__, tuple(sorted(flags)))
+            self.groups.setdefault(key, _Group(update, keys, flags)).add(member, r)
+        for group in self.groups.values():
+            if len(group.rows) < self.n_members:
+                group.index = torch.tensor(group.rows)
         self.steps = 0
 
     def member_lrs(self) -> Tensor:
@@ -279,14 +278,14 @@ class StackedOptimizer(Optimizer):
         flat = torch.cat([p.reshape(k, -1) for p in params], 1)
         grads = torch.cat([p.grad.reshape(k, -1) for p in params], 1)
         self.steps += 1
-        for name, kind in self.kinds.items():
-            hyper, state = kind.hyper(flat), self.state[name]
-            if kind.index is None:
-                flat = kind.update(flat, grads, state, hyper, self.steps)
-            else:
-                index = kind.index.to(flat.device)
-                rows = kind.update(flat[index], grads[index], state, hyper, self.steps)
-                flat.index_copy_(0, index, rows)
+        for key, group in self.groups.items():
+            hyper, state = group.hyper(self.shadows, flat), self.state[key]
+            if group.index is None:
+                flat = group.update(flat, grads, state, hyper, self.steps, group.flags)
+                continue
+            index = group.index.to(flat.device)
+            rows = group.update(flat[index], grads[index], state, hyper, self.steps, group.flags)
+            flat.index_copy_(0, index, rows)
         sizes = [p[0].numel() for p in params]
         for p, chunk in zip(params, flat.split(sizes, 1), strict=True):
             p.copy_(chunk.view_as(p))
