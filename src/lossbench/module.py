@@ -131,7 +131,7 @@ class RecipeModule(pl.LightningModule):
         if len(losses) != model.n_members:
             raise ValueError(f"{len(losses)} losses for {model.n_members} members")
         self.model = model
-        self.loss_groups = _group_losses(losses)
+        self.loss_groups, self._loss_order = _group_losses(losses)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.task, self.n_classes = data.task, data.n_classes
@@ -178,7 +178,10 @@ class RecipeModule(pl.LightningModule):
             target = target.expand(output.shape[:-1])
         if len(self.loss_groups) == 1:
             return self.loss_groups[0][0](output, target)
-        return torch.cat([loss(output[part], target[part]) for loss, part in self.loss_groups])
+        values = torch.cat([loss(output[rows], target[rows]) for loss, rows in self.loss_groups])
+        if self._loss_order is None:
+            return values
+        return values[self._loss_order.to(values.device)]
 
     def evaluate(self, output: Tensor, target: Tensor, prefix: str) -> EpochRow:
         """Loss and task metrics of every member on one evaluation split."""
@@ -288,14 +291,21 @@ class RecipeModule(pl.LightningModule):
         self.end_metrics.update(self.evaluate(self.model(x), y, "test"))
 
 
-def _group_losses(losses: Sequence[Loss]) -> list[tuple[Loss, slice]]:
-    """Runs of consecutive members sharing a loss function, each as a slice of the stack.
-
-    Callers order members by loss (see ``fit_members``), so each loss runs once per step."""
-    groups: list[tuple[Loss, slice]] = []
-    start = 0
-    for member in range(1, len(losses) + 1):
-        if member == len(losses) or losses[member] != losses[start]:
-            groups.append((losses[start], slice(start, member)))
-            start = member
-    return groups
+def _group_losses(
+    losses: Sequence[Loss],
+) -> tuple[list[tuple[Loss, slice | Tensor]], Tensor | None]:
+    """The members of each loss function, as a slice of the stack where they are next to each
+    other (``fit_members`` orders them so where it can), else as indices; and the order that
+    puts the groups' concatenated values back in member order (``None``: already in order).
+    Each loss runs once per step."""
+    members: dict[Loss, list[int]] = {}
+    for member, loss in enumerate(losses):
+        members.setdefault(loss, []).append(member)
+    groups: list[tuple[Loss, slice | Tensor]] = []
+    for loss, rows in members.items():
+        contiguous = rows == list(range(rows[0], rows[-1] + 1))
+        groups.append((loss, slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)))
+    concatenated = [member for rows in members.values() for member in rows]
+    if concatenated == list(range(len(losses))):
+        return groups, None
+    return groups, torch.argsort(torch.tensor(concatenated))

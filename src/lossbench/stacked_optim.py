@@ -186,6 +186,13 @@ def variant(shadow: Optimizer) -> tuple[Update, tuple[str, ...], Flags]:
     return update, keys, frozenset(name for name, on in flags.items() if on)
 
 
+def group_key(optimizer: Callable[[Iterable[Tensor]], Optimizer]) -> str:
+    """Members with equal keys are stepped as one group (the same update, in the same form):
+    a stack steps fastest with each group's members next to each other."""
+    update, _, flags = variant(optimizer([torch.zeros(1, requires_grad=True)]))
+    return ":".join((update.__name__, *sorted(flags)))
+
+
 class _Group:
     """Members stepped by the same update in the same form: their rows of the stack and the
     recipes they use."""
@@ -195,8 +202,9 @@ class _Group:
         self.rows: list[int] = []
         self.recipes: list[int] = []  # distinct recipes of the group
         self.slots: list[int] = []  # each row's index into recipes
-        self.index: Tensor | None = None  # the rows; None: every member of the stack
-        self._cache: tuple[Any, Hyper] | None = None
+        self.span = slice(0)  # the group's rows, once the stack is ordered by group
+        self._values: list[tuple[float, ...]] = []
+        self._hyper: Hyper = {}
 
     def add(self, member: int, recipe: int) -> None:
         """Add a member that trains with ``recipe``."""
@@ -207,25 +215,26 @@ class _Group:
 
     def hyper(self, shadows: Sequence[Optimizer], like: Tensor) -> Hyper:
         """This step's hyperparameters, a column ``[k, 1]`` each, read from the recipes'
-        shadows (rebuilt only when a schedule has changed a value)."""
+        shadows (a column is rebuilt only when a schedule has changed one of its values)."""
         values = [_values(shadows[r].param_groups[0], self.keys) for r in self.recipes]
-        if self._cache is not None and self._cache[0] == values:
-            return self._cache[1]
+        if values == self._values:
+            return self._hyper
         slots = torch.tensor(self.slots, device=like.device)
 
         def column(per_recipe: list[float], dtype: torch.dtype) -> Tensor:
             return torch.tensor(per_recipe, dtype=dtype, device=like.device)[slots].unsqueeze(1)
 
-        hyper: Hyper = {}
         for i, name in enumerate(("lr", *self.keys)):
             per_recipe = [v[i] for v in values]
-            hyper[name] = column(per_recipe, like.dtype)
+            if self._values and per_recipe == [v[i] for v in self._values]:
+                continue
+            self._hyper[name] = column(per_recipe, like.dtype)
             if name in _COMPLEMENTS:  # 1 - beta in double precision, then rounded, as torch
-                hyper[f"1-{name}"] = column([1 - v for v in per_recipe], like.dtype)
+                self._hyper[f"1-{name}"] = column([1 - v for v in per_recipe], like.dtype)
             if name in _DOUBLES:  # torch computes its scalars in double precision
-                hyper[f"{name}_64"] = column(per_recipe, torch.float64)
-        self._cache = (values, hyper)
-        return hyper
+                self._hyper[f"{name}_64"] = column(per_recipe, torch.float64)
+        self._values = values
+        return self._hyper
 
 
 class StackedOptimizer(Optimizer):
@@ -250,14 +259,20 @@ class StackedOptimizer(Optimizer):
         # torch builds (and validates) each recipe's hyperparameters on a dummy parameter
         self.shadows = [r.optimizer([torch.zeros(1, requires_grad=True)]) for r in self.recipes]
         variants = [variant(shadow) for shadow in self.shadows]
-        self.groups: dict[tuple[Any, ...], _Group] = {}
+        self.groups: dict[str, _Group] = {}
         for member, r in enumerate(self.member_recipe):
             update, keys, flags = variants[r]
-            key = (update.__name__, tuple(sorted(flags)))
+            key = ":".join((update.__name__, *sorted(flags)))  # as group_key's
             self.groups.setdefault(key, _Group(update, keys, flags)).add(member, r)
+        # The update sees the members ordered by group, so that each group's rows are a slice.
+        order = [member for group in self.groups.values() for member in group.rows]
+        start = 0
         for group in self.groups.values():
-            if len(group.rows) < self.n_members:
-                group.index = torch.tensor(group.rows)
+            group.span = slice(start, start + len(group.rows))
+            start += len(group.rows)
+        identity = order == sorted(order)
+        self.order = None if identity else torch.tensor(order)
+        self.unorder = None if identity else torch.argsort(torch.tensor(order))
         self.steps = 0
 
     def member_lrs(self) -> Tensor:
@@ -277,15 +292,20 @@ class StackedOptimizer(Optimizer):
             raise RuntimeError("every stacked parameter needs a gradient at each step")
         flat = torch.cat([p.reshape(k, -1) for p in params], 1)
         grads = torch.cat([p.grad.reshape(k, -1) for p in params], 1)
+        if self.order is not None:
+            self.order, self.unorder = self.order.to(flat.device), self.unorder.to(flat.device)
+            flat, grads = flat.index_select(0, self.order), grads.index_select(0, self.order)
         self.steps += 1
+        updated = []
         for key, group in self.groups.items():
+            rows = group.span
             hyper, state = group.hyper(self.shadows, flat), self.state[key]
-            if group.index is None:
-                flat = group.update(flat, grads, state, hyper, self.steps, group.flags)
-                continue
-            index = group.index.to(flat.device)
-            rows = group.update(flat[index], grads[index], state, hyper, self.steps, group.flags)
-            flat.index_copy_(0, index, rows)
+            updated.append(
+                group.update(flat[rows], grads[rows], state, hyper, self.steps, group.flags)
+            )
+        flat = torch.cat(updated) if len(updated) > 1 else updated[0]
+        if self.unorder is not None:
+            flat = flat.index_select(0, self.unorder)
         sizes = [p[0].numel() for p in params]
         for p, chunk in zip(params, flat.split(sizes, 1), strict=True):
             p.copy_(chunk.view_as(p))

@@ -20,7 +20,7 @@ from lossbench.diagnostics import Diagnostics
 from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
 from lossbench.platform_facts import float_tags
 from lossbench.results import RunResult
-from lossbench.stacked_optim import Recipe, StackedOptimizer, member_schedules
+from lossbench.stacked_optim import Recipe, StackedOptimizer, group_key, member_schedules
 
 
 def fit_members(
@@ -36,8 +36,7 @@ def fit_members(
     equally among its members, and tags naming what decided its floating-point results
     (:func:`lossbench.platform_facts.float_tags`).
     """
-    # Members sharing a loss sit next to each other, so each loss sees a slice of the stack.
-    order = sorted(range(len(cfgs)), key=lambda i: _canonical(cfgs[i]["loss"]))
+    order = _member_order(cfgs)
     stacked = [cfgs[i] for i in order]
     first = stacked[0]
     torch.set_num_threads(int(first["threads"]))
@@ -81,6 +80,23 @@ def fit_members(
 
 def _canonical(node: Any) -> str:
     return json.dumps(node, sort_keys=True, default=str)
+
+
+def _member_order(cfgs: Sequence[dict[str, Any]]) -> list[int]:
+    """The order of the members in the stack: by optimizer group where recipes differ (each
+    group's update then works on one slice of the parameters), then by loss (each loss sees a
+    slice of the outputs, or, across groups, a few gathered rows: far fewer values)."""
+    groups: dict[str, str] = {}
+    if len({_canonical(c["optimizer"]) for c in cfgs}) > 1:
+        for cfg in cfgs:
+            key = _canonical(cfg["optimizer"])
+            if key not in groups:
+                groups[key] = group_key(build(cfg["optimizer"]))
+
+    def position(i: int) -> tuple[str, str]:
+        return groups.get(_canonical(cfgs[i]["optimizer"]), ""), _canonical(cfgs[i]["loss"])
+
+    return sorted(range(len(cfgs)), key=position)
 
 
 def _recipes(cfgs: Sequence[dict[str, Any]]) -> dict[str, Any]:
