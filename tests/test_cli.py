@@ -104,3 +104,13 @@ def test_bad_value_in_one_job_fails_the_sweep_before_training(
     assert "optimizer.lr=-1 must be a number > 0" in done.stderr
     assert "job #" in done.stderr and "Traceback" not in done.stderr  # names the job, no noise
     assert MlflowClient(store_uri).get_experiment_by_name("cli-badlr") is None  # nothing written
+
+
+@pytest.mark.slow
+def test_bad_stack_by_fails_before_anything_runs(tmp_path: Path, store_uri: str) -> None:
+    done = sweep(tmp_path, store_uri, "cli-stack-by", "hydra.launcher.stack_by=optimizer")
+    assert done.returncode != 0
+    assert "hydra.launcher.stack_by='optimizer' is not one of: recipe, seed_loss" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert MlflowClient(store_uri).get_experiment_by_name("cli-stack-by") is None
+
