@@ -52,8 +52,10 @@ MAX_MEMBERS = 64  # default: at most this many runs per stack (hydra.launcher.ma
 STACK_BY_DEFAULT = STACK_BY[0]  # "recipe" (hydra.launcher.stack_by)
 # A training step's fixed cost (Lightning's hooks, the optimizer call, slicing the batch) in
 # members' work: a step of a stack of m members costs about as much as m + 16 members' share.
-# Measured here on the standard workload (MLP 2x64, batch 64): a fit of 1 member took 1.0 s,
-# of 20 members 1.8 s, of 64 members 3.5 s (20 epochs of 25 steps, one thread).
+# Measured here on the standard workload's model (MLP 2x64, batch 64, one thread, a busy
+# machine): fits of 1, 20 and 64 members took 1.0, 1.8 and 3.5 s over 500 steps (a ratio of
+# 24) and 0.39, 0.84 and 2.47 s over 250 (11). It only decides whether splitting a group once
+# more pays; 20 runs -> 2 x 10 and 300 -> 6 x 50 on two workers hold for any value.
 STEP_COST_IN_MEMBERS = 16
 
 
