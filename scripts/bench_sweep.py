@@ -1,9 +1,16 @@
-"""Benchmark: the standard 300-run sweep through ``lossbench-train``, against two references
-measured in the same invocation on a sample of the same configs.
+"""Benchmark: the standard 300-run sweep and the 300-run lr sweep through ``lossbench-train``,
+against two references measured in the same invocation on a sample of the same configs.
 
 Standard workload: moons (2,000 rows, noise 0.2), MLP 2x64 ReLU, batch 64, 50 epochs, per-epoch
 metrics in MLflow; 4 losses x 5 optimizers x 3 schedulers x 5 seeds = 300 runs
-(``conf/experiment/bench.yaml``).
+(``conf/experiment/bench.yaml``). The lr workload: the same data and model, 5 optimizers x 6
+learning rates each (around its usual lr) x 2 schedules x 5 seeds = 300 runs
+(``conf/experiment/bench_lr.yaml``).
+
+Each workload runs with the launcher's default stacks (``stack_by=recipe``: members may differ
+in loss, optimizer, lr and schedule) and again with ``hydra.launcher.stack_by=seed_loss`` (members
+differ only in seed and loss, as before recipe stacks); the standard one also with
+``tracking.sql_batches=true``.
 
 References, one run at a time in this process, timed per run and extrapolated to the sweep's
 run count (their one-time imports are left out, which favours them):
@@ -15,9 +22,10 @@ run count (their one-time imports are left out, which favours them):
 It also times how long ``lossbench-train`` takes to fail on an unreachable tracking store
 (``tracking.uri=http://127.0.0.1:9``), instead of MLflow's minutes of retries.
 
-    python scripts/bench_sweep.py                      # the standard workload
+    python scripts/bench_sweep.py                      # both workloads, both stack groupings
     python scripts/bench_sweep.py --json bench.json    # also write the figures
     python scripts/bench_sweep.py --runs 60 --epochs 20
+    python scripts/bench_sweep.py --runs 20 --epochs 2 --skip references unreachable   # a smoke run
     python scripts/bench_sweep.py --growth             # time vs runs, rows and epochs -> PNG
 """
 
@@ -34,39 +42,57 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
 
 LOSSES = ["cross_entropy", "focal", "mse", "hinge"]
 OPTIMIZERS = ["sgd", "momentum", "rmsprop", "adam", "adamw"]
 SCHEDULERS = ["constant", "step", "cosine"]
 SEEDS = 5
+LR_OPTIMIZERS = ["sgd", "momentum", "rmsprop", "adam", "adamw"]
+LR_SCHEDULERS = ["constant", "cosine"]
+BENCH_LR = Path(__file__).resolve().parents[1] / "conf" / "experiment" / "bench_lr.yaml"
+# the lr workload's swept optimizer.lr values, as the preset writes them
+LR_VALUES = yaml.safe_load(BENCH_LR.read_text())["hydra"]["sweeper"]["params"]["optimizer.lr"]
 TARGETS = {
-    "speedup_vs_naive": 25.0,
-    "speedup_vs_plain": 2.5,
+    "sweep_seconds": 30.0,
+    "speedup_vs_naive": 100.0,
+    "speedup_vs_plain": 6.0,
+    "lr_speedup_vs_seed_stacks": 3.0,  # the lr workload: stack_by=seed_loss time / recipe time
     "mlflow_share": 0.15,  # through MLflow's API (the default)
     "sql_batches_mlflow_share": 0.15,  # with tracking.sql_batches=true
-    "sweep_seconds": 150.0,
+    "peak_rss_mb": 2048.0,  # the standard sweep: all its processes together
     "unreachable_store_seconds": 60.0,
 }
 AT_MOST = (
+    "sweep_seconds",
     "mlflow_share",
     "sql_batches_mlflow_share",
-    "sweep_seconds",
+    "peak_rss_mb",
     "unreachable_store_seconds",
 )  # other targets: >=
+PARTS = ("sql_batches", "lr", "seed_loss", "references", "unreachable")  # what --skip can skip
 
 
 @dataclass
 class Workload:
-    """One variant of the standard workload."""
+    """One variant of the standard workload (``experiment=bench``) or of the lr workload
+    (``lr=True``: ``experiment=bench_lr``), stacked by ``stack_by``."""
 
     runs: int = 300
     rows: int = 2000
     epochs: int = 50
+    lr: bool = False
+    stack_by: str = "recipe"
+
+    @property
+    def experiment(self) -> str:
+        """The preset, which is also its MLflow experiment."""
+        return "bench_lr" if self.lr else "bench"
 
     def grid(self) -> tuple[list[str], list[str], list[str]]:
         """The first losses, optimizers and schedulers giving ``runs`` runs with 5 seeds each."""
@@ -78,13 +104,37 @@ class Workload:
         )
         raise SystemExit(f"--runs {self.runs}: choose one of {valid}")
 
+    def lr_grid(self) -> tuple[list[str], list[str], list[str]]:
+        """The first optimizers, lr values and schedulers of the lr workload giving ``runs``
+        runs with 5 seeds each (as many lr values as possible)."""
+        values = LR_VALUES.split(",")
+        for n_lr, n_sched, n_opt in itertools.product((6, 5, 4, 3, 2, 1), (2, 1), (5, 4, 3, 2, 1)):
+            if n_opt * n_lr * n_sched * SEEDS == self.runs:
+                return LR_OPTIMIZERS[:n_opt], values[:n_lr], LR_SCHEDULERS[:n_sched]
+        valid = sorted(
+            {a * b * c * SEEDS for a in range(1, 6) for b in range(1, 7) for c in range(1, 3)}
+        )
+        raise SystemExit(f"--runs {self.runs} for the lr workload: choose one of {valid}")
+
     def overrides(self) -> list[str]:
-        """Command-line overrides of ``experiment=bench`` for this variant."""
-        losses, optimizers, schedulers = self.grid()
-        return [
-            "experiment=bench",
+        """Command-line overrides of the preset for this variant."""
+        common = [
+            f"experiment={self.experiment}",
             f"dataset.source.n_samples={self.rows}",
             f"trainer.max_epochs={self.epochs}",
+            f"hydra.launcher.stack_by={self.stack_by}",
+        ]
+        if self.lr:
+            optimizers, lrs, schedulers = self.lr_grid()
+            return [
+                *common,
+                f"hydra.sweeper.params.optimizer='{','.join(optimizers)}'",
+                f"hydra.sweeper.params.scheduler='{','.join(schedulers)}'",
+                f"optimizer.lr={','.join(lrs)}",  # replaces the preset's list (a dotted key)
+            ]
+        losses, optimizers, schedulers = self.grid()
+        return [
+            *common,
             f"hydra.sweeper.params.loss='{','.join(losses)}'",
             f"hydra.sweeper.params.optimizer='{','.join(optimizers)}'",
             f"hydra.sweeper.params.scheduler='{','.join(schedulers)}'",
@@ -101,6 +151,11 @@ class SweepMeasure:
     summary: dict[str, Any] = field(default_factory=dict)
     finished: int = 0
     complete: int = 0  # finished runs with every epoch's metrics
+    diverged: int = 0  # recorded FAILED with lossbench.status=diverged: a result too
+
+    def all_recorded(self, runs: int) -> bool:
+        """Every run recorded: finished with every epoch's metrics, or diverged."""
+        return self.finished == self.complete and self.finished + self.diverged == runs
 
 
 def rss_mb(proc: psutil.Process) -> tuple[float, list[float]]:
@@ -124,7 +179,9 @@ def run_sweep(
     """Run the workload through ``lossbench-train`` into a fresh store and measure it; MLflow
     writes go through its API, or with ``sql_batches`` through lossbench's batched SQL path."""
     path = "sql" if sql_batches else "api"
-    store = workdir / f"store-{work.runs}-{work.rows}-{work.epochs}-{path}"
+    store = workdir / (
+        f"store-{work.experiment}-{work.stack_by}-{work.runs}-{work.rows}-{work.epochs}-{path}"
+    )
     sweep_dir = store / "multirun"
     uri = f"sqlite:///{store / 'mlflow.db'}"
     cmd = [
@@ -170,19 +227,23 @@ def run_sweep(
         raise SystemExit(f"the sweep failed (exit {proc.returncode})")
     summary = json.loads((sweep_dir / "lossbench-summary.json").read_text())
     measure = SweepMeasure(seconds, peak, rss_by_runs, summary)
-    measure.finished, measure.complete = count_complete(uri, work.epochs)
+    measure.finished, measure.complete, measure.diverged = count_complete(
+        uri, work.epochs, work.experiment
+    )
     return measure
 
 
-def count_complete(uri: str, epochs: int) -> tuple[int, int]:
-    """(FINISHED runs, FINISHED runs with ``epochs`` values of every per-epoch metric)."""
+def count_complete(uri: str, epochs: int, experiment_name: str = "bench") -> tuple[int, int, int]:
+    """(FINISHED runs, FINISHED runs with ``epochs`` values of every per-epoch metric,
+    diverged runs)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("bench")
+    experiment = client.get_experiment_by_name(experiment_name)
     runs = client.search_runs(
         [experiment.experiment_id], "tags.`lossbench.role` = 'run'", max_results=50_000
     )
+    diverged = sum(r.data.tags.get("lossbench.status") == "diverged" for r in runs)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     complete = 0
     for run in finished:
@@ -191,7 +252,7 @@ def count_complete(uri: str, epochs: int) -> tuple[int, int]:
             for key in ("train/loss", "val/loss", "val/acc", "lr", "train/grad_norm")
         }
         complete += lengths == {epochs}
-    return len(finished), complete
+    return len(finished), complete, diverged
 
 
 def time_unreachable_store(workdir: Path) -> float:
@@ -405,11 +466,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=300, help="runs in the sweep (default 300)")
+    parser.add_argument("--runs", type=int, default=300, help="runs per sweep (default 300)")
     parser.add_argument("--rows", type=int, default=2000, help="dataset rows (default 2000)")
     parser.add_argument("--epochs", type=int, default=50, help="epochs per run (default 50)")
     parser.add_argument("--naive-sample", type=int, default=3, help="runs timed for reference (a)")
     parser.add_argument("--plain-sample", type=int, default=5, help="runs timed for reference (b)")
+    parser.add_argument(
+        "--skip", nargs="+", choices=PARTS, default=[], metavar="PART",
+        help=f"leave parts out, e.g. for a quick smoke run: {', '.join(PARTS)} (the standard "
+        "sweep always runs; figures and targets of skipped parts are left out)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--growth", action="store_true", help="also time variants and plot growth")
     parser.add_argument(
@@ -418,71 +484,144 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where stores go (default: a temp dir)")
     parser.add_argument("--verbose", action="store_true", help="show the sweep's own output")
     args = parser.parse_args()
+    skip = set(args.skip)
 
     work = Workload(args.runs, args.rows, args.epochs)
+    lr_work = Workload(args.runs, args.rows, args.epochs, lr=True)
+    grids = [work.grid()] + ([] if "lr" in skip else [lr_work.lr_grid()])  # bad --runs: now
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lossbench-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"Workload: {work.runs} runs (losses x optimizers x schedulers x {SEEDS} seeds = "
-          f"{' x '.join(str(len(g)) for g in work.grid())} x {SEEDS}), moons {work.rows} rows, "
+          f"{' x '.join(str(len(g)) for g in grids[0])} x {SEEDS}), moons {work.rows} rows, "
           f"MLP 2x64, batch 64, {work.epochs} epochs. Stores under {workdir}")  # fmt: skip
+    if "lr" not in skip:
+        print(f"lr workload: {lr_work.runs} runs (optimizers x lrs x schedulers x {SEEDS} seeds = "
+              f"{' x '.join(str(len(g)) for g in grids[1])} x {SEEDS}), the same data and model")  # fmt: skip
 
-    print(
-        "Sweep through lossbench-train (MLflow writes through its API, the default) ...", flush=True
+    sweeps: dict[str, tuple[Workload, SweepMeasure]] = {}
+
+    def measure(name: str, what: str, variant: Workload, sql_batches: bool = False) -> None:
+        print(f"{what} ...", flush=True)
+        sweeps[name] = (variant, run_sweep(variant, workdir, args.verbose, sql_batches))
+
+    measure(
+        "standard",
+        "Sweep through lossbench-train (MLflow writes through its API, the default)",
+        work,
     )
-    sweep = run_sweep(work, workdir, args.verbose)
-    print("The same sweep with tracking.sql_batches=true ...", flush=True)
-    sql = run_sweep(work, workdir, args.verbose, sql_batches=True)
-    print(f"Reference runs: naive x{args.naive_sample}, plain x{args.plain_sample} ...", flush=True)
-    ref = measure_references(work, workdir, args.naive_sample, args.plain_sample)
-    print("An unreachable store ...", flush=True)
-    unreachable = time_unreachable_store(workdir)
+    if "sql_batches" not in skip:
+        measure("sql", "The same sweep with tracking.sql_batches=true", work, sql_batches=True)
+    if "lr" not in skip:
+        measure("lr", "The lr workload (experiment=bench_lr)", lr_work)
+    if "seed_loss" not in skip:
+        measure("seed_loss", "The standard sweep with hydra.launcher.stack_by=seed_loss",
+                replace(work, stack_by="seed_loss"))  # fmt: skip
+        if "lr" not in skip:
+            measure("lr_seed_loss", "The lr workload with hydra.launcher.stack_by=seed_loss",
+                    replace(lr_work, stack_by="seed_loss"))  # fmt: skip
+    ref: dict[str, float] = {}
+    if "references" not in skip:
+        print(f"Reference runs: naive x{args.naive_sample}, plain x{args.plain_sample} ...", flush=True)  # fmt: skip
+        ref = measure_references(work, workdir, args.naive_sample, args.plain_sample)
+    unreachable = None
+    if "unreachable" not in skip:
+        print("An unreachable store ...", flush=True)
+        unreachable = time_unreachable_store(workdir)
 
-    naive_total, plain_total = ref["naive"] * work.runs, ref["plain"] * work.runs
+    sweep = sweeps["standard"][1]
     share = sweep.summary["mlflow_seconds"] / sweep.seconds
-    sql_share = sql.summary["mlflow_seconds"] / sql.seconds
     first_rss = sweep.rss_by_runs[0] if sweep.rss_by_runs else (0, 0.0, 0.0)
     last_rss = sweep.rss_by_runs[-1] if sweep.rss_by_runs else (0, 0.0, 0.0)
-    figures = {
+    figures: dict[str, Any] = {
         "sweep_seconds": round(sweep.seconds, 2),
         "runs_finished": sweep.finished,
         "runs_complete": sweep.complete,
         "runs": work.runs,
         "runs_per_minute": round(work.runs / sweep.seconds * 60, 1),
-        "speedup_vs_naive": round(naive_total / sweep.seconds, 2),
-        "speedup_vs_plain": round(plain_total / sweep.seconds, 2),
-        "naive_seconds_per_run": round(ref["naive"], 3),
-        "plain_seconds_per_run": round(ref["plain"], 3),
+        "stacks": sweep.summary["stacks"],
         "mlflow_seconds": sweep.summary["mlflow_seconds"],
         "mlflow_share": round(share, 4),
-        "sql_batches_sweep_seconds": round(sql.seconds, 2),
-        "sql_batches_mlflow_seconds": sql.summary["mlflow_seconds"],
-        "sql_batches_mlflow_share": round(sql_share, 4),
         "peak_rss_mb": round(sweep.peak_rss_mb, 1),
         "rss_mb_by_runs_done": [
             {"runs": n, "main": round(main, 1), "largest_worker": round(worker, 1)}
             for n, main, worker in sweep.rss_by_runs
         ],
         "launcher": sweep.summary,
-        "unreachable_store_seconds": round(unreachable, 2),
     }
+    if ref:
+        naive_total, plain_total = ref["naive"] * work.runs, ref["plain"] * work.runs
+        figures.update({
+            "speedup_vs_naive": round(naive_total / sweep.seconds, 2),
+            "speedup_vs_plain": round(plain_total / sweep.seconds, 2),
+            "naive_seconds_per_run": round(ref["naive"], 3),
+            "plain_seconds_per_run": round(ref["plain"], 3),
+        })  # fmt: skip
+    if "sql" in sweeps:
+        sql = sweeps["sql"][1]
+        figures.update({
+            "sql_batches_sweep_seconds": round(sql.seconds, 2),
+            "sql_batches_mlflow_seconds": sql.summary["mlflow_seconds"],
+            "sql_batches_mlflow_share": round(sql.summary["mlflow_seconds"] / sql.seconds, 4),
+        })  # fmt: skip
+    for name, prefix in (
+        ("lr", "lr_"),
+        ("seed_loss", "seed_loss_"),
+        ("lr_seed_loss", "lr_seed_loss_"),
+    ):
+        if name in sweeps:
+            m = sweeps[name][1]
+            figures.update({
+                f"{prefix}sweep_seconds": round(m.seconds, 2),
+                f"{prefix}stacks": m.summary["stacks"],
+                f"{prefix}runs_finished": m.finished,
+                f"{prefix}runs_diverged": m.diverged,
+                f"{prefix}peak_rss_mb": round(m.peak_rss_mb, 1),
+                f"{prefix}launcher": m.summary,
+            })  # fmt: skip
+    if "seed_loss" in sweeps:
+        figures["speedup_vs_seed_stacks"] = round(sweeps["seed_loss"][1].seconds / sweep.seconds, 2)
+    if "lr" in sweeps and "lr_seed_loss" in sweeps:
+        figures["lr_speedup_vs_seed_stacks"] = round(
+            sweeps["lr_seed_loss"][1].seconds / sweeps["lr"][1].seconds, 2
+        )
+    if unreachable is not None:
+        figures["unreachable_store_seconds"] = round(unreachable, 2)
+
     print()
     print(f"Sweep: {sweep.seconds:.1f} s wall for {work.runs} runs = {figures['runs_per_minute']:.0f} runs/min "
           f"({sweep.summary['stacks']} stacked fits on {sweep.summary['workers']} workers; composing "
           f"{sweep.summary['compose_seconds']:.1f} s, checking {sweep.summary['check_seconds']:.1f} s, "
           f"training and recording {sweep.summary['train_seconds']:.1f} s)")  # fmt: skip
-    print(f"(a) naive Lightning + MLFlowLogger per step: {ref['naive']:.2f} s/run x {work.runs} runs = "
-          f"{naive_total:.0f} s  ->  speed-up {figures['speedup_vs_naive']:.1f}x")  # fmt: skip
-    print(f"(b) plain PyTorch loop, no tracking:         {ref['plain']:.2f} s/run x {work.runs} runs = "
-          f"{plain_total:.0f} s  ->  speed-up {figures['speedup_vs_plain']:.1f}x")  # fmt: skip
-    print(
-        "    (references: mean time per run over their sample, after a warm-up run, times the run "
-        "count; their imports are not counted)"
-    )
+    for name, what in (
+        ("seed_loss", "  with stack_by=seed_loss"),
+        ("lr", "lr workload"),
+        ("lr_seed_loss", "  with stack_by=seed_loss"),
+    ):
+        if name in sweeps:
+            m = sweeps[name][1]
+            print(f"{what}: {m.seconds:.1f} s wall ({m.summary['stacks']} stacked fits; composing "
+                  f"{m.summary['compose_seconds']:.1f} s, checking {m.summary['check_seconds']:.1f} s, "
+                  f"training and recording {m.summary['train_seconds']:.1f} s)")  # fmt: skip
+    if "speedup_vs_seed_stacks" in figures:
+        print(f"Recipe stacks vs seed-and-loss stacks: {figures['speedup_vs_seed_stacks']:.2f}x "
+              "(standard)" + (f", {figures['lr_speedup_vs_seed_stacks']:.2f}x (lr workload)"
+                              if "lr_speedup_vs_seed_stacks" in figures else ""))  # fmt: skip
+    if ref:
+        print(f"(a) naive Lightning + MLFlowLogger per step: {ref['naive']:.2f} s/run x {work.runs} runs = "
+              f"{naive_total:.0f} s  ->  speed-up {figures['speedup_vs_naive']:.1f}x")  # fmt: skip
+        print(f"(b) plain PyTorch loop, no tracking:         {ref['plain']:.2f} s/run x {work.runs} runs = "
+              f"{plain_total:.0f} s  ->  speed-up {figures['speedup_vs_plain']:.1f}x")  # fmt: skip
+        print(
+            "    (references: mean time per run over their sample, after a warm-up run, times the run "
+            "count; their imports are not counted)"
+        )
     print(
         f"MLflow: {sweep.summary['mlflow_seconds']:.1f} s of calls = {share:.1%} of the sweep's wall time"
     )
-    print(f"  with tracking.sql_batches=true: {sql.summary['mlflow_seconds']:.1f} s of calls = "
-          f"{sql_share:.1%} of that sweep's {sql.seconds:.1f} s")  # fmt: skip
+    if "sql" in sweeps:
+        sql = sweeps["sql"][1]
+        print(f"  with tracking.sql_batches=true: {sql.summary['mlflow_seconds']:.1f} s of calls = "
+              f"{figures['sql_batches_mlflow_share']:.1%} of that sweep's {sql.seconds:.1f} s")  # fmt: skip
     print(
         f"Peak RSS of the sweep (main process, fork server and workers together): "
         f"{sweep.peak_rss_mb:.0f} MB"
@@ -492,17 +631,22 @@ def main() -> int:
         f"after {last_rss[0]}; main process: {first_rss[1]:.0f} MB, then {last_rss[1]:.0f} MB "
         "(Hydra keeps every job's JobReturn until the sweep ends)"
     )
-    print(f"Unreachable store: lossbench-train ... tracking.uri=http://127.0.0.1:9 failed, naming it, "
-          f"in {unreachable:.1f} s")  # fmt: skip
-    ok = sweep.finished == sweep.complete == work.runs == sql.finished == sql.complete
-    for name, measure in (("API", sweep), ("sql_batches", sql)):
-        print(f"Check ({name}): {measure.finished}/{work.runs} runs FINISHED, {measure.complete} with "
-              f"{work.epochs} epochs of metrics each")  # fmt: skip
+    if unreachable is not None:
+        print(f"Unreachable store: lossbench-train ... tracking.uri=http://127.0.0.1:9 failed, naming it, "
+              f"in {unreachable:.1f} s")  # fmt: skip
+    ok = True
+    for name, (variant, m) in sweeps.items():
+        print(f"Check ({name}): {m.finished}/{variant.runs} runs FINISHED, {m.complete} with "
+              f"{variant.epochs} epochs of metrics each, {m.diverged} diverged")  # fmt: skip
+        ok = ok and m.all_recorded(variant.runs)
     print("All runs recorded: OK" if ok else "MISSING RUNS")
     for key, target in TARGETS.items():
-        value = figures[key]
-        met = value <= target if key in AT_MOST else value >= target
         bound = "<=" if key in AT_MOST else ">="
+        value = figures.get(key)
+        if value is None:
+            print(f"  target {key} {bound} {target}: skipped")
+            continue
+        met = value <= target if key in AT_MOST else value >= target
         print(f"  target {key} {bound} {target}: {value} {'met' if met else 'NOT MET'}")
     if args.growth:
         figures["growth"] = growth(workdir, args.verbose, args.plot)

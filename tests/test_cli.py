@@ -104,3 +104,47 @@ def test_bad_value_in_one_job_fails_the_sweep_before_training(
     assert "optimizer.lr=-1 must be a number > 0" in done.stderr
     assert "job #" in done.stderr and "Traceback" not in done.stderr  # names the job, no noise
     assert MlflowClient(store_uri).get_experiment_by_name("cli-badlr") is None  # nothing written
+
+
+@pytest.mark.slow
+def test_bad_stack_by_fails_before_anything_runs(tmp_path: Path, store_uri: str) -> None:
+    done = sweep(tmp_path, store_uri, "cli-stack-by", "hydra.launcher.stack_by=optimizer")
+    assert done.returncode != 0
+    assert "hydra.launcher.stack_by='optimizer' is not one of: recipe, seed_loss" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert MlflowClient(store_uri).get_experiment_by_name("cli-stack-by") is None
+
+
+@pytest.mark.slow
+def test_bench_lr_records_each_lr_and_the_report_picks_the_best_per_optimizer(
+    tmp_path: Path, store_uri: str
+) -> None:
+    """A small experiment=bench_lr: each run records its optimizer's own lr, and the report's
+    fair comparison (optimizer, best over optimizer.lr) reads them."""
+    from lossbench.report import build_report
+
+    cmd = [
+        sys.executable, "-m", "lossbench.train", "experiment=bench_lr",
+        "hydra.sweeper.params.optimizer='sgd,adam'", "hydra.sweeper.params.seed='0,1'",
+        "hydra.sweeper.params.scheduler=constant", "trainer.max_epochs=2",
+        "dataset.source.n_samples=200", "tracking.experiment=cli-bench-lr",
+        f"hydra.sweep.dir={tmp_path / 'bench_lr'}",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    children, _ = sweep_records(store_uri, "cli-bench-lr")
+    lrs: dict[str, set[float]] = {}
+    for run in children:
+        lrs.setdefault(run.data.tags["lossbench.choice.optimizer"], set()).add(
+            float(run.data.params["optimizer.lr"])
+        )
+    assert lrs == {
+        "sgd": {0.003, 0.01, 0.03, 0.1, 0.3, 1.0},
+        "adam": {3e-05, 0.0001, 0.0003, 0.001, 0.003, 0.01},
+    }
+    report = build_report(store_uri, experiment="cli-bench-lr")
+    assert (report.scientific, report.nuisance) == ("optimizer", "optimizer.lr")
+    best = {row["optimizer"]: float(row["best optimizer.lr"]) for _, row in report.fair.iterrows()}
+    assert set(best) == {"sgd", "adam"}
+    assert all(lr in lrs[name] for name, lr in best.items())

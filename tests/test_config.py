@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 
 from conftest import DATASETS, conf_options
-from lossbench.config import GROUPS, ConfigError, RunSpec, check_run, losses_of_kind
+from lossbench.config import (
+    CONF_DIR,
+    GROUPS,
+    ConfigError,
+    RunSpec,
+    check_run,
+    config_hash,
+    losses_of_kind,
+)
+from lossbench.hydra_private import BasicSweeper
+from lossbench.jobs import compose_jobs
 from lossbench.tracking.writer import Tracker
 
 REGRESSION_SETS = {"diabetes", "regression", "friedman1", "linear1", "linear2"}
@@ -71,6 +85,61 @@ def test_experiment_presets_compose(make_spec) -> None:  # noqa: ANN001
         spec = make_spec([f"experiment={name}"])
         check_run(spec)
         assert spec.cfg["tracking"]["experiment"] == name
+
+
+def sweep_specs(overrides: list[str]) -> list[RunSpec]:
+    """The run specs of every job of a grid sweep, as lossbench's sweeper and launcher make
+    them: ``hydra.sweeper.params`` and the command line expanded by Hydra's basic sweeper."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("train", overrides, run_mode=RunMode.MULTIRUN)
+        params = [f"{k}={v}" for k, v in master.hydra.sweeper.params.items()] + overrides
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(params)
+        [batch] = BasicSweeper.split_arguments(parsed, None)
+        jobs = compose_jobs(loader, master, batch, initial_job_idx=0)
+    GlobalHydra.instance().clear()
+    return [job.spec for job in jobs]
+
+
+BENCH_LR_GRIDS = {
+    "sgd": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
+    "momentum": [0.0003, 0.001, 0.003, 0.01, 0.03, 0.1],
+    **{name: [3e-05, 0.0001, 0.0003, 0.001, 0.003, 0.01] for name in ("rmsprop", "adam", "adamw")},
+}
+
+
+@pytest.mark.slow  # composes 300 jobs (~10 s)
+def test_bench_lr_sweeps_each_optimizer_over_its_own_lr_grid() -> None:
+    """300 distinct runs: 5 optimizers x 6 lrs around each one's usual lr x 2 schedules x 5
+    seeds, on the standard workload's data and model; each run's config holds its lr."""
+    specs = sweep_specs(["experiment=bench_lr"])
+    assert len(specs) == 300
+    assert len({config_hash(s.cfg) for s in specs}) == 300
+    runs: dict[str, dict[float, set[tuple[str, int]]]] = {}
+    for spec in specs:
+        lr = spec.cfg["optimizer"]["lr"]
+        assert isinstance(lr, float)
+        by_lr = runs.setdefault(spec.choices["optimizer"], {})
+        by_lr.setdefault(lr, set()).add((spec.choices["scheduler"], spec.seed))
+    assert {name: sorted(by_lr) for name, by_lr in runs.items()} == BENCH_LR_GRIDS
+    every = {(sched, seed) for sched in ("constant", "cosine") for seed in range(5)}
+    assert all(done == every for by_lr in runs.values() for done in by_lr.values())
+    cfg = specs[0].cfg
+    assert (
+        cfg["dataset"]["source"]["n_samples"] == 2000 and cfg["dataset"]["source"]["noise"] == 0.2
+    )
+    assert (cfg["model"]["hidden"], cfg["model"]["activation"]) == ([64, 64], "relu")
+    assert (cfg["batch_size"], cfg["trainer"]["max_epochs"]) == (64, 50)
+    assert (cfg["report"]["scientific"], cfg["report"]["nuisance"]) == ("optimizer", "optimizer.lr")
+
+
+def test_an_optimizer_without_a_usual_lr_is_named_with_the_ones_there_are() -> None:
+    with pytest.raises(ConfigError) as err:
+        sweep_specs(["experiment=bench_lr", "hydra.sweeper.params.optimizer=nadam",
+                     "hydra.sweeper.params.seed=0"])  # fmt: skip
+    assert "optimizer.lr: usual_lr has no entry for optimizer=nadam" in str(err.value)
+    assert "sgd, momentum, rmsprop, adam, adamw" in str(err.value)
 
 
 def test_unknown_group_option_lists_the_valid_ones(make_spec) -> None:  # noqa: ANN001

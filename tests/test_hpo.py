@@ -3,6 +3,7 @@ trials are MLflow runs under their study's run."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -156,3 +157,37 @@ def test_optuna_sweep_tunes_lr_per_optimizer_with_trials_under_their_study(
     for optimizer, row in fair.items():
         tuned = best[f"optimizer={optimizer}"]["params"]["optimizer.lr"]
         assert float(row["best optimizer.lr"]) == pytest.approx(tuned)
+
+
+@pytest.mark.slow
+def test_the_trials_of_a_round_train_as_one_stacked_fit(tmp_path: Path, store_uri: str) -> None:
+    """Each round of Optuna trials is one launcher batch, and trials differ only in their
+    recipe (optimizer, lr), so a round trains as one stack: 2 studies x 2 trials per round, 2
+    rounds -> 2 fits of 4 members each, sgd and adam trials together. (On one worker: with
+    more, the round is split among them, see tests/test_plan.py.) Only planning facts are
+    checked here: what the trials reach is the stacked optimizer's business."""
+    sweep_dir = tmp_path / "hpo-rounds"
+    cmd = [
+        sys.executable, "-m", "lossbench.train", "experiment=hpo", "optimizer=sgd,adam",
+        "hydra.sweeper.optuna.n_trials=4", "hydra.sweeper.optuna.trials_per_round=2",
+        "hydra.launcher.n_jobs=1", "trainer.max_epochs=2", "dataset.source.n_samples=200",
+        "tracking.experiment=test-hpo-rounds", f"hydra.sweep.dir={sweep_dir}",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri}
+    run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("test-hpo-rounds")
+    trials = client.search_runs([experiment.experiment_id], "tags.`lossbench.role` = 'run'")
+    assert len(trials) == 8
+    stacks: dict[str, list] = {}
+    for trial in trials:
+        stacks.setdefault(trial.data.tags["lossbench.stack_id"], []).append(trial)
+    assert sorted(len(members) for members in stacks.values()) == [4, 4]
+    for members in stacks.values():
+        assert {t.data.tags["lossbench.members"] for t in members} == {"4"}
+        assert {t.data.tags["lossbench.choice.optimizer"] for t in members} == {"sgd", "adam"}
+        assert len({t.data.params["optimizer.lr"] for t in members}) == 4
+    summary = json.loads((sweep_dir / "lossbench-summary.json").read_text())  # the last round
+    assert (summary["runs"], summary["stacks"], summary["stack_by"]) == (4, 1, "recipe")

@@ -62,12 +62,13 @@ def test_stacks_group_seeds_and_losses_only(composed) -> None:  # noqa: ANN001
     composed_jobs, _ = composed
     specs = [job.spec for job in composed_jobs]
     jobs = range(len(specs))
-    stacks = plan_stacks(jobs, specs, check_specs(specs), stack=True, max_members=64)
-    groups = sorted(sorted(s.jobs) for s in stacks)
-    # sgd: 2 losses x 2 seeds; gd: the same; reduce_on_plateau runs alone
-    assert groups == [[0, 1, 4, 5], [2, 3, 6, 7], [8], [9], [10], [11]]
+    for by in ("seed_loss", "recipe"):
+        stacks = plan_stacks(jobs, specs, check_specs(specs), stack=True, max_members=64, by=by)
+        groups = sorted(sorted(s.jobs) for s in stacks)
+        # sgd: 2 losses x 2 seeds; gd (full batch): the same; reduce_on_plateau runs alone
+        assert groups == [[0, 1, 4, 5], [2, 3, 6, 7], [8], [9], [10], [11]], by
     small = plan_stacks(jobs, specs, check_specs(specs), stack=True, max_members=3)
-    assert max(len(s.jobs) for s in small) == 3
+    assert sorted(len(s.jobs) for s in small) == [1, 1, 1, 1, 2, 2, 2, 2]  # 4 -> 2 + 2, not 3 + 1
     alone = plan_stacks(jobs, specs, check_specs(specs), stack=False, max_members=64)
     assert len(alone) == len(specs)
 

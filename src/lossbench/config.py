@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from lossbench.data import DatasetError, SplitData, load_dataset
 
@@ -80,7 +81,12 @@ class RunSpec:
     ) -> RunSpec:
         """From a composed task config (as ``@hydra.main`` passes it)."""
         if isinstance(cfg, DictConfig):
-            container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            try:
+                container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            except InterpolationResolutionError as err:  # e.g. usual_lr_times: a clear message
+                detail = str(err).splitlines()[0]
+                detail = detail.removeprefix("ConfigError raised while resolving interpolation: ")
+                raise ConfigError(f"{err.full_key}: {detail}") from None
         else:
             container = json.loads(json.dumps(dict(cfg)))
         assert isinstance(container, dict)
@@ -102,6 +108,27 @@ class RunSpec:
     def seed(self) -> int:
         """The training seed."""
         return int(self.cfg["seed"])
+
+
+def usual_lr_times(factor: Any, *, _root_: DictConfig) -> float:
+    """``${usual_lr_times:0.3}``: the chosen optimizer's entry in the config's ``usual_lr``
+    table times ``factor``, to 3 significant digits. A Hydra sweep is a Cartesian product;
+    sweeping ``optimizer.lr`` over these gives each optimizer its own lr grid, and the run's
+    config holds the resulting number (conf/experiment/bench_lr.yaml)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    name = str(HydraConfig.get().runtime.choices.get("optimizer"))
+    table = _root_.get("usual_lr") or {}
+    if name not in table:
+        raise ConfigError(
+            f"usual_lr has no entry for optimizer={name}; it has: "
+            f"{', '.join(table) or 'nothing (no usual_lr table in this config)'}"
+        )
+    return float(f"{float(table[name]) * float(factor):.3g}")
+
+
+if not OmegaConf.has_resolver("usual_lr_times"):
+    OmegaConf.register_new_resolver("usual_lr_times", usual_lr_times)
 
 
 def build(node: Any, **kwargs: Any) -> Any:

@@ -5,8 +5,10 @@ Used by lossbench's Hydra launcher (``hydra/launcher=lossbench``, the default):
 1. every job's config is composed and checked before anything trains or is written;
 2. jobs whose config already has a completed run in the store are not trained again (the run
    is adopted by the sweep), and jobs with the same config train once;
-3. runs that differ only in ``seed`` and ``loss`` are grouped into stacks (one Lightning fit
-   each, members trained as one batched model);
+3. runs that may train together (:func:`lossbench.stacking.stack_key`: by default runs that
+   differ only in their recipe) are grouped into stacks (one Lightning fit each, members
+   trained as one batched model), sized so that every worker stays busy to the end
+   (:func:`plan_stacks`);
 4. stacks train in worker processes (one torch thread each) while this process, the only MLflow
    writer, records each run: RUNNING when its stack is handed to the workers, metrics and status
    when it ends.
@@ -18,8 +20,10 @@ Nothing here imports Lightning: only the workers (or :func:`train_stack` in-proc
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -37,7 +41,7 @@ from typing import Any
 from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash
 from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
-from lossbench.stacking import stack_key
+from lossbench.stacking import STACK_BY, stack_key
 from lossbench.tracking.records import RunRecord
 from lossbench.tracking.sweeps import SweepInfo, mark_interrupted, sweep_parent
 from lossbench.tracking.writer import Tracker
@@ -45,6 +49,14 @@ from lossbench.tracking.writer import Tracker
 log = logging.getLogger(__name__)
 
 MAX_MEMBERS = 64  # default: at most this many runs per stack (hydra.launcher.max_members)
+STACK_BY_DEFAULT = STACK_BY[0]  # "recipe" (hydra.launcher.stack_by)
+# A training step's fixed cost (Lightning's hooks, the optimizer call, slicing the batch) in
+# members' work: a step of a stack of m members costs about as much as m + 16 members' share.
+# Measured here on the standard workload's model (MLP 2x64, batch 64, one thread, a busy
+# machine): fits of 1, 20 and 64 members took 1.0, 1.8 and 3.5 s over 500 steps (a ratio of
+# 24) and 0.39, 0.84 and 2.47 s over 250 (11). It only decides whether splitting a group once
+# more pays; 20 runs -> 2 x 10 and 300 -> 6 x 50 on two workers hold for any value.
+STEP_COST_IN_MEMBERS = 16
 
 
 @dataclass
@@ -59,36 +71,113 @@ class Stack:
 
     def label(self) -> str:
         """A short description for progress lines."""
-        first = self.specs[0]
-        choices = first.choices
-        text = "-".join(choices.get(g, "?") for g in ("dataset", "optimizer", "scheduler"))
-        losses = sorted({s.choices.get("loss", "?") for s in self.specs})
-        seeds = sorted({s.seed for s in self.specs})
-        return f"{text} loss={','.join(losses)} seeds={','.join(map(str, seeds))}"
+
+        def values(group: str) -> str:
+            return ",".join(sorted({s.choices.get(group, "?") for s in self.specs}))
+
+        text = "-".join(values(g) for g in ("dataset", "optimizer", "scheduler"))
+        seeds = ",".join(map(str, sorted({s.seed for s in self.specs})))
+        return f"{text} loss={values('loss')} seeds={seeds}"
+
+
+def stack_cost(spec: RunSpec, facts: Mapping[str, Any], members: int) -> float:
+    """A stack's rough cost, in members' steps: epochs x steps per epoch x (the fixed cost of a
+    step, :data:`STEP_COST_IN_MEMBERS`, + one per member). Rows per step are left out: members
+    of one stack share them, and the sweeps this plans rarely mix batch sizes."""
+    cfg = spec.cfg
+    n_train = max(1, int(facts["n_train"]))
+    batch = n_train if cfg["batch_size"] == "full" else min(int(cfg["batch_size"]), n_train)
+    steps = math.ceil(n_train / batch) * int(cfg["trainer"]["max_epochs"])
+    return steps * (STEP_COST_IN_MEMBERS + members)
+
+
+def makespan(costs: Sequence[float], n_workers: int) -> float:
+    """The time until the last of ``n_workers`` workers is done, when each takes the next task,
+    costliest first, as it finishes the previous one."""
+    loads = [0.0] * max(1, n_workers)
+    for cost in sorted(costs, reverse=True):
+        heapq.heapreplace(loads, loads[0] + cost)
+    return max(loads)
+
+
+def _split(jobs: Sequence[int], parts: int) -> list[list[int]]:
+    """``jobs`` in ``parts`` runs of consecutive jobs, their sizes differing by at most one."""
+    size, extra = divmod(len(jobs), parts)
+    chunks, start = [], 0
+    for i in range(parts):
+        end = start + size + (i < extra)
+        chunks.append(list(jobs[start:end]))
+        start = end
+    return chunks
 
 
 def plan_stacks(
     jobs: Sequence[int],
     specs: Sequence[RunSpec],
-    facts: Sequence[dict[str, Any]],
+    facts: Sequence[Mapping[str, Any]],
     stack: bool,
     max_members: int,
+    n_workers: int = 1,
+    by: str = STACK_BY_DEFAULT,
+    alone: Collection[int] = (),
 ) -> list[Stack]:
-    """Group the given jobs' runs into stacks, keeping the sweep's order of first appearance."""
-    stacks: list[Stack] = []
-    open_stacks: dict[str, Stack] = {}
+    """Group the given jobs' runs into stacks for ``n_workers`` workers, costliest first.
+
+    Runs with the same :func:`lossbench.stacking.stack_key` (``by``) form a group; a run that
+    must train alone, a job in ``alone`` and, with ``stack=False``, every run is a group of its
+    own. Each group is split into stacks of consecutive jobs whose sizes differ by at most one:
+    first into as few as ``max_members`` allows; then, as long as that shortens the estimated
+    time of the whole sweep on the workers (:func:`makespan` of the :func:`stack_cost` of every
+    stack), the group holding the costliest stack is split into one stack more. So 20 runs on
+    2 workers train as 2 stacks of 10, and 300 as 6 stacks of 50, not 64+64+64+64+44; many
+    groups that already keep the workers busy are left whole. The workers take the stacks in
+    the returned order; each job still gets its own result.
+    """
+    groups: list[list[int]] = []
+    keyed: dict[str, list[int]] = {}
     for job in jobs:
-        spec, data = specs[job], facts[job]
-        key = stack_key(spec) if stack else None
-        current = open_stacks.get(key) if key is not None else None
-        if current is None or len(current.specs) >= max_members:
-            current = Stack([], [], data)
-            stacks.append(current)
-            if key is not None:
-                open_stacks[key] = current
-        current.jobs.append(job)
-        current.specs.append(spec)
-    return stacks
+        key = stack_key(specs[job], by) if stack and job not in alone else None
+        if key is None:
+            groups.append([job])
+        elif key in keyed:
+            keyed[key].append(job)
+        else:
+            keyed[key] = [job]
+            groups.append(keyed[key])
+    parts = [math.ceil(len(group) / max_members) for group in groups]
+
+    def largest(g: int) -> float:  # the cost of group g's largest stack
+        return stack_cost(
+            specs[groups[g][0]], facts[groups[g][0]], math.ceil(len(groups[g]) / parts[g])
+        )
+
+    def costs() -> list[float]:
+        return [
+            stack_cost(specs[group[0]], facts[group[0]], len(chunk))
+            for group, k in zip(groups, parts, strict=True)
+            for chunk in _split(group, k)
+        ]
+
+    best = makespan(costs(), n_workers)
+    while n_workers > 1:
+        splittable = [g for g in range(len(groups)) if parts[g] < len(groups[g])]
+        if not splittable:
+            break
+        g = max(splittable, key=largest)
+        parts[g] += 1
+        estimate = makespan(costs(), n_workers)
+        if estimate >= best:
+            parts[g] -= 1
+            break
+        best = estimate
+
+    stacks = [
+        Stack(chunk, [specs[j] for j in chunk], dict(facts[chunk[0]]))
+        for group, k in zip(groups, parts, strict=True)
+        for chunk in _split(group, k)
+    ]
+    # costliest first; sorted() is stable, so equal stacks keep the sweep's order
+    return sorted(stacks, key=lambda s: -stack_cost(s.specs[0], s.facts, len(s.specs)))
 
 
 def _job_error(spec: RunSpec, err: ConfigError) -> ConfigError:
@@ -399,6 +488,7 @@ def run_sweep(
     on_result: Callable[[int, RunResult], None],
     stack: bool = True,
     max_members: int = MAX_MEMBERS,
+    stack_by: str = STACK_BY_DEFAULT,
     alone: Collection[int] = (),
     on_plan: Callable[[SweepPlan], None] | None = None,
 ) -> SweepPlan:
@@ -407,7 +497,9 @@ def run_sweep(
     - A job whose config already has a completed run in its store (see
       :meth:`StackRunner.skip_completed`) is not trained: the sweep adopts that run.
     - Jobs with the same config and store train once; each gets the result.
-    - The rest train in stacks (``stack=False``: one run per fit) of at most ``max_members``.
+    - The rest train in stacks (``stack=False``: one run per fit) of at most ``max_members``,
+      grouped by ``stack_by`` (one of :data:`lossbench.stacking.STACK_BY`) and split so that
+      the ``n_workers`` workers stay busy to the end (:func:`plan_stacks`).
     - Jobs in ``alone`` train in fits of their own (e.g. for their time per run), and a
       completed run that was trained in a stack does not count as done for them.
 
@@ -433,8 +525,7 @@ def run_sweep(
             if first.setdefault(key, job) != job:
                 copies.setdefault(first[key], []).append(job)
     todo = sorted(first.values())
-    stacks = plan_stacks([j for j in todo if j not in alone], specs, facts, stack, max_members)
-    stacks += plan_stacks([j for j in todo if j in alone], specs, facts, False, 1)
+    stacks = plan_stacks(todo, specs, facts, stack, max_members, n_workers, stack_by, alone)
     plan = SweepPlan(done, copies, stacks, max(1, min(n_workers, len(stacks))))
     if on_plan is not None:
         on_plan(plan)

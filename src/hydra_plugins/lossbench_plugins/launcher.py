@@ -1,6 +1,8 @@
 """``hydra/launcher=lossbench``: check every job first, skip jobs already completed in the
-store, stack runs that differ only in seed and loss into one fit, train stacks in parallel
-worker processes, and record every job in MLflow.
+store, stack runs that share their problem into one fit each (by default runs that differ only
+in seed, loss, penalty, optimizer and schedule; ``stack_by=seed_loss``: only in seed and loss),
+sized so that every worker stays busy to the end, train stacks in parallel worker processes,
+and record every job in MLflow.
 
 The work is done by :mod:`lossbench.sweep`; this class adapts it to Hydra's Launcher interface,
 so that each job still gets its output directory, callbacks and JobReturn.
@@ -24,7 +26,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from lossbench.sweep import MAX_MEMBERS, SweepPlan
+from lossbench.stacking import STACK_BY
+from lossbench.sweep import MAX_MEMBERS, STACK_BY_DEFAULT, SweepPlan
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,11 @@ class LossbenchLauncherConf:
     _target_: str = "hydra_plugins.lossbench_plugins.launcher.LossbenchLauncher"
     # worker processes; null or -1: all cores; 1: train in this process
     n_jobs: Optional[int] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
-    stack: bool = True  # train runs differing only in seed and loss as one stacked model
+    stack: bool = True  # train runs that may stack (see stack_by) as one stacked model
     max_members: int = MAX_MEMBERS  # at most this many runs per stack
+    # recipe: runs may differ in seed, loss, penalty, optimizer and schedule; seed_loss: only
+    # in seed and loss
+    stack_by: str = STACK_BY_DEFAULT
 
 
 ConfigStore.instance().store(
@@ -71,10 +77,12 @@ class LossbenchLauncher(Launcher):
         n_jobs: Optional[int] = None,  # noqa: UP045
         stack: bool = True,
         max_members: int = MAX_MEMBERS,
+        stack_by: str = STACK_BY_DEFAULT,
     ) -> None:
         self.n_jobs = n_jobs
         self.stack = stack
         self.max_members = max_members
+        self.stack_by = stack_by
         self.config: Optional[DictConfig] = None  # noqa: UP045
         self.hydra_context: Optional[HydraContext] = None  # noqa: UP045
         self.task_function: Optional[TaskFunction] = None  # noqa: UP045
@@ -103,6 +111,10 @@ class LossbenchLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if self.max_members < 1:
             raise ConfigError(f"hydra.launcher.max_members={self.max_members} must be >= 1")
+        if self.stack_by not in STACK_BY:
+            raise ConfigError(
+                f"hydra.launcher.stack_by={self.stack_by!r} is not one of: {', '.join(STACK_BY)}"
+            )
 
         # Workers start importing torch and Lightning now, while jobs are composed and checked.
         n_workers = sw.worker_count(self.n_jobs, len(job_overrides))
@@ -176,8 +188,8 @@ class LossbenchLauncher(Launcher):
                 log.debug("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
 
         plan = sw.run_sweep(
-            specs, facts, sweep_dir, executor, n_workers, hand_over, self.stack,
-            self.max_members, on_plan=announce,
+            specs, facts, sweep_dir, executor, n_workers, hand_over, stack=self.stack,
+            max_members=self.max_members, stack_by=self.stack_by, on_plan=announce,
         )  # fmt: skip
 
         summary = {
@@ -185,6 +197,7 @@ class LossbenchLauncher(Launcher):
             "skipped_finished": len(plan.done),
             "statuses": dict(plan.statuses),
             "stacks": len(plan.stacks),
+            "stack_by": self.stack_by if self.stack else None,
             "workers": plan.n_workers,
             "compose_seconds": round(composed - start, 3),
             "check_seconds": round(checked - composed, 3),
