@@ -85,8 +85,7 @@ class RunSpec:
             container = json.loads(json.dumps(dict(cfg)))
         assert isinstance(container, dict)
         container.pop("hydra", None)
-        groups = {g: str(c) for g, c in (choices or {}).items() if g in (*GROUPS, "experiment")}
-        return cls(container, groups, list(overrides), job_num)
+        return cls(container, run_choices(choices or {}), list(overrides), job_num)
 
     @classmethod
     def from_hydra_config(cls, cfg: DictConfig) -> RunSpec:
@@ -102,6 +101,11 @@ class RunSpec:
     def seed(self) -> int:
         """The training seed."""
         return int(self.cfg["seed"])
+
+
+def run_choices(choices: Mapping[str, Any]) -> dict[str, str]:
+    """The Hydra choices a run keeps: those of its config groups and its experiment."""
+    return {g: str(c) for g, c in choices.items() if g in (*GROUPS, "experiment")}
 
 
 def build(node: Any, **kwargs: Any) -> Any:
