@@ -97,12 +97,14 @@ def _job_error(spec: RunSpec, err: ConfigError) -> ConfigError:
 
 
 def check_specs(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
-    """Check runs (see :func:`lossbench.config.check_run`); returns the facts of each one's
-    data. The first bad run raises, naming its job and overrides."""
+    """Check runs (see :func:`lossbench.config.check_run`), building each distinct component
+    once; returns the facts of each one's data. The first bad run raises, naming its job and
+    overrides."""
     facts = []
+    seen: dict[str, Any] = {}
     for spec in specs:
         try:
-            facts.append(check_run(spec).summary())
+            facts.append(check_run(spec, seen).summary())
         except ConfigError as err:
             raise _job_error(spec, err) from None
     return facts
