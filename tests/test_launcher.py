@@ -4,15 +4,18 @@ the pipeline it shares with the claims resumes and trains each config once."""
 from __future__ import annotations
 
 import itertools
+import logging
+from pathlib import Path
 
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from conftest import FAST
-from lossbench.config import CONF_DIR, RunSpec, config_hash
+from lossbench.config import CONF_DIR, ConfigError, RunSpec, config_hash
 from lossbench.jobs import compose_jobs
 from lossbench.results import RunResult
 from lossbench.sweep import check_specs, make_executor, plan_stacks, run_sweep
@@ -28,34 +31,96 @@ JOBS = [
 ]
 
 
-@pytest.fixture
-def composed():  # noqa: ANN201
+def compose_both(
+    master_overrides: list[str], jobs: list[list[str]], conf_dir: Path = CONF_DIR
+) -> tuple[list, list]:
+    """Each job composed fast (compose_jobs) and by Hydra (load_sweep_config)."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        master = loader.load_configuration("train", ["dataset=iris"], run_mode=RunMode.MULTIRUN)
-        fast = compose_jobs(loader, master, JOBS, initial_job_idx=0)
-        slow = [loader.load_sweep_config(master, job) for job in JOBS]
+        name = "train"
+        master = loader.load_configuration(name, master_overrides, run_mode=RunMode.MULTIRUN)
+        fast = compose_jobs(loader, master, jobs, initial_job_idx=0)
+        slow = [loader.load_sweep_config(master, job) for job in jobs]
+        for job, cfg in zip(fast, slow, strict=True):  # resolving needs Hydra's config set
+            HydraConfig.instance().set_config(cfg)
+            expected = RunSpec.from_hydra_config(cfg)
+            expected.job_num = job.idx
+            job.expected = expected
     GlobalHydra.instance().clear()
     return fast, slow
 
 
+def assert_same_configs(fast: list, slow: list, jobs: list[list[str]]) -> None:
+    """The same config files would be written (.hydra/config.yaml and hydra.yaml: keys in the
+    same order, values exactly), and the same run spec is derived, for every job."""
+    for i, (job, cfg) in enumerate(zip(fast, slow, strict=True)):
+        texts = []
+        for config in (job.config(), cfg):
+            container = OmegaConf.to_container(config, resolve=False)
+            container["hydra"]["job"].pop("id", None), container["hydra"]["job"].pop("num", None)
+            container["hydra"]["runtime"].pop("output_dir", None)
+            texts.append(OmegaConf.to_yaml(container))
+        assert texts[0] == texts[1], jobs[i]
+        assert job.config().hydra.job.num == i
+        assert job.spec == job.expected, jobs[i]
+
+
+@pytest.fixture
+def composed():  # noqa: ANN201
+    return compose_both(["dataset=iris"], JOBS)
+
+
 def test_fast_composition_equals_hydras(composed) -> None:  # noqa: ANN001
-    jobs, slow = composed
-    fast = [job.config() for job in jobs]
-    for job, (a, b) in enumerate(zip(fast, slow, strict=True)):
-        a_task = OmegaConf.to_container(a, resolve=False)
-        b_task = OmegaConf.to_container(b, resolve=False)
-        for cfg in (a_task, b_task):
-            cfg["hydra"]["job"].pop("id", None), cfg["hydra"]["job"].pop("num", None)
-            cfg["hydra"]["runtime"].pop("output_dir", None)
-        # exact: values parsed from the same override strings and YAML files, no arithmetic
-        assert a_task == b_task, JOBS[job]
-        assert a.hydra.job.num == job
-        # the spec derived without OmegaConf equals the one resolved from Hydra's config
-        expected = RunSpec.from_hydra_config(b)
-        expected.job_num = job
-        assert jobs[job].spec == expected, JOBS[job]
+    assert_same_configs(*composed, JOBS)
+
+
+def test_combinations_assembled_from_single_group_compositions_equal_hydras(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A grid over groups, one of whose options is `# @package _global_` (gd also sets
+    batch_size), under an experiment preset that overrides group values (bench: the dataset's
+    and the model's), with value overrides: every job's config is Hydra's, although only the
+    base and its single-group changes are composed by Hydra."""
+    grid = itertools.product(
+        ["cross_entropy", "mse"], ["sgd", "gd", "adam"], ["constant", "cosine"]
+    )
+    jobs = [
+        [f"loss={loss}", f"optimizer={optimizer}", f"scheduler={scheduler}", f"seed={seed}",
+         "optimizer.lr=0.05", "experiment=bench"]
+        for (loss, optimizer, scheduler), seed in zip(grid, itertools.cycle([0, 1]))
+    ]  # fmt: skip
+    with caplog.at_level(logging.DEBUG, logger="lossbench.jobs"):
+        fast, slow = compose_both(["experiment=bench"], jobs)
+    assert_same_configs(fast, slow, jobs)
+    assert "12 jobs: 12 configs, 5 composed by Hydra" in caplog.text  # 1 + 1 + 2 + 1
+    gd = next(job for job in fast if "optimizer=gd" in job.spec.overrides)
+    assert gd.spec.cfg["optimizer"]["momentum"] == 0.0 and gd.spec.cfg["optimizer"]["lr"] == 0.05
+    assert gd.spec.cfg["batch_size"] == 64  # the preset, merged last, overrides gd's "full"
+
+
+def test_options_writing_the_same_keys_are_composed_by_hydra(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Group b's base option hides what a1 writes (x.y); b1 writes something else. Taking
+    each group's changes from the base would give a1+b1 a's old x.y: such combinations are
+    composed by Hydra."""
+    files = {
+        "train.yaml": "defaults:\n  - _self_\n  - a: a0\n  - b: b0\nx:\n  y: 0\nw: 0\n",
+        "a/a0.yaml": "# @package _global_\nx:\n  y: 1\n",
+        "a/a1.yaml": "# @package _global_\nx:\n  y: 2\n",
+        "b/b0.yaml": "# @package _global_\nx:\n  y: 5\n",
+        "b/b1.yaml": "# @package _global_\nw: 1\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    jobs = [[f"a={a}", f"b={b}"] for a, b in itertools.product(["a0", "a1"], ["b0", "b1"])]
+    with caplog.at_level(logging.DEBUG, logger="lossbench.jobs"):
+        fast, slow = compose_both([], jobs, tmp_path)
+    assert_same_configs(fast, slow, jobs)
+    assert fast[3].spec.cfg == {"x": {"y": 2}, "w": 1}
+    assert "4 jobs: 4 configs, 4 composed by Hydra" in caplog.text
 
 
 def test_stacks_group_seeds_and_losses_only(composed) -> None:  # noqa: ANN001
@@ -71,6 +136,32 @@ def test_stacks_group_seeds_and_losses_only(composed) -> None:  # noqa: ANN001
     assert sorted(len(s.jobs) for s in small) == [1, 1, 1, 1, 2, 2, 2, 2]  # 4 -> 2 + 2, not 3 + 1
     alone = plan_stacks(jobs, specs, check_specs(specs), stack=False, max_members=64)
     assert len(alone) == len(specs)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (["optimizer.momentum=-1"], "optimizer=sgd: .*momentum"),
+        (
+            ["scheduler=step", "scheduler.step_size=0"],
+            "scheduler=step: scheduler.step_size=0 must be > 0",
+        ),
+        (["loss=focal", "loss.gamma=-1"], "loss=focal: focal gamma must be >= 0"),
+        (["trainer.accelerator=tpu"], "trainer=default: trainer.accelerator='tpu' cannot be"),
+    ],
+)
+def test_a_sweeps_checks_find_a_bad_value_of_one_run(
+    make_spec, bad: list[str], message: str
+) -> None:  # noqa: ANN001
+    """A sweep's runs share their checked components (data, model, trainer, ...): a value only
+    the last run has is still found, naming that job, before anything trains."""
+    jobs = [[f"seed={seed}"] for seed in range(3)] + [bad]
+    specs = [make_spec([*FAST, "optimizer=sgd", *job]) for job in jobs]
+    for num, spec in enumerate(specs):
+        spec.job_num = num
+    check_specs(specs[:3])
+    with pytest.raises(ConfigError, match=rf"job #3 \(.*{bad[-1]}\): {message}"):
+        check_specs(specs)
 
 
 @pytest.mark.parametrize("found", ["1.4.0", "1.3.1", "2.0.0.dev1"])

@@ -12,13 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from lossbench.data import DatasetError, SplitData, load_dataset
+if TYPE_CHECKING:
+    from lossbench.data import SplitData
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "tracking")
@@ -91,8 +92,7 @@ class RunSpec:
             container = json.loads(json.dumps(dict(cfg)))
         assert isinstance(container, dict)
         container.pop("hydra", None)
-        groups = {g: str(c) for g, c in (choices or {}).items() if g in (*GROUPS, "experiment")}
-        return cls(container, groups, list(overrides), job_num)
+        return cls(container, run_choices(choices or {}), list(overrides), job_num)
 
     @classmethod
     def from_hydra_config(cls, cfg: DictConfig) -> RunSpec:
@@ -129,6 +129,11 @@ def usual_lr_times(factor: Any, *, _root_: DictConfig) -> float:
 
 if not OmegaConf.has_resolver("usual_lr_times"):
     OmegaConf.register_new_resolver("usual_lr_times", usual_lr_times)
+
+
+def run_choices(choices: Mapping[str, Any]) -> dict[str, str]:
+    """The Hydra choices a run keeps: those of its config groups and its experiment."""
+    return {g: str(c) for g, c in choices.items() if g in (*GROUPS, "experiment")}
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -244,41 +249,91 @@ def _label(spec: RunSpec, group: str) -> str:
     return f"{group}={choice}" if choice else group
 
 
-def check_run(spec: RunSpec) -> SplitData:
+def _key(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True, default=repr)
+
+
+def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
     """Check a run config end to end without training it, and return its data.
 
     Builds every component on small dummies, so any value torch or Lightning would reject later
     is rejected now, with the key that holds it. Raises :class:`ConfigError`.
-    """
-    import torch
 
+    ``seen``: a dict shared by the checks of several runs (a sweep's), so that each distinct
+    component (the data of a dataset config and data seed, a model, a loss on its data, an
+    optimizer, a schedule, a trainer config) is built once; runs that share it only repeat
+    the cheap checks. Only components that passed are kept: a bad one fails each time.
+    """
+    from lossbench.data import DatasetError, load_dataset
     from lossbench.losses import check_penalty
 
+    seen = {} if seen is None else seen
     cfg = spec.cfg
     check_seed(cfg)
     _check_int(cfg, "data_seed", 0)
     _check_int(cfg, "threads", 1)
     _check_int(cfg["trainer"], "max_epochs", 1)
 
-    try:
-        data = load_dataset(cfg["dataset"], int(cfg["data_seed"]))
-    except DatasetError as err:
-        raise ConfigError(f"{_label(spec, 'dataset')}: {err}") from err
+    data_key = _key("data", cfg["dataset"], cfg["data_seed"])
+    if data_key not in seen:
+        try:
+            seen[data_key] = load_dataset(cfg["dataset"], int(cfg["data_seed"]))
+        except DatasetError as err:
+            raise ConfigError(f"{_label(spec, 'dataset')}: {err}") from err
+    data: SplitData = seen[data_key]
     batch_rows(cfg["batch_size"], data)
     try:
         check_penalty(str(cfg["penalty"]["kind"]), float(cfg["penalty"]["strength"]))
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
 
-    try:
-        model = build(cfg["model"])(
-            in_features=data.n_features, out_features=data.n_outputs, seeds=[0]
-        )
-    except Exception as err:
-        raise ConfigError(f"{_label(spec, 'model')}: {_unwrap(err)}") from err
+    model_key = _key("model", cfg["model"], data.n_features, data.n_outputs)
+    if model_key not in seen:
+        try:
+            seen[model_key] = build(cfg["model"])(
+                in_features=data.n_features, out_features=data.n_outputs, seeds=[0]
+            )
+        except Exception as err:
+            raise ConfigError(f"{_label(spec, 'model')}: {_unwrap(err)}") from err
+    model = seen[model_key]
+
+    loss_key = _key("loss", cfg["loss"], data_key, model_key)
+    if loss_key not in seen:
+        _check_loss(spec, data, model)
+        seen[loss_key] = True
+
+    lr = cfg["optimizer"].get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise ConfigError(f"optimizer.lr={lr!r} must be a number > 0 ({_label(spec, 'optimizer')})")
+    schedule_key = _key("schedule", cfg["optimizer"], cfg.get("scheduler"), model_key,
+                        cfg["trainer"]["max_epochs"])  # fmt: skip
+    if schedule_key not in seen:
+        _check_schedule(spec, model)
+        seen[schedule_key] = True
+
+    diagnostics_key = _key("diagnostics", cfg.get("diagnostics"))
+    if diagnostics_key not in seen:
+        try:
+            from lossbench.diagnostics import check_diagnostics
+
+            check_diagnostics(cfg.get("diagnostics") or {})
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        seen[diagnostics_key] = True
+
+    trainer_key = _key("trainer", cfg["trainer"])
+    if trainer_key not in seen:
+        _check_trainer(spec)
+        seen[trainer_key] = True
+    return data
+
+
+def _check_loss(spec: RunSpec, data: SplitData, model: Any) -> None:
+    """The loss builds, suits the task, and takes the model's output on a few rows."""
+    import torch
 
     try:
-        loss = build(cfg["loss"])
+        loss = build(spec.cfg["loss"])
     except Exception as err:
         raise ConfigError(f"{_label(spec, 'loss')}: {_unwrap(err)}") from err
     if data.task == "regression" and loss.kind == "classification":
@@ -294,9 +349,10 @@ def check_run(spec: RunSpec) -> SplitData:
         raise ConfigError(f"{_label(spec, 'loss')} on {data.task} data: {_unwrap(err)}") from err
     assert value.shape == (1,), value.shape
 
-    lr = cfg["optimizer"].get("lr")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ConfigError(f"optimizer.lr={lr!r} must be a number > 0 ({_label(spec, 'optimizer')})")
+
+def _check_schedule(spec: RunSpec, model: Any) -> None:
+    """The optimizer builds on the model's parameters, and the scheduler on the optimizer."""
+    cfg = spec.cfg
     try:
         optimizer = build(cfg["optimizer"])(model.parameters())
     except Exception as err:
@@ -308,14 +364,13 @@ def check_run(spec: RunSpec) -> SplitData:
             )
         except Exception as err:
             raise ConfigError(f"{_label(spec, 'scheduler')}: {_unwrap(err)}") from err
-    try:
-        from lossbench.diagnostics import check_diagnostics
 
-        check_diagnostics(cfg.get("diagnostics") or {})
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+
+def _check_trainer(spec: RunSpec) -> None:
+    """Lightning builds the Trainer (it checks its own arguments: accelerator, ...)."""
+    cfg = spec.cfg
     try:
-        build_trainer(cfg["trainer"])  # Lightning checks its own arguments (accelerator, ...)
+        build_trainer(cfg["trainer"])
     except Exception as err:
         message = _unwrap(err)
         if "unexpected keyword argument" in message:
@@ -334,7 +389,6 @@ def check_run(spec: RunSpec) -> SplitData:
                 f"usable here: {', '.join(usable)}"
             )
         raise ConfigError(f"{_label(spec, 'trainer')}: {message}") from err
-    return data
 
 
 def _usable_accelerators() -> list[str]:

@@ -1,12 +1,30 @@
-"""A sweep's jobs, composed fast: Hydra composes each distinct combination of group overrides
-once, and plain value overrides (``seed=3``) are applied afterwards, as Hydra does itself.
+"""A sweep's jobs, composed fast, equal to what Hydra's ``load_sweep_config`` gives each job.
 
-Used by lossbench's launcher and sweeper (``src/hydra_plugins/lossbench_plugins``).
+A Hydra composition costs ~70-120 ms, and a sweep of 300 jobs over 4 losses x 5 optimizers x 3
+schedulers has 60 combinations of group options. Three things keep that cheap:
+
+1. Plain value overrides (``seed=3``, ``optimizer.lr=0.1``) are applied to a composed config
+   afterwards, as Hydra applies them itself; to the resolved spec directly when the config has
+   no interpolations.
+2. Combinations of group options are assembled from single-group changes: Hydra composes the
+   sweep's first combination (the base) and the combinations that change one group of it (a
+   grid lists those first: 1 + 3 + 4 + 2 = 10 compositions for the example above, however many
+   seeds or learning rates). A combination changing several groups takes, for each changed
+   group, the parts of the config where that group's composition differs from the base.
+   Nothing is composed only to assemble: a combination whose single-group changes Hydra has
+   not composed yet is composed itself.
+3. Assembling is only done when it is exact: when the changed groups' options write disjoint
+   parts of the config. What an option writes is read from its own file (its keys under its
+   package); options with a defaults list of their own, overlapping writes, or a difference
+   from the base that an option's keys do not explain are composed by Hydra instead.
+
+Used by lossbench's launcher and sweeper (``src/hydra_plugins/lossbench_plugins``) and claims.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,11 +33,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from lossbench.config import RunSpec
+from lossbench.config import RunSpec, run_choices
 from lossbench.hydra_private import get_overrides_dirname
+
+log = logging.getLogger(__name__)
+
+Path = tuple[Any, ...]  # keys from the config's root to a node
+# Parts of a composed config that Hydra fills from the overrides, not from config files
+BOOKKEEPING: tuple[Path, ...] = (
+    ("hydra", "overrides", "task"),
+    ("hydra", "job", "override_dirname"),
+    ("hydra", "runtime", "choices"),
+)
 
 
 def _is_plain_value(override: Override, loader: ConfigLoader) -> bool:
@@ -31,6 +59,18 @@ def _is_plain_value(override: Override, loader: ConfigLoader) -> bool:
         and not override.is_sweep_override()
         and not override.is_hydra_override()
         and not loader.repository.group_exists(override.key_or_group)  # type: ignore[attr-defined]
+    )
+
+
+def _is_group_choice(override: Override, loader: ConfigLoader) -> bool:
+    """``group=option``: a choice that assembling may swap for another option."""
+    return (
+        override.type == OverrideType.CHANGE
+        and override.package is None
+        and not override.is_sweep_override()
+        and not override.is_hydra_override()
+        and isinstance(override.value(), str)
+        and loader.repository.group_exists(override.key_or_group)  # type: ignore[attr-defined]
     )
 
 
@@ -51,11 +91,79 @@ def _apply_values(cfg: DictConfig, plain: Sequence[Override]) -> None:
             ) from err
 
 
+def _copy(node: Any) -> Any:
+    """A copy of plain containers (dicts and lists of immutable values): faster than deepcopy."""
+    if isinstance(node, dict):
+        return {k: _copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_copy(v) for v in node]
+    return node
+
+
+def _needs_omegaconf(node: Any) -> bool:
+    """Whether resolving a plain container could change it or fail (an interpolation, or a
+    mandatory value still missing)."""
+    if isinstance(node, dict):
+        return any(_needs_omegaconf(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_needs_omegaconf(v) for v in node)
+    return isinstance(node, str) and ("${" in node or node == MISSING)
+
+
+def _get(node: Any, path: Path) -> Any:
+    for key in path:
+        node = node[key]
+    return node
+
+
+class Template:
+    """A composed config without the job's plain values: Hydra's own, or Hydra's base with the
+    parts that single-group compositions changed (``parts``: path -> unresolved value, and the
+    changed group choices). ``task`` is the config without ``hydra``, unresolved, as plain
+    containers."""
+
+    def __init__(
+        self,
+        base: DictConfig,
+        task: dict[str, Any],
+        choices: dict[str, Any],
+        parts: Sequence[tuple[Path, Any]] = (),
+        changed: dict[str, Any] | None = None,
+    ) -> None:
+        self.base, self.task, self.choices = base, task, choices
+        self.parts, self.changed = list(parts), dict(changed or {})
+        self.direct = not _needs_omegaconf(task)
+        self._spec: RunSpec | None = None
+
+    @classmethod
+    def composed(cls, cfg: DictConfig, container: dict[str, Any]) -> Template:
+        """Hydra's composed config (``container``: all of it as plain containers, unresolved)."""
+        task = {k: v for k, v in container.items() if k != "hydra"}
+        return cls(cfg, task, container["hydra"]["runtime"]["choices"])
+
+    def config(self) -> DictConfig:
+        """A new copy of the full config (with its ``hydra`` node)."""
+        cfg = copy.deepcopy(self.base)
+        for path, value in self.parts:  # only outside ``hydra``: plain YAML values
+            _get(cfg, path[:-1])[path[-1]] = _copy(value)
+        with read_write(cfg.hydra):
+            for group, option in self.changed.items():
+                cfg.hydra.runtime.choices[group] = option
+        return cfg
+
+    def spec(self) -> RunSpec:
+        """The resolved run spec of a config without interpolations (``direct``)."""
+        assert self.direct
+        if self._spec is None:
+            self._spec = RunSpec(self.task, run_choices(self.choices))
+        return self._spec
+
+
 class ComposedJob:
     """One job of a sweep: its run spec now, its full Hydra config when run_job needs it."""
 
     def __init__(
-        self, template: DictConfig, parsed: list[Override], plain: list[Override], idx: int
+        self, template: Template, parsed: list[Override], plain: list[Override], idx: int
     ) -> None:
         self.template, self.parsed, self.plain, self.idx = template, parsed, plain, idx
         self._config: DictConfig | None = None
@@ -64,7 +172,7 @@ class ComposedJob:
     def config(self) -> DictConfig:
         """The job's config, as ``load_sweep_config`` gives it (built on first use)."""
         if self._config is None:
-            cfg = copy.deepcopy(self.template)
+            cfg = self.template.config()
             _apply_values(cfg, self.plain)
             app = [o for o in self.parsed if not o.is_hydra_override()]
             naming = cfg.hydra.job.config.override_dirname
@@ -86,21 +194,13 @@ class ComposedJob:
         self._config = None
 
 
-def _has_interpolation(node: Any) -> bool:
-    if isinstance(node, dict):
-        return any(_has_interpolation(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_interpolation(v) for v in node)
-    return isinstance(node, str) and "${" in node
-
-
 def _with_values(cfg: dict[str, Any], plain: list[Override]) -> dict[str, Any] | None:
-    """``cfg`` with plain overrides applied as OmegaConf.update(merge=True) would, or ``None``
-    when that needs OmegaConf (a missing key, an interpolation in a value)."""
-    cfg = copy.deepcopy(cfg)
+    """A copy of ``cfg`` with plain overrides applied as OmegaConf.update(merge=True) would,
+    or ``None`` when that needs OmegaConf (a missing key, an interpolation in a value)."""
+    cfg = _copy(cfg)
     for override in plain:
-        value = override.value()
-        if _has_interpolation(value):
+        value = _copy(override.value())  # the override is shared by other jobs
+        if _needs_omegaconf(value):
             return None
         *path, last = override.key_or_group.split(".")
         node = cfg
@@ -109,10 +209,7 @@ def _with_values(cfg: dict[str, Any], plain: list[Override]) -> dict[str, Any] |
         if not isinstance(node, dict) or last not in node:
             return None
         if isinstance(value, dict) and isinstance(node[last], dict):
-            merged = _with_values(node[last], [])  # a copy
-            assert merged is not None
-            _merge(merged, value)
-            node[last] = merged
+            _merge(node[last], value)
         else:
             node[last] = value
     return cfg
@@ -126,6 +223,200 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
             into[key] = value
 
 
+# ---------------------------------------------------------------------------------------------
+# Assembling combinations of group options from single-group compositions
+
+
+def _related(a: Path, b: Path) -> bool:
+    """One path is the other or lies under it."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _diff(a: Any, b: Any, path: Path = ()) -> list[Path]:
+    """Where two containers differ: the highest paths below which nothing else is equal
+    (a dict with other keys, or the same keys in another order, differs as a whole)."""
+    if path in BOOKKEEPING:
+        return []
+    if isinstance(a, dict) and isinstance(b, dict) and list(a) == list(b):
+        return [p for key in a for p in _diff(a[key], b[key], (*path, key))]
+    same = type(a) is type(b) and repr(a) == repr(b)  # repr: 1 != 1.0 != True, key order
+    return [] if same else [path]
+
+
+def _within(paths: list[Path], cfg: dict[str, Any]) -> bool:
+    """Every path leads to a value in the config."""
+    for path in paths:
+        node = cfg
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return False
+            node = node[key]
+    return True
+
+
+def _leaves(node: Any, path: Path) -> list[Path]:
+    """The paths a config file writes when merged at ``path``."""
+    if isinstance(node, dict) and node:
+        return [p for key, value in node.items() for p in _leaves(value, (*path, key))]
+    return [path]
+
+
+def _package(header: str | None, group: str) -> Path | None:
+    """Where an option of a group listed in the primary config's defaults (without a package
+    of its own) is merged: its ``@package`` header, or the group. ``None``: a header this
+    simple rule does not cover."""
+    if header is None:
+        return tuple(group.split("/"))
+    if "_global_" in header:
+        header = header[header.rfind("_global_") + len("_global_") :].lstrip(".")
+    if any(magic in header for magic in ("_group_", "_name_", "_here_")):
+        return None
+    return tuple(header.split(".")) if header else ()
+
+
+class _Writes:
+    """What each option of a group writes (its keys under its package), read from its own
+    file; ``None`` for an option whose writes these rules cannot tell (a defaults list of its
+    own, a header they do not cover, a group the primary config lists with a package)."""
+
+    def __init__(self, loader: ConfigLoader, master: DictConfig) -> None:
+        self.sources = loader.get_sources()
+        used = [(s.provider, s.schema, s.path) for s in master.hydra.runtime.config_sources]
+        # the sources Hydra composed the master config from, and no search path of the app's
+        self.usable = used == [(s.provider, s.scheme(), s.path) for s in self.sources] and not (
+            master.hydra.searchpath
+        )
+        self.cache: dict[tuple[str, str], list[Path] | None] = {}
+        primary = self._load(str(master.hydra.job.config_name)) if self.usable else None
+        self.plain_groups: set[str] = set()
+        if primary is not None and primary.header.get("package") is None:
+            for entry in primary.config.get("defaults") or []:
+                if OmegaConf.is_dict(entry) and len(entry) == 1:
+                    words = str(next(iter(entry))).split()
+                    if "@" not in words[-1] and set(words[:-1]) <= {"optional"}:
+                        self.plain_groups.add(words[-1])
+
+    def _load(self, path: str) -> Any:
+        for source in self.sources:
+            if source.is_config(path):
+                return source.load_config(path)
+        return None
+
+    def __call__(self, group: str, option: str) -> list[Path] | None:
+        key = (group, option)
+        if key not in self.cache:
+            self.cache[key] = self._writes(group, option)
+        return self.cache[key]
+
+    def _writes(self, group: str, option: str) -> list[Path] | None:
+        if group not in self.plain_groups:
+            return None
+        loaded = self._load(f"{group}/{option}")
+        if loaded is None or not OmegaConf.is_dict(loaded.config) or "defaults" in loaded.config:
+            return None
+        package = _package(loaded.header.get("package"), group)
+        if package is None:
+            return None
+        return _leaves(OmegaConf.to_container(loaded.config, resolve=False), package)
+
+
+class _Composer:
+    """Templates per set of structural overrides (see the module docstring)."""
+
+    def __init__(self, loader: ConfigLoader, master: DictConfig) -> None:
+        self.loader, self.master = loader, master
+        self.writes = _Writes(loader, master)
+        self.templates: dict[tuple[str, ...], Template] = {}
+        self.composed: dict[tuple[str, ...], dict[str, Any]] = {}  # as plain containers
+        self.bases: dict[tuple[Any, ...], list[Override]] = {}  # pattern -> the base's overrides
+        self.changes: dict[tuple[str, ...], tuple[list[Path], list[Path]] | None] = {}
+
+    def template(self, structural: list[Override]) -> Template:
+        """The template of one job's structural overrides (in the job's order)."""
+        lines = tuple(o.input_line for o in structural)
+        if lines not in self.templates:
+            template = self._assemble(structural)
+            if template is None:
+                cfg = self.loader.load_sweep_config(self.master, list(lines))
+                container = OmegaConf.to_container(cfg, resolve=False)
+                assert isinstance(container, dict)
+                self.composed[lines] = container  # type: ignore[assignment]
+                template = Template.composed(cfg, container)  # type: ignore[arg-type]
+            self.templates[lines] = template
+        return self.templates[lines]
+
+    def _assemble(self, structural: list[Override]) -> Template | None:
+        """The template assembled from the base and single-group compositions already made,
+        or None when that would not be exact (see the module docstring)."""
+        if not self.writes.usable:
+            return None
+        is_choice = [_is_group_choice(o, self.loader) for o in structural]
+        groups = [o.key_or_group for o, c in zip(structural, is_choice, strict=True) if c]
+        if len(set(groups)) != len(groups):
+            return None
+        pattern = tuple(
+            o.key_or_group if c else o.input_line
+            for o, c in zip(structural, is_choice, strict=True)
+        )
+        base_overrides = self.bases.setdefault(pattern, structural)
+        base_lines = tuple(o.input_line for o in base_overrides)
+        lines = tuple(o.input_line for o in structural)
+        changed = [i for i, (a, b) in enumerate(zip(base_lines, lines, strict=True)) if a != b]
+        if len(changed) < 2 or base_lines not in self.composed:
+            return None
+        changes = []
+        for i in changed:
+            single = (*base_lines[:i], lines[i], *base_lines[i + 1 :])
+            if single not in self.changes:
+                self.changes[single] = self._change(base_overrides, i, structural[i], single)
+            changes.append(self.changes[single])
+        for a, first in enumerate(changes):  # the changed groups write disjoint parts
+            if first is None:
+                return None
+            for second in changes[a + 1 :]:
+                if second is None or any(_related(p, q) for p in first[1] for q in second[1]):
+                    return None
+        base = self.composed[base_lines]
+        task = _copy({k: v for k, v in base.items() if k != "hydra"})
+        edits = []
+        for i, change in zip(changed, changes, strict=True):
+            single = self.composed[(*base_lines[:i], lines[i], *base_lines[i + 1 :])]
+            for path in change[0]:  # type: ignore[index]
+                edits.append((path, _get(single, path)))
+                _get(task, path[:-1])[path[-1]] = _copy(_get(single, path))
+        changed_choices = {structural[i].key_or_group: structural[i].value() for i in changed}
+        choices = {**base["hydra"]["runtime"]["choices"], **changed_choices}
+        base_cfg = self.templates[base_lines].base
+        return Template(base_cfg, task, choices, edits, changed_choices)
+
+    def _change(
+        self, base: list[Override], i: int, option: Override, single: tuple[str, ...]
+    ) -> tuple[list[Path], list[Path]] | None:
+        """Where changing one group of the base changes the config (the composition of that
+        single change, already made, against the base's), and what the group's options write;
+        None when the options' own keys do not explain the difference."""
+        group = option.key_or_group
+        mine = self.writes(group, option.value())
+        theirs = self.writes(group, base[i].value())
+        other = self.composed.get(single)
+        if other is None or mine is None or theirs is None:
+            return None
+        base_cfg = self.composed[tuple(o.input_line for o in base)]
+        expected = {**base_cfg["hydra"]["runtime"]["choices"], group: option.value()}
+        if other["hydra"]["runtime"]["choices"] != expected:
+            return None  # the option changed another group's choice
+        paths = _diff(base_cfg, other)
+        written = mine + theirs
+        explained = all(
+            path[:1] not in ((), ("hydra",)) and any(_related(path, w) for w in written)
+            for path in paths
+        )
+        if not (explained and _within(mine, other) and _within(theirs, base_cfg)):
+            return None
+        return paths, written + paths
+
+
 def compose_jobs(
     loader: ConfigLoader,
     master: DictConfig,
@@ -133,31 +424,33 @@ def compose_jobs(
     initial_job_idx: int,
 ) -> list[ComposedJob]:
     """Each job's run spec and (lazily) its full config, equal to what
-    ``loader.load_sweep_config`` gives, but composing only once per distinct set of group
-    overrides: a composition costs ~70 ms, so a 300-job sweep over 60 group combinations would
-    spend 20 s on it. Plain value overrides such as ``seed=3`` are applied afterwards, which is
-    what Hydra does too; to the resolved spec directly when the config has no interpolations."""
+    ``loader.load_sweep_config`` gives, composing as few configs as the module docstring says."""
     parser = OverridesParser.create()
-    templates: dict[tuple[str, ...], tuple[DictConfig, Any, bool]] = {}
+    parsed_lines: dict[str, tuple[Override, bool]] = {}  # line -> (override, is plain)
+    composer = _Composer(loader, master)
     jobs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-        parsed = parser.parse_overrides(list(overrides))
-        plain = [o for o in parsed if _is_plain_value(o, loader)]
-        structural = tuple(o.input_line for o in parsed if o not in plain)
-        if structural not in templates:
-            template = loader.load_sweep_config(master, list(structural))
-            HydraConfig.instance().set_config(template)  # for ${hydra:...} interpolations
-            task = OmegaConf.masked_copy(template, [k for k in template if k != "hydra"])
-            direct = not _has_interpolation(OmegaConf.to_container(task, resolve=False))
-            templates[structural] = (template, RunSpec.from_hydra_config(template), direct)
-        template, template_spec, direct = templates[structural]
+        for line in overrides:
+            if line not in parsed_lines:
+                [override] = parser.parse_overrides([line])
+                parsed_lines[line] = (override, _is_plain_value(override, loader))
+        parsed = [parsed_lines[line][0] for line in overrides]
+        plain = [parsed_lines[line][0] for line in overrides if parsed_lines[line][1]]
+        structural = [parsed_lines[line][0] for line in overrides if not parsed_lines[line][1]]
+        template = composer.template(structural)
         job = ComposedJob(template, parsed, plain, idx)
-        cfg = _with_values(template_spec.cfg, plain) if direct else None
+        cfg = _with_values(template.spec().cfg, plain) if template.direct else None
         if cfg is not None:
             app = [o.input_line for o in parsed if not o.is_hydra_override()]
-            job.spec = RunSpec(cfg, dict(template_spec.choices), app, idx)
+            job.spec = RunSpec(cfg, dict(template.spec().choices), app, idx)
         else:
-            HydraConfig.instance().set_config(job.config())
+            HydraConfig.instance().set_config(job.config())  # for ${hydra:...} interpolations
             job.spec = RunSpec.from_hydra_config(job.config())
         jobs.append(job)
+    log.debug(
+        "%d jobs: %d configs, %d composed by Hydra",
+        len(jobs),
+        len(composer.templates),
+        len(composer.composed),
+    )
     return jobs
