@@ -19,6 +19,7 @@ It also times how long ``lossbench-train`` takes to fail on an unreachable track
     python scripts/bench_sweep.py --json bench.json    # also write the figures
     python scripts/bench_sweep.py --runs 60 --epochs 20
     python scripts/bench_sweep.py --growth             # time vs runs, rows and epochs -> PNG
+    python scripts/bench_sweep.py --overheads-only     # a sweep's fixed cost, compose+check
 """
 
 from __future__ import annotations
@@ -51,12 +52,18 @@ TARGETS = {
     "sql_batches_mlflow_share": 0.15,  # with tracking.sql_batches=true
     "sweep_seconds": 150.0,
     "unreachable_store_seconds": 60.0,
+    "fixed_cost_seconds": 6.0,
+    "compose_check_seconds_300": 2.0,
+    "compose_check_seconds_1500": 5.0,
 }
 AT_MOST = (
     "mlflow_share",
     "sql_batches_mlflow_share",
     "sweep_seconds",
     "unreachable_store_seconds",
+    "fixed_cost_seconds",
+    "compose_check_seconds_300",
+    "compose_check_seconds_1500",
 )  # other targets: >=
 
 
@@ -209,6 +216,72 @@ def time_unreachable_store(workdir: Path) -> float:
         sys.stdout.write((done.stdout + done.stderr)[-3000:])
         raise SystemExit("lossbench-train did not fail as it should on an unreachable store")
     return seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# Overheads
+
+
+def measure_overheads(workdir: Path, verbose: bool, repeats: int = 3) -> dict[str, Any]:
+    """A sweep's fixed cost, and the time to compose and check a sweep's jobs.
+
+    - ``fixed_cost_seconds``: a 20-run sweep (``experiment=bench optimizer=adam
+      scheduler=constant``, 4 losses x 5 seeds, 10 epochs, a fresh SQLite store): the wall time
+      of the ``lossbench-train`` process, start to exit, minus the ``train_seconds`` its
+      launcher reports (training and recording, from the end of the checks to the last run
+      recorded). What remains: process start, imports, Hydra, starting the worker pool,
+      composing, checking, shutting down. The least of ``repeats`` sweeps (other load on the
+      machine only adds to it).
+    - ``compose_check_seconds_300`` and ``_1500``: ``compose_seconds + check_seconds`` from the
+      launcher's summary of ``experiment=bench`` (300 runs) and of the same over 5 learning
+      rates (1,500 runs), run cheaply: 1 epoch, ``tracking=none``. Waiting for the workers'
+      imports is reported apart (``worker_wait_seconds``): it is part of the fixed cost.
+    """
+    fixed = []
+    for i in range(repeats):
+        store = workdir / f"overhead-{i}"
+        cmd = [
+            sys.executable, "-m", "lossbench.train", "-m", "experiment=bench", "optimizer=adam",
+            "scheduler=constant", "loss=cross_entropy,focal,mse,hinge", "seed=0,1,2,3,4",
+            "trainer.max_epochs=10", f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
+            f"hydra.sweep.dir={store / 'multirun'}",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=not verbose, text=True, timeout=900)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.stdout.write((done.stdout or "")[-3000:] + (done.stderr or "")[-3000:])
+            raise SystemExit(f"the 20-run sweep failed (exit {done.returncode})")
+        summary = json.loads((store / "multirun" / "lossbench-summary.json").read_text())
+        fixed.append(round(seconds - summary["train_seconds"], 2))
+    compose_check = {}
+    for runs, lrs in ((300, []), (1500, ["optimizer.lr=0.001,0.003,0.01,0.03,0.1"])):
+        sweep_dir = workdir / f"compose-check-{runs}"
+        cmd = [sys.executable, "-m", "lossbench.train", "experiment=bench", *lrs,
+               "trainer.max_epochs=1", "tracking=none", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=not verbose, text=True, timeout=1800)
+        if done.returncode != 0:
+            sys.stdout.write((done.stdout or "")[-3000:] + (done.stderr or "")[-3000:])
+            raise SystemExit(f"the {runs}-run sweep failed (exit {done.returncode})")
+        summary = json.loads((sweep_dir / "lossbench-summary.json").read_text())
+        assert summary["runs"] == runs, summary
+        compose_check[runs] = summary
+    figures = {
+        "fixed_cost_seconds": min(fixed),
+        "fixed_cost_seconds_all": fixed,
+        **{
+            f"compose_check_seconds_{runs}": round(s["compose_seconds"] + s["check_seconds"], 2)
+            for runs, s in compose_check.items()
+        },
+        "compose_check_summaries": {str(runs): s for runs, s in compose_check.items()},
+    }
+    print(f"Fixed cost of a 20-run sweep (wall time minus training and recording): "
+          f"{figures['fixed_cost_seconds']:.1f} s (least of {fixed})")  # fmt: skip
+    for runs, s in compose_check.items():
+        print(f"Composing + checking {runs} runs: {s['compose_seconds']:.2f} s + "
+              f"{s['check_seconds']:.2f} s (waiting for the workers' imports in between: "
+              f"{s.get('worker_wait_seconds', 0):.1f} s)")  # fmt: skip
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,11 +490,26 @@ def main() -> int:
     )
     parser.add_argument("--workdir", type=Path, help="where stores go (default: a temp dir)")
     parser.add_argument("--verbose", action="store_true", help="show the sweep's own output")
+    parser.add_argument(
+        "--overheads-only", action="store_true", help="only the fixed cost and compose+check"
+    )
     args = parser.parse_args()
 
     work = Workload(args.runs, args.rows, args.epochs)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lossbench-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.overheads_only:
+        overheads = measure_overheads(workdir, args.verbose)
+        for key in (
+            "fixed_cost_seconds",
+            "compose_check_seconds_300",
+            "compose_check_seconds_1500",
+        ):
+            met = "met" if overheads[key] <= TARGETS[key] else "NOT MET"
+            print(f"  target {key} <= {TARGETS[key]}: {overheads[key]} {met}")
+        if args.json:
+            args.json.write_text(json.dumps(overheads, indent=2))
+        return 0
     print(f"Workload: {work.runs} runs (losses x optimizers x schedulers x {SEEDS} seeds = "
           f"{' x '.join(str(len(g)) for g in work.grid())} x {SEEDS}), moons {work.rows} rows, "
           f"MLP 2x64, batch 64, {work.epochs} epochs. Stores under {workdir}")  # fmt: skip
@@ -436,6 +524,8 @@ def main() -> int:
     ref = measure_references(work, workdir, args.naive_sample, args.plain_sample)
     print("An unreachable store ...", flush=True)
     unreachable = time_unreachable_store(workdir)
+    print("Fixed cost, composing and checking ...", flush=True)
+    overheads = measure_overheads(workdir, args.verbose)
 
     naive_total, plain_total = ref["naive"] * work.runs, ref["plain"] * work.runs
     share = sweep.summary["mlflow_seconds"] / sweep.seconds
@@ -464,6 +554,7 @@ def main() -> int:
         ],
         "launcher": sweep.summary,
         "unreachable_store_seconds": round(unreachable, 2),
+        **overheads,
     }
     print()
     print(f"Sweep: {sweep.seconds:.1f} s wall for {work.runs} runs = {figures['runs_per_minute']:.0f} runs/min "
