@@ -16,9 +16,10 @@ Light: no torch, Lightning or Hydra imports (the sweep's main process plans stac
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lossbench.config import RunSpec
+if TYPE_CHECKING:  # lossbench.config imports Hydra
+    from lossbench.config import RunSpec
 
 STACK_BY = ("recipe", "seed_loss")
 SEED_LOSS_KEYS = ("seed", "loss")
