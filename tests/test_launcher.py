@@ -3,16 +3,19 @@ the pipeline it shares with the claims resumes and trains each config once."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 
 from conftest import FAST
 from lossbench.config import CONF_DIR, ConfigError, RunSpec, config_hash
@@ -211,3 +214,76 @@ def test_run_sweep_trains_each_config_once_and_resumes(make_spec, store_uri: str
     plan = run_sweep(specs, check_specs(specs), tmp_path / "third", executor, 1,
                      results.__setitem__, alone={3})  # fmt: skip
     assert sorted(plan.done) == [0, 1, 2, 3] and plan.trained == 0
+
+
+class _RecordingCallbacks:
+    """Stands in for Hydra's callbacks: records each call's job config and JobReturn."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def on_job_start(self, config: Any, task_function: Any) -> None:
+        self.calls.append(("start", OmegaConf.to_container(config.hydra.job)))
+
+    def on_job_end(self, config: Any, job_return: Any) -> None:
+        self.calls.append(("end", job_return.status))
+
+
+def test_handing_over_a_job_gives_what_hydras_run_job_gives(composed, tmp_path: Path) -> None:  # noqa: ANN001
+    """The launcher's lean hand-over writes the same .hydra/ files (as YAML read back), calls
+    the same callbacks and returns the same JobReturn as Hydra's run_job, for passing and
+    failing jobs."""
+    from hydra.core.utils import JobStatus, run_job
+    from hydra.types import HydraContext
+
+    from hydra_plugins.lossbench_plugins.job_return import hand_over
+
+    fast, _ = composed
+
+    def task(cfg: Any) -> Any:
+        if cfg.seed == 1:
+            raise RuntimeError("run FAILED")
+        return {"val/acc": 0.5}
+
+    for i, cfg in enumerate(job.config() for job in fast[:4]):
+        outs = {}
+        for how, fn in (("hydra", run_job), ("lossbench", hand_over)):
+            job_cfg = copy.deepcopy(cfg)
+            with read_write(job_cfg.hydra), open_dict(job_cfg.hydra):
+                job_cfg.hydra.sweep.dir = str(tmp_path / how)
+            callbacks = _RecordingCallbacks()
+            context = HydraContext(config_loader=None, callbacks=callbacks)  # type: ignore[arg-type]
+            ret = fn(
+                hydra_context=context, task_function=task, config=job_cfg,
+                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
+            )  # fmt: skip
+            files = {
+                p.name: yaml.safe_load(p.read_text().replace(str(tmp_path / how), "<dir>"))
+                for p in (tmp_path / how / str(i) / ".hydra").iterdir()
+            }
+            hydra_cfg = OmegaConf.to_container(ret.hydra_cfg, resolve=False)
+            outs[how] = (files, callbacks.calls, ret, hydra_cfg)
+        (files, calls, ret, _), (files2, calls2, ret2, _) = outs["hydra"], outs["lossbench"]
+        assert set(files) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+        assert files2 == files
+        assert calls2 == calls and [c for c, _ in calls] == ["start", "end"]
+        assert (
+            ret2.status
+            == ret.status
+            == (JobStatus.FAILED if cfg.seed == 1 else JobStatus.COMPLETED)
+        )
+        if cfg.seed == 1:
+            for r in (ret, ret2):
+                with pytest.raises(RuntimeError, match="run FAILED"):
+                    r.return_value  # noqa: B018 (a failed job's return value raises its error)
+        else:
+            assert ret2.return_value == ret.return_value == {"val/acc": 0.5}
+        assert ret2.cfg == ret.cfg and ret2.overrides == ret.overrides
+        assert ret2.task_name == ret.task_name and ret2.working_dir == ret.working_dir
+        assert OmegaConf.is_struct(ret2.cfg) == OmegaConf.is_struct(ret.cfg)
+        dirs = {"sweep": None, "runtime": None}
+        for _, _, _, hydra_cfg in outs.values():
+            dirs["sweep"] = hydra_cfg["hydra"]["sweep"].pop("dir")
+            dirs["runtime"] = hydra_cfg["hydra"]["runtime"].pop("output_dir")
+            assert dirs["runtime"].endswith(f"/{i}")
+        assert outs["hydra"][3] == outs["lossbench"][3]

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from hydra_plugins.lossbench_plugins.job_return import hand_over as hand_over_job
 from lossbench.stacking import STACK_BY
 from lossbench.sweep import MAX_MEMBERS, STACK_BY_DEFAULT, SweepPlan
 
@@ -162,15 +163,8 @@ class LossbenchLauncher(Launcher):
         def hand_over(job: int, result: RunResult) -> None:
             # the job's output dir, .hydra/ files, callbacks and JobReturn, as Hydra gives them;
             # no per-job log file: the job's work was done (and logged) by its stack
-            returns[job] = run_job(
-                hydra_context=self.hydra_context,
-                task_function=_Recorded(result),
-                config=jobs[job].config(),
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-                configure_logging=False,
-            )
-            jobs[job].release()  # the JobReturn holds its own copies
+            returns[job] = hand_over_job(self.hydra_context, _Recorded(result), jobs[job].config())
+            jobs[job].release()  # the JobReturn holds what it needs of it
 
         def announce(plan: SweepPlan) -> None:
             log.info(

@@ -22,8 +22,6 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
 from lossbench.results import RunResult
 from lossbench.tracking import reaping, records, sql_batches
@@ -37,6 +35,7 @@ from lossbench.tracking.store import (
     tracking_uri,
 )
 from lossbench.tracking.sweeps import SweepInfo
+from lossbench.yaml_text import yaml_text
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -306,8 +305,8 @@ class Tracker:
         params = [run_params(spec, facts) for spec in specs]
         artifacts = [
             {
-                "config.yaml": yaml.safe_dump(spec.cfg, sort_keys=False),
-                "overrides.yaml": yaml.safe_dump(list(spec.overrides)),
+                "config.yaml": yaml_text(spec.cfg),
+                "overrides.yaml": yaml_text(list(spec.overrides)),
             }
             for spec in specs
         ]
