@@ -107,9 +107,13 @@ RECIPES = [
 ]
 
 
-def _train(recipes: Sequence[Recipe], weights: torch.Tensor, epochs: int = 3) -> torch.Tensor:
+def _train(
+    recipes: Sequence[Recipe], weights: torch.Tensor, epochs: int = 3, grads_to_none: bool = False
+) -> torch.Tensor:
     """Least squares, 4 steps an epoch, schedules stepped as Lightning steps them: stacked
-    when ``weights`` is ``[K, 5, 3]`` (member k with ``recipes[k]``), else one member alone."""
+    when ``weights`` is ``[K, 5, 3]`` (member k with ``recipes[k]``), else one member alone.
+    ``grads_to_none``: the gradients are dropped (``w.grad = None``) instead of zeroed by the
+    optimizer, so that backward gives new gradient tensors."""
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 5, generator=gen), torch.randn(32, 3, generator=gen)
     w = weights.clone().requires_grad_()
@@ -122,7 +126,10 @@ def _train(recipes: Sequence[Recipe], weights: torch.Tensor, epochs: int = 3) ->
         configs = [recipe.scheduler(optimizer, max_epochs=epochs, steps_per_epoch=4)] if recipe.scheduler else []  # fmt: skip
     for _ in range(epochs):
         for _ in range(4):
-            optimizer.zero_grad()
+            if grads_to_none:
+                w.grad = None
+            else:
+                optimizer.zero_grad()
             ((x @ w - y) ** 2).mean(dim=(-2, -1)).sum().backward()
             optimizer.step()
             [c["scheduler"].step() for c in configs if c["interval"] == "step"]
@@ -130,9 +137,10 @@ def _train(recipes: Sequence[Recipe], weights: torch.Tensor, epochs: int = 3) ->
     return w.detach()
 
 
-def test_stacked_optimizer_steps_each_member_as_torch_optim_does() -> None:
+@pytest.mark.parametrize("grads_to_none", [False, True])
+def test_stacked_optimizer_steps_each_member_as_torch_optim_does(grads_to_none: bool) -> None:
     start = torch.randn(len(RECIPES), 5, 3, generator=torch.Generator().manual_seed(1))
-    stacked = _train(RECIPES, start)
+    stacked = _train(RECIPES, start, grads_to_none=grads_to_none)
     for k, recipe in enumerate(RECIPES):
         alone = _train([recipe], start[k])
         assert (alone - start[k]).abs().max() > 1e-2, recipe  # the member did train

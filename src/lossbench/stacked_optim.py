@@ -13,9 +13,9 @@ reads each member's current lr (and momentum or betas, which OneCycle cycles) fr
 so defaults, validation and every schedule behave as they do alone.
 
 Members are grouped by update and options (SGD with Nesterov momentum, AdamW, ...): a group's
-update is a handful of tensor ops on its rows of the parameters flattened to ``[K, P]``,
-whatever the number of layers, with a column of hyperparameters (one value per member). Each update does its arithmetic in
-torch's order (``addcdiv(p, a, b, value=v)`` is ``p + v * a / b``), so members round as they
+update is a handful of tensor ops on its rows of one ``[K, P]`` buffer, of which the parameters
+are views, whatever the number of layers, with a column of hyperparameters (one value per
+member). Each update does its arithmetic in torch's order (``addcdiv(p, a, b, value=v)`` is ``p + v * a / b``), so members round as they
 do alone.
 """
 
@@ -44,6 +44,11 @@ class Recipe:
 
     optimizer: Callable[[Iterable[Tensor]], Optimizer]
     scheduler: Callable[..., dict[str, Any]] | None = None
+
+
+def _kept(state: State, key: str, new: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+    """``state[key]``, or ``new(like)`` at the first step (built only then)."""
+    return state[key] if key in state else new(like)
 
 
 def _signed(grad: Tensor, f: Flags) -> Tensor:
@@ -76,8 +81,11 @@ def _decay(p: Tensor, g: Tensor, h: Hyper, f: Flags) -> tuple[Tensor, Tensor]:
 
 
 def _moments(g: Tensor, state: State, h: Hyper) -> tuple[Tensor, Tensor]:
-    exp_avg = state.get("exp_avg", torch.zeros_like(g)).lerp(g, h["1-beta1"])
-    exp_avg_sq = state.get("exp_avg_sq", torch.zeros_like(g)) * h["beta2"]
+    first = state["exp_avg"] if "exp_avg" in state else torch.zeros_like(g)
+    exp_avg = first.lerp(g, h["1-beta1"])
+    exp_avg_sq = (state["exp_avg_sq"] if "exp_avg_sq" in state else torch.zeros_like(g)) * h[
+        "beta2"
+    ]
     exp_avg_sq = torch.addcmul(exp_avg_sq, g, g * h["1-beta2"])
     state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
     return exp_avg, exp_avg_sq
@@ -101,7 +109,9 @@ def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) ->
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * decay))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * decay))
     # torch keeps the product of the mu's as a float32 state tensor
-    mu_product = state.get("mu_product", torch.ones_like(mu, dtype=p.dtype)) * mu.to(p.dtype)
+    mu_product = _kept(
+        state, "mu_product", lambda m: torch.ones_like(m, dtype=p.dtype), mu
+    ) * mu.to(p.dtype)
     state["mu_product"] = mu_product
     exp_avg, exp_avg_sq = _moments(g, state, h)
     correction2 = (1 - h["beta2_64"] ** step).to(p.dtype)
@@ -114,18 +124,18 @@ def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) ->
 
 def _rmsprop(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
     g = _l2(_signed(g, f), p, h, f)
-    square_avg = state.get("square_avg", torch.zeros_like(g)) * h["alpha"]
+    square_avg = _kept(state, "square_avg", torch.zeros_like, g) * h["alpha"]
     square_avg = torch.addcmul(square_avg, g, g * h["1-alpha"])
     state["square_avg"] = square_avg
     if "centered" in f:
-        grad_avg = state.get("grad_avg", torch.zeros_like(g)).lerp(g, h["1-alpha"])
+        grad_avg = _kept(state, "grad_avg", torch.zeros_like, g).lerp(g, h["1-alpha"])
         state["grad_avg"] = grad_avg
         avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt() + h["eps"]
     else:
         avg = square_avg.sqrt() + h["eps"]
     if "momentum" not in f:
         return p + (-h["lr"] * g) / avg
-    buf = state.get("momentum_buffer", torch.zeros_like(g)) * h["momentum"] + g / avg
+    buf = _kept(state, "momentum_buffer", torch.zeros_like, g) * h["momentum"] + g / avg
     state["momentum_buffer"] = buf
     return p.addcmul(buf, -h["lr"])
 
@@ -205,6 +215,7 @@ class _Group:
         self.span = slice(0)  # the group's rows, once the stack is ordered by group
         self._values: list[tuple[float, ...]] = []
         self._hyper: Hyper = {}
+        self._slots: Tensor | None = None  # self.slots as a tensor, once built
 
     def add(self, member: int, recipe: int) -> None:
         """Add a member that trains with ``recipe``."""
@@ -219,7 +230,9 @@ class _Group:
         values = [_values(shadows[r].param_groups[0], self.keys) for r in self.recipes]
         if values == self._values:
             return self._hyper
-        slots = torch.tensor(self.slots, device=like.device)
+        if self._slots is None or self._slots.device != like.device:
+            self._slots = torch.tensor(self.slots, device=like.device)
+        slots = self._slots
 
         def column(per_recipe: list[float], dtype: torch.dtype) -> Tensor:
             return torch.tensor(per_recipe, dtype=dtype, device=like.device)[slots].unsqueeze(1)
@@ -274,6 +287,26 @@ class StackedOptimizer(Optimizer):
         self.order = None if identity else torch.tensor(order)
         self.unorder = None if identity else torch.argsort(torch.tensor(order))
         self.steps = 0
+        # The parameters and their gradients become views of two [K, P] buffers, so that
+        # each step updates whole rows without gathering and scattering every parameter.
+        # Autograd then adds each gradient into its view in place; it warns that a view's
+        # strides are not the ones it would choose, which is a matter of speed only.
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
+        with torch.no_grad():
+            self.flat = torch.cat([p.detach().reshape(self.n_members, -1) for p in params], 1)
+        self.flat_grad = torch.zeros_like(self.flat)
+        self._grads: list[Tensor] = []
+        start = 0
+        for p in params:
+            width = p[0].numel()
+            p.data = self.flat[:, start : start + width].view(p.shape)
+            p.grad = self.flat_grad[:, start : start + width].view(p.shape)
+            self._grads.append(p.grad)
+            start += width
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradients in place (their buffer stays; ``set_to_none`` is ignored)."""
+        self.flat_grad.zero_()
 
     def member_lrs(self) -> Tensor:
         """Each member's current learning rate, ``[K]``."""
@@ -287,11 +320,13 @@ class StackedOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         params = self.param_groups[0]["params"]
-        k = self.n_members
-        if any(p.grad is None for p in params):
-            raise RuntimeError("every stacked parameter needs a gradient at each step")
-        flat = torch.cat([p.reshape(k, -1) for p in params], 1)
-        grads = torch.cat([p.grad.reshape(k, -1) for p in params], 1)
+        for p, grad in zip(params, self._grads, strict=True):
+            if p.grad is None:
+                raise RuntimeError("every stacked parameter needs a gradient at each step")
+            if p.grad is not grad:  # replaced by someone else: back into the buffer
+                grad.copy_(p.grad)
+                p.grad = grad
+        flat, grads = self.flat, self.flat_grad
         if self.order is not None:
             self.order, self.unorder = self.order.to(flat.device), self.unorder.to(flat.device)
             flat, grads = flat.index_select(0, self.order), grads.index_select(0, self.order)
@@ -303,12 +338,11 @@ class StackedOptimizer(Optimizer):
             updated.append(
                 group.update(flat[rows], grads[rows], state, hyper, self.steps, group.flags)
             )
-        flat = torch.cat(updated) if len(updated) > 1 else updated[0]
-        if self.unorder is not None:
-            flat = flat.index_select(0, self.unorder)
-        sizes = [p[0].numel() for p in params]
-        for p, chunk in zip(params, flat.split(sizes, 1), strict=True):
-            p.copy_(chunk.view_as(p))
+        if self.unorder is None:
+            for group, rows in zip(self.groups.values(), updated, strict=True):
+                self.flat[group.span] = rows
+        else:
+            self.flat.copy_(torch.cat(updated).index_select(0, self.unorder))
         return loss
 
 
