@@ -20,6 +20,7 @@ Nothing here imports Lightning: only the workers (or :func:`train_stack` in-proc
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import logging
@@ -543,6 +544,9 @@ def run_sweep(
     runner.adopt(done, specs)
     for job, record in done.items():
         on_result(job, record.result())
+    # What exists now (imported modules, composed configs) lives as long as the sweep: the
+    # collections while this process records runs need not walk it again and again.
+    gc.freeze()
     runner.run(stacks, executor, plan.n_workers)
     plan.statuses = runner.statuses
     return plan
