@@ -20,6 +20,7 @@ have one signature, ``fn(outputs, target) -> Tensor[K]``, and declare the task t
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -136,7 +137,8 @@ def check_metric_node(name: Any, node: Any) -> None:
             f"{where}: {name!r} is a built-in metric name ({', '.join(BUILT_IN)}); "
             "give the metric another name"
         )
-    if not isinstance(node, Mapping) or not isinstance(node.get("_target_"), str):
+    target = node.get("_target_") if isinstance(node, Mapping) else None
+    if not isinstance(target, str) or not target.strip("."):
         raise ValueError(
             f"{where}={node!r} must be a mapping with a _target_ (a function "
             f"fn(outputs, target) -> Tensor[K], e.g. {SHIPPED[0]}) and a task"
@@ -147,26 +149,46 @@ def check_metric_node(name: Any, node: Any) -> None:
         )
 
 
+def locate(path: str) -> Any:
+    """The object a dotted path names (``pkg.module.function``): the longest importable module,
+    then attributes. ``ImportError`` or ``AttributeError`` says what is missing; an error raised
+    while importing an existing module is its own."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        module = ".".join(parts[:i])
+        try:
+            found = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name and (module == err.name or module.startswith(f"{err.name}.")):
+                if i == 1:
+                    raise
+                continue  # this path is not a module: try its parent
+            raise
+        for attribute in parts[i:]:
+            found = getattr(found, attribute)
+        return found
+    raise ImportError(f"no module in {path!r}")
+
+
 def build_metric(name: str, node: Mapping[str, Any]) -> MetricFn:
     """One entry of ``metrics:``: its ``_target_`` function with the entry's other keys (but
     ``task``) bound as keyword arguments; or, for a class, an instance built with them.
     Raises ``ValueError`` naming the entry when the target cannot be imported or called."""
-    from hydra.utils import get_object, instantiate
+    from hydra.utils import instantiate
 
     check_metric_node(name, node)
     target = node["_target_"]
     where = f"metrics.{name}._target_={target!r}"
     try:
-        found = get_object(target)
-    except Exception as err:  # noqa: BLE001 (ImportError, AttributeError, ...)
-        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        found = locate(target)
+    except (ImportError, AttributeError) as err:
         raise ValueError(
-            f"{where} cannot be imported ({cause}); shipped metrics: {', '.join(SHIPPED)}"
+            f"{where} cannot be imported ({err}); shipped metrics: {', '.join(SHIPPED)}"
         ) from None
     if not callable(found):
         raise ValueError(
-            f"{where} is a {type(found).__name__}, not a function fn(outputs, target) -> "
-            f"Tensor[K]; shipped metrics: {', '.join(SHIPPED)}"
+            f"{where} is not callable (it is {type(found).__name__} {found!r}); a metric is a "
+            f"function fn(outputs, target) -> Tensor[K]; shipped metrics: {', '.join(SHIPPED)}"
         )
     kwargs = {k: v for k, v in node.items() if k != "task"}
     try:

@@ -8,7 +8,7 @@ in memory: no ``self.log`` per step, no logger. Whoever runs the fit decides whe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,7 +17,13 @@ from torch import Tensor
 
 from lossbench.data import SplitData
 from lossbench.losses import Loss, member_penalty
-from lossbench.metrics import classification_metrics, regression_metrics
+from lossbench.metrics import (
+    MetricFn,
+    classification_metrics,
+    member_values,
+    metric_inputs,
+    regression_metrics,
+)
 from lossbench.models import StackedMLP, member_generators
 
 EpochRow = dict[str, Tensor]  # metric name -> one value per member, [K]
@@ -109,7 +115,9 @@ class RecipeModule(pl.LightningModule):
     recipes); ``scheduler`` follows :mod:`lossbench.optim`'s signature and returns one
     Lightning scheduler config or a list of them. After each epoch, ``history`` gains one row:
     train/loss, train/grad_norm, lr (each member's, when the optimizer reports ``member_lrs``)
-    and the val/ metrics.
+    and the val/ metrics. ``metrics`` (the config's, for this task: see
+    :mod:`lossbench.metrics`) are computed with the built-in ones, on val every epoch and on
+    test at the end.
 
     A member whose loss becomes NaN or inf has diverged: from that step on its loss is masked
     out (no gradient reaches it; its siblings train on), ``diverged_at`` holds the epoch, and
@@ -126,6 +134,7 @@ class RecipeModule(pl.LightningModule):
         data: SplitData,
         penalties: Sequence[tuple[str, float]] = (),
         on_epoch_end: Callable[[int, EpochRow], None] | None = None,
+        metrics: Mapping[str, MetricFn] | None = None,
     ) -> None:
         super().__init__()
         if len(losses) != model.n_members:
@@ -138,6 +147,7 @@ class RecipeModule(pl.LightningModule):
         self.y_mean, self.y_std = data.y_mean, data.y_std
         self.penalties = list(penalties) or [("none", 0.0)] * model.n_members
         self.on_epoch_end = on_epoch_end
+        self.metrics = dict(metrics or {})
         self.history: list[EpochRow] = []
         self.end_metrics: EpochRow = {}  # test/*, train/final_loss, end-of-fit diagnostics
         self.extra_row: EpochRow = {}  # this epoch's values from callbacks (diagnostics)
@@ -191,6 +201,11 @@ class RecipeModule(pl.LightningModule):
         else:
             metrics = classification_metrics(output, target, self.n_classes)
         row.update({f"{prefix}/{name}": value for name, value in metrics.items()})
+        if self.metrics:
+            inputs, true = metric_inputs(output, target, self.task, self.y_mean, self.y_std)
+            k = output.shape[0]
+            for name, metric in self.metrics.items():
+                row[f"{prefix}/{name}"] = member_values(name, metric(inputs, true), k)
         return row
 
     # -- Lightning hooks -------------------------------------------------------------------
