@@ -52,6 +52,16 @@ def mean_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred[..., 0] - target).abs().mean(-1)
 
 
+class QuantileError:
+    """A class works too: built with the entry's arguments, its instance called."""
+
+    def __init__(self, q: float) -> None:
+        self.q = q
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (pred[..., 0] - target).abs().quantile(self.q, dim=-1)
+
+
 def one_number(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return probs.mean()  # not one value per member
 
@@ -129,12 +139,14 @@ def test_a_regression_metric_gets_predictions_in_data_units(make_spec, user_modu
         "tracking=none", "trainer.max_epochs=2", "dataset=diabetes", "loss=mse",
         f"+metrics.mean_error={{_target_: {MODULE}.mean_error, task: regression}}",
         f"+metrics.max_error={{_target_: {MODULE}.max_error, task: regression}}",
+        f"+metrics.p90_error={{_target_: {MODULE}.QuantileError, task: regression, q: 0.9}}",
     ])  # fmt: skip
     data = check_run(spec)
     assert data.y_std > 10  # diabetes targets are in the tens to hundreds
     [result] = fit_members([spec.cfg], data)
     assert result.final["test/mean_error"] == pytest.approx(result.final["test/mae"], rel=1e-5)
-    assert result.final["test/max_error"] >= result.final["test/mae"]
+    final = result.final
+    assert final["test/max_error"] >= final["test/p90_error"] > 0
     assert not any("ece" in k or "brier" in k for k in result.final)
     assert set(result.final) - {"time/seconds", "time/epoch_seconds"} <= recorded_metrics(
         spec.cfg, data.task
