@@ -1,6 +1,8 @@
-"""Per-member metrics equal scikit-learn's, member by member."""
+"""Per-member metrics equal scikit-learn's, member by member; ece and brier equal loops over rows."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -105,3 +107,13 @@ def test_ece_and_brier_of_known_cases() -> None:
     # 0.7 confident, right 3 times of 4: |0.75 - 0.7| in one bin
     probs = torch.tensor([[[0.7, 0.3], [0.3, 0.7], [0.3, 0.7], [0.3, 0.7]]])
     assert float(ece(probs, target)) == pytest.approx(0.05)
+
+
+def test_a_diverged_member_leaves_its_siblings_values_alone() -> None:
+    target = torch.as_tensor(rng.integers(0, 3, 50))
+    logits = torch.as_tensor(rng.normal(size=(2, 50, 3)), dtype=torch.float32)
+    before = ece(probabilities(logits), target), brier(probabilities(logits), target)
+    logits[1] = math.nan
+    after = ece(probabilities(logits), target), brier(probabilities(logits), target)
+    for b, a in zip(before, after, strict=True):
+        assert a[0] == b[0] and math.isnan(a[1])
