@@ -14,15 +14,16 @@ from lossbench.train import train
 METRICS = {
     "train/loss", "train/grad_norm", "lr",
     "val/loss", "val/acc", "val/balanced_acc", "val/f1_macro",
-    "val/ece", "val/brier",  # conf/train.yaml's metrics: recorded by every classification run
 }  # fmt: skip
 TESTS = {
     "test/loss",
     "test/acc",
     "test/balanced_acc",
     "test/f1_macro",
-    "test/ece",
-    "test/brier",
+    "test/ece",  # conf/train.yaml's metrics: every classification run records them, and on
+    "test/brier",  # val the final model's values (not every epoch: every_epoch is off)
+    "val/ece",
+    "val/brier",
     "time/seconds",
     "time/epoch_seconds",
     "train/final_loss",

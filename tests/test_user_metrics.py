@@ -69,6 +69,10 @@ def one_number(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 ANSWER = 42
 '''
 TOP2 = f"+metrics.top2_error={{_target_: {MODULE}.top2_error, task: classification}}"
+# the shipped ECE again, on val every epoch
+ECE_CURVE = (
+    "+metrics.ece_curve={_target_: lossbench.metrics.ece, task: classification, every_epoch: true}"
+)
 
 
 @pytest.fixture
@@ -84,24 +88,27 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
 def test_a_user_metric_is_recorded_and_read_by_report_optuna_and_claims(
     make_spec, user_module: str, store_uri: str, tmp_path: Path
 ) -> None:  # noqa: ANN001
-    """A stack of two seeds on a 3-class set with the shipped metrics and the user's: val/ every
-    epoch, test/ at the end, each member as it would alone (1e-5); then the report, an Optuna
-    objective and a claim's metric check read the new names."""
+    """A stack of two seeds on a 3-class set with the shipped metrics and the user's: val/ and
+    test/ of the final model (val/ every epoch where asked), each member as it would alone
+    (1e-5); then the report, an Optuna objective and a claim's metric check read them."""
     specs = [
-        make_spec([*FAST, "dataset=blobs", TOP2, f"seed={seed}", f"tracking.uri={store_uri}",
-                   "tracking.experiment=user-metrics"])
+        make_spec([*FAST, "dataset=blobs", TOP2, ECE_CURVE, f"seed={seed}",
+                   f"tracking.uri={store_uri}", "tracking.experiment=user-metrics"])
         for seed in (0, 1)
     ]  # fmt: skip
     assert stack_key(specs[0]) == stack_key(specs[1])
     data = check_run(specs[0])
     stacked = fit_members([s.cfg for s in specs], data)
-    names = ("ece", "brier", "top2_error")
     for spec, together in zip(specs, stacked, strict=True):
         [alone] = fit_members([spec.cfg], data)
-        for name in names:
-            assert len(together.series[f"val/{name}"]) == 3  # every epoch
-            assert together.series[f"val/{name}"] == cross_path_approx(alone.series[f"val/{name}"])
-            assert together.final[f"test/{name}"] == cross_path_approx(alone.final[f"test/{name}"])
+        assert len(together.series["val/ece_curve"]) == 3  # every epoch
+        assert together.series["val/ece_curve"] == cross_path_approx(alone.series["val/ece_curve"])
+        assert "val/ece" not in together.series  # once, at the end: the last epoch's value
+        assert together.final["val/ece"] == cross_path_approx(together.series["val/ece_curve"][-1])
+        for name in ("ece", "brier", "top2_error", "ece_curve"):
+            for split in ("val", "test"):
+                key = f"{split}/{name}"
+                assert together.final[key] == cross_path_approx(alone.final[key]), key
         final = together.final
         assert 0 <= final["test/ece"] <= 1 and 0 <= final["test/brier"] <= 2
         assert final["test/top2_error"] <= 1 - final["test/acc"]  # top-2 misses are top-1 misses
@@ -113,7 +120,7 @@ def test_a_user_metric_is_recorded_and_read_by_report_optuna_and_claims(
     sweep = tracker.start_sweep("user-metrics-sweep", ["seed=0,1"], "/tmp/sweep")
     tracker.finish_runs(tracker.start_runs(specs, data.summary(), sweep), stacked)
     tracker.end_sweep(sweep)
-    for metric in ("test/ece", "val/top2_error"):  # lossbench-report --metric test/ece
+    for metric in ("test/ece", "val/ece_curve"):  # lossbench-report --metric test/ece
         table = report.aggregate(tracking_uri=store_uri, experiment="user-metrics", metric=metric)
         mean = sum(r.final[metric] for r in stacked) / 2
         assert table[f"{metric} mean"].iloc[0] == pytest.approx(mean)
@@ -170,11 +177,13 @@ def test_a_regression_metric_gets_predictions_in_data_units(make_spec, user_modu
          r"metrics.ece2.task=None must be one of classification, regression"),
         (f"+metrics.one={{_target_: {MODULE}.one_number, task: classification}}",
          r"metrics.one returned \(\); a metric returns one value per stacked member"),
+        ("metrics.ece.every_epoch=sometimes",
+         r"metrics.ece.every_epoch='sometimes' must be true or false"),
         ("+metrics.ece.bins=5",
          r"metrics.ece \(lossbench.metrics.ece\) on binary outputs \(1, 8, 2\): .*'bins'"),
     ],
     ids=["no-module", "no-function", "not-callable", "built-in-name", "no-task", "not-per-member",
-         "bad-argument"],
+         "bad-every-epoch", "bad-argument"],
 )  # fmt: skip
 def test_bad_metrics_fail_before_anything_trains(
     make_spec, user_module: str, store_uri: str, entry: str, message: str
@@ -193,7 +202,8 @@ def test_metrics_compose_from_overrides_and_are_shared_within_a_stack(make_spec)
     one, none, change an argument; all through the sweep's composition too. Runs recording
     other metrics never share a stack."""
     add = "+metrics.ece5={_target_: lossbench.metrics.ece, task: classification, n_bins: 5}"
-    overrides = [[], [add], ["~metrics.brier"], ["metrics=null"], ["metrics.ece.n_bins=10"]]
+    overrides = [[], [add], ["~metrics.brier"], ["metrics=null"],
+                 ["metrics.ece.n_bins=10", "metrics.ece.every_epoch=true"]]  # fmt: skip
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
@@ -204,7 +214,8 @@ def test_metrics_compose_from_overrides_and_are_shared_within_a_stack(make_spec)
     assert [sorted(m) for m in metrics] == [
         ["brier", "ece"], ["brier", "ece", "ece5"], ["ece"], [], ["brier", "ece"],
     ]  # fmt: skip
-    assert metrics[1]["ece5"]["n_bins"] == 5 and metrics[4]["ece"]["n_bins"] == 10
+    assert metrics[1]["ece5"]["n_bins"] == 5
+    assert metrics[4]["ece"]["n_bins"] == 10 and metrics[4]["ece"]["every_epoch"] is True
     for job, o in zip(jobs, overrides, strict=True):  # as Hydra composes each alone
         assert job.spec.cfg == make_spec(["tracking=none", *o]).cfg
     keys = [stack_key(job.spec) for job in jobs]

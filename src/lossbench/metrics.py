@@ -15,6 +15,11 @@ have one signature, ``fn(outputs, target) -> Tensor[K]``, and declare the task t
 - ``task: regression``: ``outputs`` are predictions ``[K, N, 1]`` and ``target`` the true values
   ``[N]``, both in the data's own units (target standardization undone).
 
+``val/<name>`` is the final model's value (recorded once, at the last epoch's step) unless the
+entry says ``every_epoch: true`` (then every epoch's: a history, at one more value per epoch to
+record). ``test/<name>`` is the final model's. Other keys of an entry are the function's keyword
+arguments.
+
 :func:`ece` and :func:`brier` are shipped this way (``conf/train.yaml`` records them).
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +39,7 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 # Names a metric of the config cannot take: each split's loss and the built-in metrics.
 BUILT_IN = ("loss", *CLASSIFICATION_METRICS, *REGRESSION_METRICS)
 METRIC_TASKS = ("classification", "regression")
+RESERVED_KEYS = ("_target_", "task", "every_epoch")  # what an entry says that is no argument
 SHIPPED = ("lossbench.metrics.ece", "lossbench.metrics.brier")
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -149,6 +156,8 @@ def check_metric_node(name: Any, node: Any) -> None:
         raise ValueError(
             f"{where}.task={node.get('task')!r} must be one of {', '.join(METRIC_TASKS)}"
         )
+    if not isinstance(node.get("every_epoch", False), bool):
+        raise ValueError(f"{where}.every_epoch={node['every_epoch']!r} must be true or false")
 
 
 def locate(path: str) -> Any:
@@ -192,7 +201,7 @@ def build_metric(name: str, node: Mapping[str, Any]) -> MetricFn:
             f"{where} is not callable (it is {type(found).__name__} {found!r}); a metric is a "
             f"function fn(outputs, target) -> Tensor[K]; shipped metrics: {', '.join(SHIPPED)}"
         )
-    kwargs = {k: v for k, v in node.items() if k != "task"}
+    kwargs = {k: v for k, v in node.items() if k not in RESERVED_KEYS[1:]}
     try:
         metric = instantiate(kwargs, _convert_="all", _partial_=not isinstance(found, type))
     except Exception as err:  # noqa: BLE001
@@ -203,7 +212,15 @@ def build_metric(name: str, node: Mapping[str, Any]) -> MetricFn:
     return metric
 
 
-def build_metrics(nodes: Mapping[str, Any] | None, task: str) -> dict[str, MetricFn]:
+@dataclass(frozen=True)
+class Metric:
+    """A metric of the config, built: its function and whether val/ records every epoch."""
+
+    fn: MetricFn
+    every_epoch: bool = False
+
+
+def build_metrics(nodes: Mapping[str, Any] | None, task: str) -> dict[str, Metric]:
     """The metrics of a config's ``metrics:`` mapping that are for ``task`` (a data task:
     binary, multiclass or regression), by name. Every entry is checked, whatever its task."""
     kind = metric_task(task)
@@ -211,7 +228,7 @@ def build_metrics(nodes: Mapping[str, Any] | None, task: str) -> dict[str, Metri
     for name, node in (nodes or {}).items():
         check_metric_node(name, node)
         if node["task"] == kind:
-            built[name] = build_metric(name, node)
+            built[name] = Metric(build_metric(name, node), bool(node.get("every_epoch", False)))
     return built
 
 
