@@ -20,6 +20,10 @@ TESTS = {
     "test/acc",
     "test/balanced_acc",
     "test/f1_macro",
+    "test/ece",  # conf/train.yaml's metrics: every classification run records them, and on
+    "test/brier",  # val the final model's values (not every epoch: every_epoch is off)
+    "val/ece",
+    "val/brier",
     "time/seconds",
     "time/epoch_seconds",
     "train/final_loss",

@@ -38,28 +38,42 @@ ALLOWED_TARGETS = ("pytorch_lightning.Trainer",)
 ALLOWED_TARGET_PREFIXES = ("torch.optim.", "lossbench.")
 
 
-def check_targets(cfg: Any, path: str = "") -> None:
+def _allows(entry: str, target: str) -> bool:
+    """Whether an allow-list entry names ``target``: the same name, or a module or package
+    above it (``mypkg`` and ``mypkg.`` allow ``mypkg.metrics.auroc``, not ``mypkgs.x``)."""
+    return target == entry.rstrip(".") or target.startswith(entry.rstrip(".") + ".")
+
+
+def check_targets(cfg: Any, path: str = "", allow: Sequence[str] = ()) -> None:
     """Raise :class:`ConfigError` if any ``_target_`` in a config (at any depth) is outside the
-    allow-list: torch.optim.*, torch.optim.lr_scheduler.*, lossbench.*, pytorch_lightning.Trainer.
+    allow-list: torch.optim.*, torch.optim.lr_scheduler.*, lossbench.*, pytorch_lightning.Trainer,
+    and what ``allow`` names (the user's own choice, e.g. ``lossbench-repro --allow-target``:
+    a name, or a module or package prefix). Never extended by what the config itself says.
     """
     if isinstance(cfg, Mapping):
         for key, value in cfg.items():
             where = f"{path}.{key}" if path else str(key)
             if key == "_target_":
                 allowed = value in ALLOWED_TARGETS or (
-                    isinstance(value, str) and value.startswith(ALLOWED_TARGET_PREFIXES)
+                    isinstance(value, str)
+                    and (
+                        value.startswith(ALLOWED_TARGET_PREFIXES)
+                        or any(_allows(entry, value) for entry in allow if entry.strip("."))
+                    )
                 )
                 if not allowed:
+                    extra = "".join(f", {entry}" for entry in allow)
                     raise ConfigError(
                         f"{where}={value!r} is not allowed in a config read from a store; "
                         "allowed: torch.optim.*, torch.optim.lr_scheduler.*, lossbench.*, "
-                        "pytorch_lightning.Trainer"
+                        f"pytorch_lightning.Trainer{extra}. If you trust it (your own metric, "
+                        f"say), allow it: lossbench-repro --allow-target {value} (or its package)"
                     )
             else:
-                check_targets(value, where)
+                check_targets(value, where, allow)
     elif isinstance(cfg, list | tuple):
         for i, value in enumerate(cfg):
-            check_targets(value, f"{path}[{i}]")
+            check_targets(value, f"{path}[{i}]", allow)
 
 
 @dataclass
@@ -201,12 +215,25 @@ def _check_int(cfg: Mapping[str, Any], key: str, minimum: int) -> None:
         raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
 
 
+def config_metrics(cfg: Mapping[str, Any], task: str) -> list[str]:
+    """Names of the ``metrics:`` entries of a config that a run on ``task`` data (binary,
+    multiclass or regression) records, as val/<name> and test/<name>. (Reads the config only.)"""
+    kind = "regression" if task == "regression" else "classification"
+    nodes = cfg.get("metrics") or {}
+    return [
+        str(name)
+        for name, node in nodes.items()
+        if isinstance(node, Mapping) and node.get("task") == kind
+    ]
+
+
 def recorded_metrics(cfg: Mapping[str, Any], task: str) -> set[str]:
     """The metric names a run of this config records (per epoch and at the end), for claims to
     check their metrics against before anything trains."""
     split = [
         "loss",
         *(("rmse", "mae", "r2") if task == "regression" else ("acc", "balanced_acc", "f1_macro")),
+        *config_metrics(cfg, task),
     ]
     names = {
         "train/loss",
@@ -311,6 +338,11 @@ def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
         _check_schedule(spec, model)
         seen[schedule_key] = True
 
+    metrics_key = _key("metrics", cfg.get("metrics"), data_key, model_key)
+    if metrics_key not in seen:
+        _check_metrics(spec, data, model)
+        seen[metrics_key] = True
+
     diagnostics_key = _key("diagnostics", cfg.get("diagnostics"))
     if diagnostics_key not in seen:
         try:
@@ -348,6 +380,41 @@ def _check_loss(spec: RunSpec, data: SplitData, model: Any) -> None:
     except Exception as err:
         raise ConfigError(f"{_label(spec, 'loss')} on {data.task} data: {_unwrap(err)}") from err
     assert value.shape == (1,), value.shape
+
+
+def _check_metrics(spec: RunSpec, data: SplitData, model: Any) -> None:
+    """Every ``metrics:`` entry is well formed, its ``_target_`` imports and is callable, and
+    those for this task take the model's outputs on a few rows and give one value per member."""
+    import torch
+
+    from lossbench.metrics import build_metric, member_values, metric_inputs
+
+    nodes = spec.cfg.get("metrics") or {}
+    if not isinstance(nodes, Mapping):
+        raise ConfigError(
+            f"metrics={nodes!r} must be a mapping of name -> {{_target_: ..., task: ...}}"
+        )
+    built = {}
+    for name, node in nodes.items():
+        try:
+            built[name] = build_metric(name, node)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    wanted = set(config_metrics(spec.cfg, data.task))
+    if not wanted:
+        return
+    x = torch.from_numpy(data.x_val[:8])
+    y = torch.from_numpy(data.y_val[:8])
+    with torch.no_grad():
+        outputs, target = metric_inputs(model(x), y, data.task, data.y_mean, data.y_std)
+    for name in sorted(wanted):
+        try:
+            member_values(name, built[name](outputs, target), 1)
+        except Exception as err:
+            raise ConfigError(
+                f"metrics.{name} ({nodes[name]['_target_']}) on {data.task} outputs "
+                f"{tuple(outputs.shape)}: {_unwrap(err)}"
+            ) from err
 
 
 def _check_schedule(spec: RunSpec, model: Any) -> None:

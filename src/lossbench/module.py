@@ -8,7 +8,7 @@ in memory: no ``self.log`` per step, no logger. Whoever runs the fit decides whe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,7 +17,13 @@ from torch import Tensor
 
 from lossbench.data import SplitData
 from lossbench.losses import Loss, member_penalty
-from lossbench.metrics import classification_metrics, regression_metrics
+from lossbench.metrics import (
+    Metric,
+    classification_metrics,
+    member_values,
+    metric_inputs,
+    regression_metrics,
+)
 from lossbench.models import StackedMLP, member_generators
 
 EpochRow = dict[str, Tensor]  # metric name -> one value per member, [K]
@@ -109,7 +115,9 @@ class RecipeModule(pl.LightningModule):
     recipes); ``scheduler`` follows :mod:`lossbench.optim`'s signature and returns one
     Lightning scheduler config or a list of them. After each epoch, ``history`` gains one row:
     train/loss, train/grad_norm, lr (each member's, when the optimizer reports ``member_lrs``)
-    and the val/ metrics.
+    and the val/ metrics. ``metrics`` (the config's, for this task: see
+    :mod:`lossbench.metrics`) are computed with the built-in ones: on test at the end, and on
+    val at the end too, or every epoch for those that say ``every_epoch``.
 
     A member whose loss becomes NaN or inf has diverged: from that step on its loss is masked
     out (no gradient reaches it; its siblings train on), ``diverged_at`` holds the epoch, and
@@ -126,6 +134,7 @@ class RecipeModule(pl.LightningModule):
         data: SplitData,
         penalties: Sequence[tuple[str, float]] = (),
         on_epoch_end: Callable[[int, EpochRow], None] | None = None,
+        metrics: Mapping[str, Metric] | None = None,
     ) -> None:
         super().__init__()
         if len(losses) != model.n_members:
@@ -138,6 +147,8 @@ class RecipeModule(pl.LightningModule):
         self.y_mean, self.y_std = data.y_mean, data.y_std
         self.penalties = list(penalties) or [("none", 0.0)] * model.n_members
         self.on_epoch_end = on_epoch_end
+        self.metrics = dict(metrics or {})
+        self._every_epoch = [name for name, m in self.metrics.items() if m.every_epoch]
         self.history: list[EpochRow] = []
         self.end_metrics: EpochRow = {}  # test/*, train/final_loss, end-of-fit diagnostics
         self.extra_row: EpochRow = {}  # this epoch's values from callbacks (diagnostics)
@@ -183,15 +194,32 @@ class RecipeModule(pl.LightningModule):
             return values
         return values[self._loss_order.to(values.device)]
 
-    def evaluate(self, output: Tensor, target: Tensor, prefix: str) -> EpochRow:
-        """Loss and task metrics of every member on one evaluation split."""
+    def evaluate(
+        self, output: Tensor, target: Tensor, prefix: str, metrics: Sequence[str] = ()
+    ) -> EpochRow:
+        """Loss and task metrics of every member on one evaluation split, and the config's
+        ``metrics`` named."""
         row = {f"{prefix}/loss": self.member_losses(output, target)}
         if self.task == "regression":
-            metrics = regression_metrics(output, target, self.y_mean, self.y_std)
+            built_in = regression_metrics(output, target, self.y_mean, self.y_std)
         else:
-            metrics = classification_metrics(output, target, self.n_classes)
-        row.update({f"{prefix}/{name}": value for name, value in metrics.items()})
+            built_in = classification_metrics(output, target, self.n_classes)
+        row.update({f"{prefix}/{name}": value for name, value in built_in.items()})
+        row.update(self.config_metrics(output, target, prefix, metrics))
         return row
+
+    def config_metrics(
+        self, output: Tensor, target: Tensor, prefix: str, names: Sequence[str]
+    ) -> EpochRow:
+        """The config's metrics ``names`` of every member on one split."""
+        if not names:
+            return {}
+        inputs, true = metric_inputs(output, target, self.task, self.y_mean, self.y_std)
+        k = output.shape[0]
+        return {
+            f"{prefix}/{name}": member_values(name, self.metrics[name].fn(inputs, true), k)
+            for name in names
+        }
 
     # -- Lightning hooks -------------------------------------------------------------------
 
@@ -256,7 +284,7 @@ class RecipeModule(pl.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Validation loss and metrics of every member."""
         x, y = batch
-        self._val = self.evaluate(self.model(x), y, "val")
+        self._val = self.evaluate(self.model(x), y, "val", self._every_epoch)
 
     def on_validation_epoch_end(self) -> None:
         """Expose the monitored metric to Lightning (reduce_on_plateau runs alone, K=1)."""
@@ -286,9 +314,14 @@ class RecipeModule(pl.LightningModule):
         self.end_metrics["train/final_loss"] = self.member_losses(self.model(x), y)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Test loss and metrics of every member, with the final weights."""
+        """Test loss and metrics of every member, with the final weights; and the config's
+        metrics on val that are not computed every epoch (the final weights' values)."""
         x, y = batch
-        self.end_metrics.update(self.evaluate(self.model(x), y, "test"))
+        self.end_metrics.update(self.evaluate(self.model(x), y, "test", list(self.metrics)))
+        at_end = [name for name in self.metrics if name not in self._every_epoch]
+        if at_end:
+            x, y = self.trainer.datamodule.split("val")
+            self.end_metrics.update(self.config_metrics(self.model(x), y, "val", at_end))
 
 
 def _group_losses(

@@ -1,7 +1,9 @@
 """``lossbench-repro RUN_ID``: train a recorded run again and compare every final metric.
 
 The run's config comes from its ``config.yaml`` artifact; only allow-listed ``_target_``s may
-be instantiated (a run in a shared store is untrusted input). A run trained as a member of a
+be instantiated (a run in a shared store is untrusted input): lossbench's own, torch.optim's,
+Lightning's Trainer, and what ``--allow-target`` names (your own metrics, say), never what the
+stored config says. A run trained as a member of a
 stack is re-trained with its whole stack (the members' configs are in their runs), because a
 stacked fit and a fit alone agree only to float rounding (within 1e-5), not bit for bit.
 
@@ -88,7 +90,7 @@ class Repro:
         return f"{verdict} (relative tolerance {self.tolerance:g}; the environment differs)"
 
 
-def _config_of(client: Any, run_id: str) -> dict[str, Any]:
+def _config_of(client: Any, run_id: str, allow: Sequence[str] = ()) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
@@ -100,14 +102,20 @@ def _config_of(client: Any, run_id: str) -> dict[str, Any]:
                 f"run {run_id} has no config.yaml artifact to rebuild it from ({err})"
             ) from err
         cfg = yaml.safe_load(Path(path).read_text())
-    check_targets(cfg)
+    check_targets(cfg, allow=allow)
     return cfg
 
 
 def reproduce(
-    run_id: str, uri: str, tolerance: float = DEFAULT_TOLERANCE, record: bool = True
+    run_id: str,
+    uri: str,
+    tolerance: float = DEFAULT_TOLERANCE,
+    record: bool = True,
+    allow_targets: Sequence[str] = (),
 ) -> Repro:
-    """Re-train run ``run_id`` of the store at ``uri`` and compare its final metrics."""
+    """Re-train run ``run_id`` of the store at ``uri`` and compare its final metrics.
+    ``allow_targets``: more ``_target_``s (names, or module and package prefixes) its config
+    may instantiate (see :func:`lossbench.config.check_targets`)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -119,7 +127,7 @@ def reproduce(
     except MlflowException as err:
         raise NotInStore(f"no run {run_id!r} in {uri}") from err
     tags = run.data.tags
-    cfg = _config_of(client, run_id)
+    cfg = _config_of(client, run_id, allow_targets)
     spec = RunSpec(cfg, {k.removeprefix("lossbench.choice."): v for k, v in tags.items() if k.startswith("lossbench.choice.")},
                    tags.get("lossbench.overrides", "").split())  # fmt: skip
     data = check_run(spec)  # anything that no longer exists fails here, clearly
@@ -132,7 +140,7 @@ def reproduce(
         )
         by_index = {int(r.data.tags["lossbench.stack_index"]): r.info.run_id for r in siblings}
         if sorted(by_index) == list(range(members)):
-            cfgs = [_config_of(client, by_index[i]) for i in range(members)]
+            cfgs = [_config_of(client, by_index[i], allow_targets) for i in range(members)]
             member = int(tags["lossbench.stack_index"])
             notes.append(f"trained with its stack of {members} runs, as recorded")
         else:
@@ -202,12 +210,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="relative tolerance where the environment differs: platform, "
                              f"versions, threads, CPU capability, torch build or device "
                              f"(default {DEFAULT_TOLERANCE:g})")  # fmt: skip
+    parser.add_argument("--allow-target", action="append", default=[], metavar="NAME",
+                        help="also allow this _target_ in the stored config: a function or "
+                             "class, or a module or package and everything in it (e.g. "
+                             "mypkg.metrics for your own metrics); repeatable. Only lossbench.*, "
+                             "torch.optim.* and pytorch_lightning.Trainer are allowed otherwise")  # fmt: skip
     parser.add_argument("--no-record", action="store_true", help="do not record the re-run")
     parser.add_argument("--tracking-uri", help="MLflow store (default: as training)")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or tracking_uri({"root": "mlruns"})
     try:
-        repro = reproduce(args.run_id, uri, args.tolerance, record=not args.no_record)
+        repro = reproduce(args.run_id, uri, args.tolerance, record=not args.no_record,
+                          allow_targets=args.allow_target)  # fmt: skip
     except (NotInStore, ConfigError, StoreUnreachable) as err:
         print(f"lossbench-repro: {err}", file=sys.stderr)
         return 2

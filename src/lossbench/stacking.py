@@ -1,7 +1,7 @@
 """Which runs may train together as members of one stacked model.
 
 Members of a stack share the problem and the fit: dataset and data_seed, architecture, batch
-size, Trainer settings (max_epochs, ...), diagnostics. With ``by="recipe"`` (the default) they
+size, Trainer settings (max_epochs, ...), diagnostics, the ``metrics`` recorded. With ``by="recipe"`` (the default) they
 may differ in the whole recipe: seed, loss, penalty, optimizer (kind and hyperparameters) and
 schedule. With ``by="seed_loss"`` only in seed and loss, as before recipe stacks existed.
 

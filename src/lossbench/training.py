@@ -17,6 +17,7 @@ import torch
 from lossbench.config import batch_rows, build, build_trainer
 from lossbench.data import SplitData, load_dataset
 from lossbench.diagnostics import Diagnostics
+from lossbench.metrics import build_metrics
 from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
 from lossbench.platform_facts import float_tags
 from lossbench.results import RunResult
@@ -31,7 +32,7 @@ def fit_members(
     """Train the runs described by ``cfgs`` together, as stacked members of one model.
 
     The configs must share everything but their seed, loss, penalty, optimizer and schedule
-    (see :func:`lossbench.stacking.stack_key`). Returns one result per config, in order: its
+    (see :func:`lossbench.stacking.stack_key`); the first one's ``metrics`` are everyone's. Returns one result per config, in order: its
     per-epoch metrics, its test metrics and ``time/seconds``, the fit's wall time shared
     equally among its members, and tags naming what decided its floating-point results
     (:func:`lossbench.platform_facts.float_tags`).
@@ -54,6 +55,7 @@ def fit_members(
         data=data,
         penalties=[(str(c["penalty"]["kind"]), float(c["penalty"]["strength"])) for c in stacked],
         on_epoch_end=on_epoch_end,
+        metrics=build_metrics(first.get("metrics"), data.task),
     )
     datamodule = InMemoryDataModule(data, seeds, batch_rows(first["batch_size"], data))
     callbacks = []
