@@ -7,11 +7,13 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from scipy import stats as st
 
 from lossbench import claims as C
+from lossbench.claims import render
 from lossbench.config import check_run
 
 
@@ -233,3 +235,219 @@ def test_duplicate_ids_are_an_error_naming_both_files(tmp_path: Path) -> None:
         files.select(["V1"])
     with pytest.raises(C.ClaimError, match="used twice"):
         C.load_claims(directory=folder)
+
+
+# -- best over a nuisance axis -------------------------------------------------------------------
+
+LRS = ["0.01", "0.1", "1"]
+NUISANCE = {
+    "axes": {
+        "variant": {"a": ["optimizer=adam"], "b": ["optimizer=sgd"]},
+        "lr": {lr: [f"optimizer.lr={lr}"] for lr in LRS},
+    },
+    "nuisance": {"axis": "lr", "select": "val/loss"},
+    "metric": "test/loss",
+}
+
+
+def noisy(base: float, group: str, lr: str, seed: int) -> float:
+    """A run's value: its group's and lr's base, plus something for the seed."""
+    return base + (0.01 if group == "a" else 0.013) * seed + 0.001 * LRS.index(lr) * seed**2
+
+
+def nuisance_runs(claim: C.Claim, table: dict[tuple[str, str], tuple[float, float, int]]) -> dict:
+    """Runs where group g at lr has val/loss and test/loss about v and t, and its first ``k``
+    seeds diverged: table[(g, lr)] = (v, t, k)."""
+    data = {}
+    for labels, seed, _ in claim.jobs():
+        group, lr = labels["variant"], labels["lr"]
+        val, test, diverged = table[(group, lr)]
+        outcome = "diverged" if seed < diverged else "finished"
+        metrics = {
+            "val/loss": noisy(val, group, lr, seed),
+            "test/loss": noisy(test, group, lr, seed),
+        }
+        data[C.job_key(claim, labels, seed)] = C.RunData(outcome, metrics, {}, 10)
+    return data
+
+
+# (val, test, diverged seeds) per group and lr. In every case a's lr=1 has the best TEST loss
+# but is never the best on validation: a choice made on test would show up.
+SELECTIONS = {
+    "best-val-mean": (
+        {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.2, 0.3, 0), ("a", "1"): (0.4, 0.1, 0),
+         ("b", "0.01"): (0.3, 0.4, 0), ("b", "0.1"): (0.6, 0.6, 0), ("b", "1"): (0.7, 0.7, 0)},
+        {"a": "0.1", "b": "0.01"},
+        ["b: lr=0.01 is the grid's smallest value: the grid may be too narrow"],
+    ),
+    "diverged-loses": (
+        {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.3, 0.3, 0), ("a", "1"): (0.35, 0.1, 0),
+         ("b", "0.01"): (0.6, 0.6, 0), ("b", "0.1"): (0.4, 0.4, 0), ("b", "1"): (0.1, 0.1, 1)},
+        {"a": "0.1", "b": "0.1"},
+        ["b: lr=1 has a better mean val/loss but 1/5 runs diverged: ranked below"],
+    ),
+    "all-lrs-diverge": (
+        {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.3, 0.3, 0), ("a", "1"): (0.4, 0.1, 0),
+         ("b", "0.01"): (0.6, 0.6, 2), ("b", "0.1"): (0.2, 0.4, 1), ("b", "1"): (0.1, 0.1, 3)},
+        {"a": "0.1", "b": "0.1"},
+        ["b: every lr has diverged runs; lr=0.1 has the fewest (1/5)",
+         "b: lr=1 has a better mean val/loss but 3/5 runs diverged: ranked below"],
+    ),
+    "every-run-diverges": (
+        {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.3, 0.3, 0), ("a", "1"): (0.4, 0.1, 0),
+         ("b", "0.01"): (0.6, 0.6, 5), ("b", "0.1"): (0.2, 0.4, 5), ("b", "1"): (0.1, 0.1, 5)},
+        {"a": "0.1", "b": "0.01"},
+        ["b: every run diverged at every lr"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("table", "chosen", "notes"), SELECTIONS.values(), ids=SELECTIONS)
+def test_each_group_is_judged_at_its_best_value_on_validation(
+    tmp_path: Path, table: dict, chosen: dict[str, str], notes: list[str]
+) -> None:
+    claim = C.load_claim(claim_file(tmp_path, **NUISANCE))
+    evidence = C.evaluate(claim, nuisance_runs(claim, table)).evidence[0]
+    assert evidence.chosen == chosen and evidence.notes == notes
+    for group, lr in chosen.items():  # judged on test/loss at the chosen lr, diverged runs left out
+        val, test, diverged = table[(group, lr)]
+        finished = [noisy(test, group, lr, seed) for seed in range(diverged, 5)]
+        assert evidence.groups[group].n == len(finished)
+        if finished:
+            assert evidence.groups[group].mean == pytest.approx(np.mean(finished), abs=1e-12)
+        assert evidence.counts[group]["diverged"] == diverged
+    expected_val = np.mean([noisy(table[("a", "0.1")][0], "a", "0.1", s) for s in range(5)])
+    assert evidence.selection["a"]["0.1"] == pytest.approx(expected_val, abs=1e-12)
+    if "every-run" in str(notes):
+        assert evidence.verdict == C.INCONCLUSIVE and math.isnan(evidence.selection["b"]["1"])
+
+
+@pytest.mark.parametrize(
+    ("select", "chosen"),
+    [("val/acc", "1"), ({"name": "val/acc", "at": "best"}, "0.1"), ("val/loss", "0.01")],
+)
+def test_the_selection_direction_follows_the_metric(
+    tmp_path: Path, select: object, chosen: str
+) -> None:
+    """Highest accuracy, lowest loss; ``at: best`` reads the history (best epoch)."""
+    fields = {**NUISANCE, "nuisance": {"axis": "lr", "select": select}}
+    claim = C.load_claim(claim_file(tmp_path, **fields))
+    acc = {"0.01": (0.70, 0.75), "0.1": (0.80, 0.95), "1": (0.85, 0.86)}  # lr -> final, best
+    loss = {"0.01": 0.2, "0.1": 0.3, "1": 0.4}
+    runs = {}
+    for labels, seed, _ in claim.jobs():
+        final, best = acc[labels["lr"]]
+        metrics = {"val/acc": final, "val/loss": loss[labels["lr"]], "test/loss": 0.5}
+        runs[C.job_key(claim, labels, seed)] = C.RunData(
+            "finished", metrics, {"val/acc": [0.5, best, final]}, 3
+        )
+    evidence = C.evaluate(claim, runs).evidence[0]
+    assert evidence.chosen == {"a": chosen, "b": chosen}
+
+
+def test_the_chosen_values_and_notes_are_in_the_table_and_json(tmp_path: Path) -> None:
+    table, chosen, notes = SELECTIONS["best-val-mean"]
+    claim = C.load_claim(claim_file(tmp_path, **NUISANCE))
+    verdict = C.evaluate(claim, nuisance_runs(claim, table))
+    [row] = render.verdict_rows([verdict])
+    assert "a [lr=0.1]: " in row[5] and "b [lr=0.01]: " in row[5]
+    assert row[9].endswith(f"note: {notes[0]}")
+    [data] = json.loads(json.dumps(C.verdicts_json([verdict])))
+    assert data["nuisance"] == {"axis": "lr", "select": "val/loss", "mode": "min"}
+    [assertion] = data["assertions"]
+    assert assertion["chosen"] == {"a": {"lr": "0.1"}, "b": {"lr": "0.01"}}
+    assert assertion["notes"] == notes
+    assert assertion["selection"]["b"]["0.01"] == pytest.approx(0.3 + 2 * 0.013, abs=1e-12)
+
+
+def test_a_spread_over_the_nuisance_axis_reads_every_value(tmp_path: Path) -> None:
+    spread = {"name": "test/loss", "spread_over": "lr"}
+    claim = C.load_claim(claim_file(tmp_path, **NUISANCE, **{"assert": [{"less": ["a", "b"], "metric": spread}]}))  # fmt: skip
+    evidence = C.evaluate(claim, nuisance_runs(claim, SELECTIONS["best-val-mean"][0])).evidence[0]
+    tests = [0.5, 0.3, 0.1]  # a's test/loss bases at each lr
+    spreads = [np.std([noisy(t, "a", lr, s) for t, lr in zip(tests, LRS, strict=True)], ddof=1) for s in range(5)]  # fmt: skip
+    assert evidence.chosen == {} and evidence.groups["a"].mean == pytest.approx(np.mean(spreads))
+
+
+# -- equivalence ---------------------------------------------------------------------------------
+
+EQUIVALENT = {"assert": [{"equivalent": ["a", "b"], "margin": 0.01}], "metric": "train/final_loss"}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected", "why"),
+    [
+        ([0.30, 0.32, 0.29, 0.31, 0.30], [0.301, 0.319, 0.292, 0.309, 0.302], C.REPRODUCED, "inside ±0.01"),
+        ([0.30, 0.32, 0.29, 0.31, 0.30], [0.20, 0.22, 0.18, 0.21, 0.20], C.NOT_REPRODUCED, "> 0.01 is significant"),
+        ([0.30, 0.32, 0.29, 0.31, 0.30], [0.29, 0.34, 0.27, 0.30, 0.31], C.INCONCLUSIVE, "not inside ±0.01"),
+        ([0.30, 0.30, 0.30, 0.30, 0.30], [0.30, 0.30, 0.30, 0.30, 0.30], C.REPRODUCED, "inside ±0.01"),
+    ],
+    ids=["equivalent", "different", "undecided", "the-same-runs"],
+)  # fmt: skip
+def test_equivalence_verdicts(
+    tmp_path: Path, a: list[float], b: list[float], expected: str, why: str
+) -> None:
+    claim = C.load_claim(claim_file(tmp_path, **EQUIVALENT))
+    evidence = C.evaluate(claim, runs_for(claim, {"a": a, "b": b})).evidence[0]
+    assert evidence.verdict == expected and why in evidence.why and "90% CI" in evidence.why
+    assert evidence.effect == pytest.approx(np.mean(a) - np.mean(b), abs=1e-12)  # metric units
+    assert evidence.n == 5 and "paired TOST" in evidence.why
+    assert C.describe(evidence.assertion) == "train/final_loss: a ≡ b within ±0.01"
+
+
+# -- bad input: each a ClaimError naming the file, the value and the choices, before training ----
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"nuisance": {"axis": "lrr", "select": "val/loss"}},
+         "nuisance axis 'lrr' is not an axis of the claim; axes: lr, variant"),
+        ({"nuisance": {"select": "val/loss"}}, "nuisance axis None is not an axis"),
+        ({"nuisance": {"axis": "lr", "select": "test/loss"}},
+         "nuisance select 'test/loss' is not on the validation split: select on a val/ metric"),
+        ({"nuisance": {"axis": "lr"}}, "nuisance needs select"),
+        ({"nuisance": {"axis": "lr", "select": "val/loss", "mode": "lowest"}},
+         "nuisance mode='lowest'; valid: min, max"),
+        ({"nuisance": {"axis": "lr", "select": "val/loss", "mode": "max"}},
+         "mode='max' contradicts 'val/loss', where lower is better"),
+        ({"nuisance": {"axis": "lr", "select": "val/widgets"}}, "give mode: min or mode: max"),
+        ({"nuisance": {"axis": "lr", "select": {"name": "val/loss", "diverged": "worst"}}},
+         "select takes \\{name, at\\}"),
+        ({"nuisance": {"axis": "lr", "select": "val/loss", "by": 1}}, "unknown nuisance keys \\['by'\\]"),
+        ({"nuisance": ["lr"]}, "nuisance must be a mapping"),
+        ({"axes": {"variant": NUISANCE["axes"]["variant"], "lr": {"0.1": ["optimizer.lr=0.1"]}}},
+         "nuisance axis 'lr' has one value; a grid needs two or more"),
+        ({"metric": "val/acc"}, "judges 'val/acc', on the validation split, where the nuisance 'lr' is selected"),
+        ({"assert": [{"less": ["variant=a,lr=0.1", "b"]}]},
+         "group 'variant=a,lr=0.1' names the nuisance axis 'lr'"),
+        ({"nuisance": None}, "group 'a' leaves axis 'lr' open \\(3 runs per seed\\): name it \\(variant=a,lr=0.01\\)"),
+        ({"assert": [{"equivalent": ["a", "b"], "margin": 0}]}, "margin must be a number > 0 \\(in the metric's units\\), got 0"),
+        ({"assert": [{"equivalent": ["a", "b"], "margin": -0.01}]}, "margin must be a number > 0 .*got -0.01"),
+        ({"assert": [{"equivalent": ["a", "b"], "margin": "1%"}]}, "margin must be a number > 0 .*got '1%'"),
+        ({"assert": [{"equivalent": ["a", "b"]}]}, "equivalent needs a margin \\(equivalent: \\[a, b\\] with margin"),
+        ({"assert": [{"equivalent": ["a", "b", "a"], "margin": 0.1}]}, "equivalent takes exactly two groups"),
+        ({"assert": [{"equivalent": ["a", "b"], "margin": 0.1}], "metric": {"name": "test/loss", "diverged": "worst"}},
+         "diverged runs cannot rank worst there"),
+    ],
+    ids=["unknown-axis", "no-axis", "select-on-test", "no-select", "bad-mode", "contradicting-mode",
+         "unknown-direction", "select-diverged", "unknown-key", "not-a-mapping", "one-value-grid",
+         "judged-on-val", "group-names-nuisance", "axis-left-open", "margin-0", "margin-negative",
+         "margin-text", "margin-missing", "three-groups", "equivalent-diverged-worst"],
+)  # fmt: skip
+def test_malformed_nuisance_and_equivalence(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(C.ClaimError, match=message) as err:
+        C.load_claim(claim_file(tmp_path, **{**NUISANCE, **change}))
+    assert str(err.value).startswith("T1.yaml: ")
+
+
+def test_a_validation_target_is_refused_where_the_nuisance_is_selected(
+    tmp_path: Path,
+    make_spec,  # noqa: ANN001
+) -> None:
+    claim = C.load_claim(claim_file(tmp_path, **{**NUISANCE, "metric": "target/epochs"}))
+    spec = make_spec(["dataset=moons", "diagnostics.target={metric: val/acc, value: 0.9}"])
+    keys = [C.job_key(claim, labels, seed) for labels, seed, _ in claim.jobs()]
+    facts = [check_run(spec).summary()] * len(keys)
+    with pytest.raises(C.ClaimError, match="judges 'target/epochs', epochs to a target on val/acc"):
+        C.check_metrics([claim], keys, [spec] * len(keys), facts)

@@ -19,27 +19,18 @@ plots, JSON) and ``cli``.
 """
 
 from lossbench.claims.cli import main
-from lossbench.claims.evaluate import (
-    INCONCLUSIVE,
-    KINDS,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    Evidence,
-    RunData,
-    Verdict,
-    describe,
-    evaluate,
-    evaluate_assertion,
-)
+from lossbench.claims.evaluate import KINDS, Verdict, describe, evaluate, evaluate_assertion
+from lossbench.claims.evidence import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Evidence, RunData
 from lossbench.claims.load import CLAIMS_DIR, ClaimFiles, load_claim, load_claims, read_claims
 from lossbench.claims.render import print_verdicts, verdicts_json, write_report
 from lossbench.claims.run import check_metrics, run_claims
-from lossbench.claims.spec import Assertion, Claim, ClaimError, Selector, job_key
+from lossbench.claims.spec import Assertion, Claim, ClaimError, Nuisance, Selector, job_key
 
 __all__ = [
     "CLAIMS_DIR",
     "INCONCLUSIVE",
     "KINDS",
+    "Nuisance",
     "NOT_REPRODUCED",
     "REPRODUCED",
     "Assertion",
