@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -350,7 +352,7 @@ def test_the_chosen_values_and_notes_are_in_the_table_and_json(tmp_path: Path) -
     claim = C.load_claim(claim_file(tmp_path, **NUISANCE))
     verdict = C.evaluate(claim, nuisance_runs(claim, table))
     [row] = render.verdict_rows([verdict])
-    assert "a [lr=0.1]: " in row[5] and "b [lr=0.01]: " in row[5]
+    assert "a at lr=0.1: " in row[5] and "b at lr=0.01: " in row[5]
     assert row[9].endswith(f"note: {notes[0]}")
     [data] = json.loads(json.dumps(C.verdicts_json([verdict])))
     assert data["nuisance"] == {"axis": "lr", "select": "val/loss", "mode": "min"}
@@ -392,6 +394,7 @@ def test_equivalence_verdicts(
     assert evidence.verdict == expected and why in evidence.why and "90% CI" in evidence.why
     assert evidence.effect == pytest.approx(np.mean(a) - np.mean(b), abs=1e-12)  # metric units
     assert evidence.n == 5 and "paired TOST" in evidence.why
+    assert (evidence.p_value < 0.05) == (expected != C.INCONCLUSIVE)  # the deciding test's p
     assert C.describe(evidence.assertion) == "train/final_loss: a ≡ b within ±0.01"
 
 
@@ -451,3 +454,131 @@ def test_a_validation_target_is_refused_where_the_nuisance_is_selected(
     facts = [check_run(spec).summary()] * len(keys)
     with pytest.raises(C.ClaimError, match="judges 'target/epochs', epochs to a target on val/acc"):
         C.check_metrics([claim], keys, [spec] * len(keys), facts)
+
+
+# -- end to end: tiny sweeps through lossbench-claims --------------------------------------------
+
+TINY = [
+    "dataset=moons",
+    "dataset.source.n_samples=200",
+    "trainer.max_epochs=3",
+    "scheduler=constant",
+]
+SEEDS = [0, 1, 2]
+GRID = ["0.001", "0.01", "0.1"]
+FAIR_CLAIMS = {
+    "EQ1": {  # one optimizer written two ways: the same resolved config, trained once
+        "claim": "optimizer=momentum is SGD with momentum 0.9",
+        "base": [*TINY, "optimizer.lr=0.05"], "seeds": SEEDS, "metric": "test/loss",
+        "axes": {"written": {"preset": ["optimizer=momentum"],
+                             "by_hand": ["optimizer=sgd", "optimizer.momentum=0.9"]}},
+        "assert": [{"equivalent": ["preset", "by_hand"], "margin": 0.01}],
+    },
+    "EQ2": {  # Huber with delta 1 is smooth L1 with beta 1: two losses, trained apart
+        "claim": "huber (delta 1) and smooth_l1 (beta 1) train the same model",
+        "base": ["dataset=regression", "dataset.source.n_samples=200", "trainer.max_epochs=3"],
+        "seeds": SEEDS, "metric": "test/rmse",
+        "axes": {"loss": {"huber": ["loss=huber"], "smooth_l1": ["loss=smooth_l1"]}},
+        "assert": [{"equivalent": ["huber", "smooth_l1"], "margin": 0.01}],
+    },
+    "NE": {  # clearly different after 3 epochs at lr 0.01
+        "claim": "SGD and Adam reach the same test loss",
+        "base": TINY, "seeds": SEEDS, "metric": "test/loss",
+        "axes": {"optimizer": {"sgd": ["optimizer=sgd", "optimizer.lr=0.01"],
+                               "adam": ["optimizer=adam", "optimizer.lr=0.01"]}},
+        "assert": [{"equivalent": ["sgd", "adam"], "margin": 0.01}],
+    },
+    "NU": {  # each optimizer at its best lr of three (shares NE's lr=0.01 runs)
+        "claim": "Adam reaches a lower test loss than SGD, each at its best lr",
+        "base": TINY, "seeds": SEEDS, "metric": "test/loss",
+        "axes": {"optimizer": {"sgd": ["optimizer=sgd"], "adam": ["optimizer=adam"]},
+                 "lr": {lr: [f"optimizer.lr={lr}"] for lr in GRID}},
+        "nuisance": {"axis": "lr", "select": "val/loss"},
+        "assert": [{"less": ["adam", "sgd"]}],
+    },
+}  # fmt: skip
+
+
+def store_means(uri: str, experiment: str, optimizer: str, lr: str) -> dict[str, float]:
+    """Mean val/loss and test/loss over the seeds of one optimizer and lr, read from MLflow."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    found = [
+        r.data.metrics
+        for r in client.search_runs([exp.experiment_id], max_results=1000)
+        if r.data.tags.get("lossbench.choice.optimizer") == optimizer
+        and r.data.params.get("optimizer.lr") == lr
+        and r.data.params.get("dataset.name") == "moons"
+        and r.data.params.get("seed") in {str(s) for s in SEEDS}
+    ]
+    assert len(found) == len(SEEDS)
+    return {m: float(np.mean([f[m] for f in found])) for m in ("val/loss", "test/loss")}
+
+
+@pytest.mark.slow
+def test_equivalence_and_best_lr_end_to_end(
+    tmp_path: Path,
+    store_uri: str,
+    make_spec,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lossbench.config import config_hash
+
+    written = [make_spec([*TINY, "optimizer.lr=0.05", *o, "seed=0"]).cfg for o in
+               (["optimizer=momentum"], ["optimizer=sgd", "optimizer.momentum=0.9"])]  # fmt: skip
+    assert written[0] == written[1] and config_hash(written[0]) == config_hash(written[1])
+    folder = claims_dir(
+        tmp_path, {f"{i}.yaml": yaml.safe_dump({"id": i, **c}) for i, c in FAIR_CLAIMS.items()}
+    )
+    monkeypatch.chdir(tmp_path)
+    rc = C.main(["--claims-dir", str(folder), "--tracking-uri", store_uri, "--experiment", "claims-fair",
+                 "--out", str(tmp_path / "reports"), "--json", str(tmp_path / "v.json")])  # fmt: skip
+    assert rc == 0
+    verdicts = {v["id"]: v for v in json.loads((tmp_path / "v.json").read_text())}
+    assert verdicts["EQ1"]["verdict"] == C.REPRODUCED
+    assert verdicts["EQ2"]["verdict"] == C.REPRODUCED
+    assert verdicts["NE"]["verdict"] == C.NOT_REPRODUCED
+    [nu] = verdicts["NU"]["assertions"]
+    for optimizer in ("sgd", "adam"):  # chosen on validation, judged on test, as the store says
+        means = {lr: store_means(store_uri, "claims-fair", optimizer, lr) for lr in GRID}
+        best = min(GRID, key=lambda lr: means[lr]["val/loss"])
+        assert nu["chosen"][optimizer] == {"lr": best}
+        assert nu["selection"][optimizer] == pytest.approx(
+            {lr: m["val/loss"] for lr, m in means.items()}
+        )
+        assert nu["groups"][optimizer]["mean"] == pytest.approx(means[best]["test/loss"])
+        at_edge = best != "0.01"
+        assert (
+            any(n.startswith(f"{optimizer}: lr={best} is the grid's") for n in nu["notes"])
+            == at_edge
+        )
+    report = (tmp_path / "reports" / "claims.md").read_text()
+    assert f"adam at lr={nu['chosen']['adam']['lr']}: " in report
+    assert "Nuisance axis `lr`: each group at the value with the lowest mean val/loss" in report
+    assert verdicts["NE"]["p_value"] < 0.05  # the test that a difference is beyond the margin
+
+
+def test_judging_is_light(tmp_path: Path) -> None:
+    """Selection, equivalence and the verdict table import neither torch nor Lightning (only
+    the sweep, which trains, does)."""
+    path = claim_file(
+        tmp_path, **{**NUISANCE, "assert": [{"equivalent": ["a", "b"], "margin": 0.1}]}
+    )
+    table = SELECTIONS["best-val-mean"][0]
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from lossbench import claims as C
+from lossbench.claims import render
+from test_claims import nuisance_runs
+claim = C.load_claim(__import__("pathlib").Path({str(path)!r}))
+verdict = C.evaluate(claim, nuisance_runs(claim, {table!r}))
+render.verdict_rows([verdict]), C.verdicts_json([verdict])
+print(verdict.evidence[0].chosen)
+print("HEAVY", [m for m in ("pytorch_lightning", "lightning", "torch") if m in sys.modules])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "{'a': '0.1', 'b': '0.01'}" in done.stdout and "HEAVY []" in done.stdout

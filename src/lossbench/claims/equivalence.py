@@ -46,7 +46,8 @@ def describe(a: Assertion) -> str:
 
 def judge(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     """TOST at the assertion's alpha; the effect is the difference of means, a - b, in the
-    metric's units, and the p-value TOST's (the larger of its two one-sided p-values)."""
+    metric's units; the p-value is TOST's (the larger of its two one-sided p-values), or, when
+    a difference beyond the margin is significant, that test's."""
     evidence = measure(claim, assertion, runs)
     a, b = assertion.groups
     margin, alpha = float(assertion.options["margin"]), assertion.alpha
@@ -63,7 +64,7 @@ def judge(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
         evidence.verdict = REPRODUCED
         evidence.why = f"{told} inside ±{margin:g}: p = {result.p_value:.2g} < {alpha:g}"
     elif result.p_beyond < alpha:
-        evidence.verdict = NOT_REPRODUCED
+        evidence.verdict, evidence.p_value = NOT_REPRODUCED, result.p_beyond
         evidence.why = (
             f"{told}: |difference| > {margin:g} is significant (p = {result.p_beyond:.2g})"
         )

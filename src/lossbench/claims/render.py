@@ -33,15 +33,15 @@ METHODS = (
     "rank worst. Equivalence within a margin: two one-sided tests (TOST), paired or Welch; "
     "REPRODUCED when both reject, NOT REPRODUCED when a difference beyond the margin is "
     "significant. Where a claim has a nuisance axis, each group is judged at the value with "
-    "the best mean validation metric (shown in brackets; a value with diverged runs ranks "
-    "below every value without)."
+    "the best mean validation metric (shown as 'group at axis=value'; a value with diverged "
+    "runs ranks below every value without)."
 )
 COLORS = {REPRODUCED: "green", NOT_REPRODUCED: "red", INCONCLUSIVE: "yellow"}
 
 
 def _group_name(e: Evidence, group: str) -> str:
-    """``sgd`` or, judged at a chosen nuisance value, ``sgd [lr=0.1]``."""
-    return f"{group} [{e.nuisance}={e.chosen[group]}]" if group in e.chosen else group
+    """``sgd`` or, judged at a chosen nuisance value, ``sgd at lr=0.1``."""
+    return f"{group} at {e.nuisance}={e.chosen[group]}" if group in e.chosen else group
 
 
 def _groups_text(e: Evidence) -> str:
@@ -69,9 +69,11 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
 
 def print_verdicts(verdicts: Sequence[Verdict]) -> None:
     """The verdict table in the terminal."""
+    from rich.markup import escape
+
     rows = []
     for row in verdict_rows(verdicts):
-        row = [*row]
+        row = [escape(cell) for cell in row]  # group labels and notes may hold [ ]
         for i in (2, 3):
             if row[i]:
                 row[i] = f"[{COLORS[row[i]]}]{row[i]}[/]"
@@ -115,7 +117,7 @@ def _plot_groups(ax: Any, e: Evidence) -> None:
         if diverged:
             ax.annotate(f"{diverged} diverged", (x, ax.get_ylim()[1]), ha="center", va="top",
                         fontsize=7, color="tab:red")  # fmt: skip
-    ticks = [_group_name(e, name).replace(" [", "\n[") for name in names]
+    ticks = [_group_name(e, name).replace(" at ", "\nat ") for name in names]
     ax.set_xticks(range(len(names)), ticks, rotation=20, ha="right", fontsize=8)
     ax.set_title(f"{e.verdict}\n{describe(e.assertion)}", fontsize=8)
     ax.grid(alpha=0.3)
@@ -155,7 +157,7 @@ def write_report(
             lines += [f"Sweep: `{' '.join(c.base)}`; {axes or 'no axes'}; seeds {c.seeds}.", ""]
         if c.nuisance:
             lines += [f"Nuisance axis `{c.nuisance.axis}`: each group at the value with the "
-                      f"{c.nuisance.label()} (validation), shown in brackets.", ""]  # fmt: skip
+                      f"{c.nuisance.label()} (validation): `group at {c.nuisance.axis}=value`.", ""]  # fmt: skip
         header = ["assertion", "verdict", "groups: mean ± 95% CI", "effect", "p", "n", "why"]
         rows = [
             [describe(e.assertion), e.verdict, _groups_text(e), f"{e.effect:.3g}",
@@ -183,7 +185,9 @@ def _number(x: float) -> float | None:
 
 def _assertion_json(e: Evidence) -> dict[str, Any]:
     out = {"assertion": describe(e.assertion), "verdict": e.verdict, "p_value": _number(e.p_value),
-           "effect": _number(e.effect), "n": e.n, "why": e.why}  # fmt: skip
+           "effect": _number(e.effect), "n": e.n, "why": e.why,
+           "groups": {g: {"mean": _number(ci.mean), "ci_low": _number(ci.low), "ci_high": _number(ci.high),
+                          "n": ci.n} for g, ci in e.groups.items()}}  # fmt: skip
     if e.nuisance:
         out["chosen"] = {g: {e.nuisance: value} for g, value in e.chosen.items()}
         out["selection"] = {
@@ -196,7 +200,7 @@ def _assertion_json(e: Evidence) -> dict[str, Any]:
 
 def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
     """The verdicts as data: id, verdict, p_value, effect, n (of the deciding assertion), and
-    per assertion the same with why; where a claim has a nuisance axis, the claim's
+    per assertion the same with why and each group's mean and 95% CI; where a claim has a nuisance axis, the claim's
     ``nuisance`` and per assertion the value ``chosen`` for each group, the ``selection`` means
     it was chosen on, and ``notes``."""
     out = []
