@@ -582,3 +582,18 @@ print("HEAVY", [m for m in ("pytorch_lightning", "lightning", "torch") if m in s
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "{'a': '0.1', 'b': '0.01'}" in done.stdout and "HEAVY []" in done.stdout
+
+
+def test_the_readme_claim_examples_load(tmp_path: Path) -> None:
+    """The complete examples of the README's claim reference are valid claim files."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
+    examples = [b for b in blocks if b.startswith("id: U")]
+    loaded = {}
+    for text in examples:
+        (tmp_path / "U.yaml").write_text(text)
+        claim = C.load_claim(tmp_path / "U.yaml")
+        loaded[claim.id] = claim
+    assert sorted(loaded) == ["U1", "U2", "U3"]
+    assert loaded["U2"].nuisance == C.Nuisance("lr", C.Selector("val/loss"), higher=False)
+    assert [a.kind for a in loaded["U3"].assertions] == ["equivalent"]
