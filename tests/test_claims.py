@@ -292,7 +292,7 @@ SELECTIONS = {
         {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.3, 0.3, 0), ("a", "1"): (0.4, 0.1, 0),
          ("b", "0.01"): (0.6, 0.6, 2), ("b", "0.1"): (0.2, 0.4, 1), ("b", "1"): (0.1, 0.1, 3)},
         {"a": "0.1", "b": "0.1"},
-        ["b: every lr has diverged runs; lr=0.1 has the fewest (1/5)",
+        ["b: diverged runs at every lr that has finished runs; lr=0.1 has the fewest (1/5)",
          "b: lr=1 has a better mean val/loss but 3/5 runs diverged: ranked below"],
     ),
     "every-run-diverges": (

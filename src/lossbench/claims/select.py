@@ -132,8 +132,8 @@ def _notes(nuisance: Nuisance, ref: str, grid: list[str], choice: Choice) -> lis
         return [f"{ref}: no {axis} has a finished run"]
     if choice.diverged[best]:
         notes.append(
-            f"{ref}: every {axis} has diverged runs; {axis}={best} has the fewest "
-            f"({choice.diverged[best]}/{choice.runs[best]})"
+            f"{ref}: diverged runs at every {axis} that has finished runs; {axis}={best} has "
+            f"the fewest ({choice.diverged[best]}/{choice.runs[best]})"
         )
     sign = -1 if nuisance.higher else 1
     for s in grid:
