@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from scipy import stats as st
 
 from lossbench import claims as C
+from lossbench.claims import render
 from lossbench.config import check_run
 
 
@@ -233,3 +237,363 @@ def test_duplicate_ids_are_an_error_naming_both_files(tmp_path: Path) -> None:
         files.select(["V1"])
     with pytest.raises(C.ClaimError, match="used twice"):
         C.load_claims(directory=folder)
+
+
+# -- best over a nuisance axis -------------------------------------------------------------------
+
+LRS = ["0.01", "0.1", "1"]
+NUISANCE = {
+    "axes": {
+        "variant": {"a": ["optimizer=adam"], "b": ["optimizer=sgd"]},
+        "lr": {lr: [f"optimizer.lr={lr}"] for lr in LRS},
+    },
+    "nuisance": {"axis": "lr", "select": "val/loss"},
+    "metric": "test/loss",
+}
+
+
+def noisy(base: float, group: str, lr: str, seed: int) -> float:
+    """A run's value: its group's and lr's base, plus something for the seed."""
+    return base + (0.01 if group == "a" else 0.013) * seed + 0.001 * LRS.index(lr) * seed**2
+
+
+def nuisance_runs(claim: C.Claim, table: dict[tuple[str, str], tuple[float, float, int]]) -> dict:
+    """Runs where group g at lr has val/loss and test/loss about v and t, and its first ``k``
+    seeds diverged: table[(g, lr)] = (v, t, k)."""
+    data = {}
+    for labels, seed, _ in claim.jobs():
+        group, lr = labels["variant"], labels["lr"]
+        val, test, diverged = table[(group, lr)]
+        outcome = "diverged" if seed < diverged else "finished"
+        metrics = {
+            "val/loss": noisy(val, group, lr, seed),
+            "test/loss": noisy(test, group, lr, seed),
+        }
+        data[C.job_key(claim, labels, seed)] = C.RunData(outcome, metrics, {}, 10)
+    return data
+
+
+# (val, test, diverged seeds) per group and lr. In every case a's lr=1 has the best TEST loss
+# but is never the best on validation: a choice made on test would show up.
+SELECTIONS = {
+    "best-val-mean": (
+        {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.2, 0.3, 0), ("a", "1"): (0.4, 0.1, 0),
+         ("b", "0.01"): (0.3, 0.4, 0), ("b", "0.1"): (0.6, 0.6, 0), ("b", "1"): (0.7, 0.7, 0)},
+        {"a": "0.1", "b": "0.01"},
+        ["b: lr=0.01 is the grid's smallest value: the grid may be too narrow"],
+    ),
+    "diverged-loses": (
+        {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.3, 0.3, 0), ("a", "1"): (0.35, 0.1, 0),
+         ("b", "0.01"): (0.6, 0.6, 0), ("b", "0.1"): (0.4, 0.4, 0), ("b", "1"): (0.1, 0.1, 1)},
+        {"a": "0.1", "b": "0.1"},
+        ["b: lr=1 has a better mean val/loss but 1/5 runs diverged: ranked below"],
+    ),
+    "all-lrs-diverge": (
+        {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.3, 0.3, 0), ("a", "1"): (0.4, 0.1, 0),
+         ("b", "0.01"): (0.6, 0.6, 2), ("b", "0.1"): (0.2, 0.4, 1), ("b", "1"): (0.1, 0.1, 3)},
+        {"a": "0.1", "b": "0.1"},
+        ["b: diverged runs at every lr that has finished runs; lr=0.1 has the fewest (1/5)",
+         "b: lr=1 has a better mean val/loss but 3/5 runs diverged: ranked below"],
+    ),
+    "every-run-diverges": (
+        {("a", "0.01"): (0.5, 0.5, 0), ("a", "0.1"): (0.3, 0.3, 0), ("a", "1"): (0.4, 0.1, 0),
+         ("b", "0.01"): (0.6, 0.6, 5), ("b", "0.1"): (0.2, 0.4, 5), ("b", "1"): (0.1, 0.1, 5)},
+        {"a": "0.1", "b": "0.01"},
+        ["b: every run diverged at every lr"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("table", "chosen", "notes"), SELECTIONS.values(), ids=SELECTIONS)
+def test_each_group_is_judged_at_its_best_value_on_validation(
+    tmp_path: Path, table: dict, chosen: dict[str, str], notes: list[str]
+) -> None:
+    claim = C.load_claim(claim_file(tmp_path, **NUISANCE))
+    evidence = C.evaluate(claim, nuisance_runs(claim, table)).evidence[0]
+    assert evidence.chosen == chosen and evidence.notes == notes
+    for group, lr in chosen.items():  # judged on test/loss at the chosen lr, diverged runs left out
+        val, test, diverged = table[(group, lr)]
+        finished = [noisy(test, group, lr, seed) for seed in range(diverged, 5)]
+        assert evidence.groups[group].n == len(finished)
+        if finished:
+            assert evidence.groups[group].mean == pytest.approx(np.mean(finished), abs=1e-12)
+        assert evidence.counts[group]["diverged"] == diverged
+    expected_val = np.mean([noisy(table[("a", "0.1")][0], "a", "0.1", s) for s in range(5)])
+    assert evidence.selection["a"]["0.1"] == pytest.approx(expected_val, abs=1e-12)
+    if "every-run" in str(notes):
+        assert evidence.verdict == C.INCONCLUSIVE and math.isnan(evidence.selection["b"]["1"])
+
+
+@pytest.mark.parametrize(
+    ("select", "chosen"),
+    [("val/acc", "1"), ({"name": "val/acc", "at": "best"}, "0.1"), ("val/loss", "0.01")],
+)
+def test_the_selection_direction_follows_the_metric(
+    tmp_path: Path, select: object, chosen: str
+) -> None:
+    """Highest accuracy, lowest loss; ``at: best`` reads the history (best epoch)."""
+    fields = {**NUISANCE, "nuisance": {"axis": "lr", "select": select}}
+    claim = C.load_claim(claim_file(tmp_path, **fields))
+    acc = {"0.01": (0.70, 0.75), "0.1": (0.80, 0.95), "1": (0.85, 0.86)}  # lr -> final, best
+    loss = {"0.01": 0.2, "0.1": 0.3, "1": 0.4}
+    runs = {}
+    for labels, seed, _ in claim.jobs():
+        final, best = acc[labels["lr"]]
+        metrics = {"val/acc": final, "val/loss": loss[labels["lr"]], "test/loss": 0.5}
+        runs[C.job_key(claim, labels, seed)] = C.RunData(
+            "finished", metrics, {"val/acc": [0.5, best, final]}, 3
+        )
+    evidence = C.evaluate(claim, runs).evidence[0]
+    assert evidence.chosen == {"a": chosen, "b": chosen}
+
+
+def test_the_chosen_values_and_notes_are_in_the_table_and_json(tmp_path: Path) -> None:
+    table, chosen, notes = SELECTIONS["best-val-mean"]
+    claim = C.load_claim(claim_file(tmp_path, **NUISANCE))
+    verdict = C.evaluate(claim, nuisance_runs(claim, table))
+    [row] = render.verdict_rows([verdict])
+    assert "a at lr=0.1: " in row[5] and "b at lr=0.01: " in row[5]
+    assert row[9].endswith(f"note: {notes[0]}")
+    [data] = json.loads(json.dumps(C.verdicts_json([verdict])))
+    assert data["nuisance"] == {"axis": "lr", "select": "val/loss", "mode": "min"}
+    [assertion] = data["assertions"]
+    assert assertion["chosen"] == {"a": {"lr": "0.1"}, "b": {"lr": "0.01"}}
+    assert assertion["notes"] == notes
+    assert assertion["selection"]["b"]["0.01"] == pytest.approx(0.3 + 2 * 0.013, abs=1e-12)
+
+
+def test_a_spread_over_the_nuisance_axis_reads_every_value(tmp_path: Path) -> None:
+    spread = {"name": "test/loss", "spread_over": "lr"}
+    claim = C.load_claim(claim_file(tmp_path, **NUISANCE, **{"assert": [{"less": ["a", "b"], "metric": spread}]}))  # fmt: skip
+    evidence = C.evaluate(claim, nuisance_runs(claim, SELECTIONS["best-val-mean"][0])).evidence[0]
+    tests = [0.5, 0.3, 0.1]  # a's test/loss bases at each lr
+    spreads = [np.std([noisy(t, "a", lr, s) for t, lr in zip(tests, LRS, strict=True)], ddof=1) for s in range(5)]  # fmt: skip
+    assert evidence.chosen == {} and evidence.groups["a"].mean == pytest.approx(np.mean(spreads))
+
+
+# -- equivalence ---------------------------------------------------------------------------------
+
+EQUIVALENT = {"assert": [{"equivalent": ["a", "b"], "margin": 0.01}], "metric": "train/final_loss"}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected", "why"),
+    [
+        ([0.30, 0.32, 0.29, 0.31, 0.30], [0.301, 0.319, 0.292, 0.309, 0.302], C.REPRODUCED, "inside ±0.01"),
+        ([0.30, 0.32, 0.29, 0.31, 0.30], [0.20, 0.22, 0.18, 0.21, 0.20], C.NOT_REPRODUCED, "> 0.01 is significant"),
+        ([0.30, 0.32, 0.29, 0.31, 0.30], [0.29, 0.34, 0.27, 0.30, 0.31], C.INCONCLUSIVE, "not inside ±0.01"),
+        ([0.30, 0.30, 0.30, 0.30, 0.30], [0.30, 0.30, 0.30, 0.30, 0.30], C.REPRODUCED, "inside ±0.01"),
+    ],
+    ids=["equivalent", "different", "undecided", "the-same-runs"],
+)  # fmt: skip
+def test_equivalence_verdicts(
+    tmp_path: Path, a: list[float], b: list[float], expected: str, why: str
+) -> None:
+    claim = C.load_claim(claim_file(tmp_path, **EQUIVALENT))
+    evidence = C.evaluate(claim, runs_for(claim, {"a": a, "b": b})).evidence[0]
+    assert evidence.verdict == expected and why in evidence.why and "90% CI" in evidence.why
+    assert evidence.effect == pytest.approx(np.mean(a) - np.mean(b), abs=1e-12)  # metric units
+    assert evidence.n == 5 and "paired TOST" in evidence.why
+    assert (evidence.p_value < 0.05) == (expected != C.INCONCLUSIVE)  # the deciding test's p
+    assert C.describe(evidence.assertion) == "train/final_loss: a ≡ b within ±0.01"
+
+
+# -- bad input: each a ClaimError naming the file, the value and the choices, before training ----
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"nuisance": {"axis": "lrr", "select": "val/loss"}},
+         "nuisance axis 'lrr' is not an axis of the claim; axes: lr, variant"),
+        ({"nuisance": {"select": "val/loss"}}, "nuisance axis None is not an axis"),
+        ({"nuisance": {"axis": "lr", "select": "test/loss"}},
+         "nuisance select 'test/loss' is not on the validation split: select on a val/ metric"),
+        ({"nuisance": {"axis": "lr"}}, "nuisance needs select"),
+        ({"nuisance": {"axis": "lr", "select": "val/loss", "mode": "lowest"}},
+         "nuisance mode='lowest'; valid: min, max"),
+        ({"nuisance": {"axis": "lr", "select": "val/loss", "mode": "max"}},
+         "mode='max' contradicts 'val/loss', where lower is better"),
+        ({"nuisance": {"axis": "lr", "select": "val/widgets"}}, "give mode: min or mode: max"),
+        ({"nuisance": {"axis": "lr", "select": {"name": "val/loss", "diverged": "worst"}}},
+         "select takes \\{name, at\\}"),
+        ({"nuisance": {"axis": "lr", "select": "val/loss", "by": 1}}, "unknown nuisance keys \\['by'\\]"),
+        ({"nuisance": ["lr"]}, "nuisance must be a mapping"),
+        ({"axes": {"variant": NUISANCE["axes"]["variant"], "lr": {"0.1": ["optimizer.lr=0.1"]}}},
+         "nuisance axis 'lr' has one value; a grid needs two or more"),
+        ({"metric": "val/acc"}, "judges 'val/acc', on the validation split, where the nuisance 'lr' is selected"),
+        ({"assert": [{"less": ["variant=a,lr=0.1", "b"]}]},
+         "group 'variant=a,lr=0.1' names the nuisance axis 'lr'"),
+        ({"nuisance": None}, "group 'a' leaves axis 'lr' open \\(3 runs per seed\\): name it \\(variant=a,lr=0.01\\)"),
+        ({"assert": [{"equivalent": ["a", "b"], "margin": 0}]}, "margin must be a number > 0 \\(in the metric's units\\), got 0"),
+        ({"assert": [{"equivalent": ["a", "b"], "margin": -0.01}]}, "margin must be a number > 0 .*got -0.01"),
+        ({"assert": [{"equivalent": ["a", "b"], "margin": "1%"}]}, "margin must be a number > 0 .*got '1%'"),
+        ({"assert": [{"equivalent": ["a", "b"]}]}, "equivalent needs a margin \\(equivalent: \\[a, b\\] with margin"),
+        ({"assert": [{"equivalent": ["a", "b", "a"], "margin": 0.1}]}, "equivalent takes exactly two groups"),
+        ({"assert": [{"equivalent": ["a", "b"], "margin": 0.1}], "metric": {"name": "test/loss", "diverged": "worst"}},
+         "diverged runs cannot rank worst there"),
+    ],
+    ids=["unknown-axis", "no-axis", "select-on-test", "no-select", "bad-mode", "contradicting-mode",
+         "unknown-direction", "select-diverged", "unknown-key", "not-a-mapping", "one-value-grid",
+         "judged-on-val", "group-names-nuisance", "axis-left-open", "margin-0", "margin-negative",
+         "margin-text", "margin-missing", "three-groups", "equivalent-diverged-worst"],
+)  # fmt: skip
+def test_malformed_nuisance_and_equivalence(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(C.ClaimError, match=message) as err:
+        C.load_claim(claim_file(tmp_path, **{**NUISANCE, **change}))
+    assert str(err.value).startswith("T1.yaml: ")
+
+
+def test_a_validation_target_is_refused_where_the_nuisance_is_selected(
+    tmp_path: Path,
+    make_spec,  # noqa: ANN001
+) -> None:
+    claim = C.load_claim(claim_file(tmp_path, **{**NUISANCE, "metric": "target/epochs"}))
+    spec = make_spec(["dataset=moons", "diagnostics.target={metric: val/acc, value: 0.9}"])
+    keys = [C.job_key(claim, labels, seed) for labels, seed, _ in claim.jobs()]
+    facts = [check_run(spec).summary()] * len(keys)
+    with pytest.raises(C.ClaimError, match="judges 'target/epochs', epochs to a target on val/acc"):
+        C.check_metrics([claim], keys, [spec] * len(keys), facts)
+
+
+# -- end to end: tiny sweeps through lossbench-claims --------------------------------------------
+
+TINY = [
+    "dataset=moons",
+    "dataset.source.n_samples=200",
+    "trainer.max_epochs=3",
+    "scheduler=constant",
+]
+SEEDS = [0, 1, 2]
+GRID = ["0.001", "0.01", "0.1"]
+FAIR_CLAIMS = {
+    "EQ1": {  # one optimizer written two ways: the same resolved config, trained once
+        "claim": "optimizer=momentum is SGD with momentum 0.9",
+        "base": [*TINY, "optimizer.lr=0.05"], "seeds": SEEDS, "metric": "test/loss",
+        "axes": {"written": {"preset": ["optimizer=momentum"],
+                             "by_hand": ["optimizer=sgd", "optimizer.momentum=0.9"]}},
+        "assert": [{"equivalent": ["preset", "by_hand"], "margin": 0.01}],
+    },
+    "EQ2": {  # Huber with delta 1 is smooth L1 with beta 1: two losses, trained apart
+        "claim": "huber (delta 1) and smooth_l1 (beta 1) train the same model",
+        "base": ["dataset=regression", "dataset.source.n_samples=200", "trainer.max_epochs=3"],
+        "seeds": SEEDS, "metric": "test/rmse",
+        "axes": {"loss": {"huber": ["loss=huber"], "smooth_l1": ["loss=smooth_l1"]}},
+        "assert": [{"equivalent": ["huber", "smooth_l1"], "margin": 0.01}],
+    },
+    "NE": {  # clearly different after 3 epochs at lr 0.01
+        "claim": "SGD and Adam reach the same test loss",
+        "base": TINY, "seeds": SEEDS, "metric": "test/loss",
+        "axes": {"optimizer": {"sgd": ["optimizer=sgd", "optimizer.lr=0.01"],
+                               "adam": ["optimizer=adam", "optimizer.lr=0.01"]}},
+        "assert": [{"equivalent": ["sgd", "adam"], "margin": 0.01}],
+    },
+    "NU": {  # each optimizer at its best lr of three (shares NE's lr=0.01 runs)
+        "claim": "Adam reaches a lower test loss than SGD, each at its best lr",
+        "base": TINY, "seeds": SEEDS, "metric": "test/loss",
+        "axes": {"optimizer": {"sgd": ["optimizer=sgd"], "adam": ["optimizer=adam"]},
+                 "lr": {lr: [f"optimizer.lr={lr}"] for lr in GRID}},
+        "nuisance": {"axis": "lr", "select": "val/loss"},
+        "assert": [{"less": ["adam", "sgd"]}],
+    },
+}  # fmt: skip
+
+
+def store_means(uri: str, experiment: str, optimizer: str, lr: str) -> dict[str, float]:
+    """Mean val/loss and test/loss over the seeds of one optimizer and lr, read from MLflow."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    found = [
+        r.data.metrics
+        for r in client.search_runs([exp.experiment_id], max_results=1000)
+        if r.data.tags.get("lossbench.choice.optimizer") == optimizer
+        and r.data.params.get("optimizer.lr") == lr
+        and r.data.params.get("dataset.name") == "moons"
+        and r.data.params.get("seed") in {str(s) for s in SEEDS}
+    ]
+    assert len(found) == len(SEEDS)
+    return {m: float(np.mean([f[m] for f in found])) for m in ("val/loss", "test/loss")}
+
+
+@pytest.mark.slow
+def test_equivalence_and_best_lr_end_to_end(
+    tmp_path: Path,
+    store_uri: str,
+    make_spec,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lossbench.config import config_hash
+
+    written = [make_spec([*TINY, "optimizer.lr=0.05", *o, "seed=0"]).cfg for o in
+               (["optimizer=momentum"], ["optimizer=sgd", "optimizer.momentum=0.9"])]  # fmt: skip
+    assert written[0] == written[1] and config_hash(written[0]) == config_hash(written[1])
+    folder = claims_dir(
+        tmp_path, {f"{i}.yaml": yaml.safe_dump({"id": i, **c}) for i, c in FAIR_CLAIMS.items()}
+    )
+    monkeypatch.chdir(tmp_path)
+    rc = C.main(["--claims-dir", str(folder), "--tracking-uri", store_uri, "--experiment", "claims-fair",
+                 "--out", str(tmp_path / "reports"), "--json", str(tmp_path / "v.json")])  # fmt: skip
+    assert rc == 0
+    verdicts = {v["id"]: v for v in json.loads((tmp_path / "v.json").read_text())}
+    assert verdicts["EQ1"]["verdict"] == C.REPRODUCED
+    assert verdicts["EQ2"]["verdict"] == C.REPRODUCED
+    assert verdicts["NE"]["verdict"] == C.NOT_REPRODUCED
+    [nu] = verdicts["NU"]["assertions"]
+    for optimizer in ("sgd", "adam"):  # chosen on validation, judged on test, as the store says
+        means = {lr: store_means(store_uri, "claims-fair", optimizer, lr) for lr in GRID}
+        best = min(GRID, key=lambda lr: means[lr]["val/loss"])
+        assert nu["chosen"][optimizer] == {"lr": best}
+        assert nu["selection"][optimizer] == pytest.approx(
+            {lr: m["val/loss"] for lr, m in means.items()}
+        )
+        assert nu["groups"][optimizer]["mean"] == pytest.approx(means[best]["test/loss"])
+        at_edge = best != "0.01"
+        assert (
+            any(n.startswith(f"{optimizer}: lr={best} is the grid's") for n in nu["notes"])
+            == at_edge
+        )
+    report = (tmp_path / "reports" / "claims.md").read_text()
+    assert f"adam at lr={nu['chosen']['adam']['lr']}: " in report
+    assert "Nuisance axis `lr`: each group at the value with the lowest mean val/loss" in report
+    assert verdicts["NE"]["p_value"] < 0.05  # the test that a difference is beyond the margin
+
+
+def test_judging_is_light(tmp_path: Path) -> None:
+    """Selection, equivalence and the verdict table import neither torch nor Lightning (only
+    the sweep, which trains, does)."""
+    path = claim_file(
+        tmp_path, **{**NUISANCE, "assert": [{"equivalent": ["a", "b"], "margin": 0.1}]}
+    )
+    table = SELECTIONS["best-val-mean"][0]
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from lossbench import claims as C
+from lossbench.claims import render
+from test_claims import nuisance_runs
+claim = C.load_claim(__import__("pathlib").Path({str(path)!r}))
+verdict = C.evaluate(claim, nuisance_runs(claim, {table!r}))
+render.verdict_rows([verdict]), C.verdicts_json([verdict])
+print(verdict.evidence[0].chosen)
+print("HEAVY", [m for m in ("pytorch_lightning", "lightning", "torch") if m in sys.modules])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "{'a': '0.1', 'b': '0.01'}" in done.stdout and "HEAVY []" in done.stdout
+
+
+def test_the_readme_claim_examples_load(tmp_path: Path) -> None:
+    """The complete examples of the README's claim reference are valid claim files."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
+    examples = [b for b in blocks if b.startswith("id: U")]
+    loaded = {}
+    for text in examples:
+        (tmp_path / "U.yaml").write_text(text)
+        claim = C.load_claim(tmp_path / "U.yaml")
+        loaded[claim.id] = claim
+    assert sorted(loaded) == ["U1", "U2", "U3"]
+    assert loaded["U2"].nuisance == C.Nuisance("lr", C.Selector("val/loss"), higher=False)
+    assert [a.kind for a in loaded["U3"].assertions] == ["equivalent"]

@@ -148,6 +148,22 @@ def test_fair_comparison_selects_on_val_and_reports_test(built: report.Report) -
     assert fair.loc["mse", "test mean"] == pytest.approx(np.mean(FINAL[("mse", 0.1)]) + TEST_OFFSET)
 
 
+def test_fair_comparison_ranks_a_setting_with_diverged_runs_last() -> None:
+    """lr=1 has the best validation mean among its finished runs, but one of its runs
+    diverged: lr=0.1 wins (the claims' nuisance selection ranks settings the same way)."""
+    import pandas as pd
+
+    rows = [("sgd", "0.1", "finished", 0.80), ("sgd", "0.1", "finished", 0.82),
+            ("sgd", "1", "finished", 0.95), ("sgd", "1", "diverged", float("nan"))]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["optimizer", "optimizer.lr", "outcome", "val/acc"])
+    frame["test/acc"] = frame["val/acc"] - 0.01
+    fair = report.fair_comparison(
+        frame, ["optimizer", "optimizer.lr"], "optimizer", "optimizer.lr", "val/acc"
+    )
+    assert fair.loc[0, "best optimizer.lr"] == "0.1"
+    assert fair.loc[0, "test mean"] == pytest.approx(0.80)
+
+
 def test_files_hold_the_groups_and_reach_mlflow(
     sweep_store: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -11,23 +11,39 @@ Methods (stated in the report too):
   Cohen's d_z = mean(diff) / sd(diff). Otherwise: Welch's t-test, effect size Cohen's d with
   the pooled standard deviation. p-values are two-sided; Holm's method adjusts them for the
   number of comparisons made.
+- Equivalence within a margin m: two one-sided tests (TOST) on the same difference, paired or
+  Welch as above; equivalent when both H0 diff <= -m and H0 diff >= +m are rejected.
+- Best over a nuisance axis: the setting with the fewest diverged runs, then the best mean
+  validation value (:func:`rank_settings`; the report and the claims both use it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 HIGHER_IS_BETTER = ("acc", "balanced_acc", "f1_macro", "r2")
+LOWER_IS_BETTER = ("loss", "final_loss", "rmse", "mae", "ece", "brier")
+K = TypeVar("K", bound=Hashable)
 
 
 def higher_is_better(metric: str) -> bool:
     """Whether larger values of a metric are better (accuracy, F1, R²) or worse (losses, errors)."""
     return metric.rsplit("/", 1)[-1] in HIGHER_IS_BETTER
+
+
+def direction(metric: str) -> str | None:
+    """``"max"`` or ``"min"`` where a metric's name says which values are better (accuracies,
+    F1, R²; losses and errors), ``None`` where it does not."""
+    last = metric.rsplit("/", 1)[-1]
+    if last in HIGHER_IS_BETTER:
+        return "max"
+    return "min" if last in LOWER_IS_BETTER else None
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,7 @@ class Interval:
 
 
 def t_bounds(
-    center: npt.ArrayLike, se: npt.ArrayLike, df: int, confidence: float = 0.95
+    center: npt.ArrayLike, se: npt.ArrayLike, df: float, confidence: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:
     """Student's t confidence interval ``center ± t(1/2 + confidence/2, df) · se``, elementwise,
     from SciPy's ``t.interval``; NaN bounds when ``df < 1``."""
@@ -149,3 +165,99 @@ def epochs_to_target(history: Sequence[float], target: float, higher: bool) -> i
         if math.isfinite(value) and (value >= target if higher else value <= target):
             return epoch
     return None
+
+
+def rank_settings(settings: Mapping[K, tuple[Sequence[float], int]], higher: bool) -> list[K]:
+    """Settings of a nuisance axis, best first. Each is given as (its runs' selection values,
+    how many of its runs diverged): settings without a finite value rank last; before them,
+    fewer diverged runs rank first (a setting where any run diverged ranks below every setting
+    where none did), then the better mean of the finite values, then the order given."""
+
+    def key(item: tuple[int, K]) -> tuple[int, int, float, int]:
+        order, setting = item
+        values, diverged = settings[setting]
+        finite = [v for v in values if math.isfinite(v)]
+        if not finite:
+            return (1, diverged, 0.0, order)
+        mean = float(np.mean(finite))
+        return (0, diverged, -mean if higher else mean, order)
+
+    return [setting for _, setting in sorted(enumerate(settings), key=key)]
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided tests (TOST) of ``|mean(a) - mean(b)| < margin``, and the two one-sided
+    tests of the opposite: a difference beyond the margin."""
+
+    paired: bool
+    n_a: int
+    n_b: int
+    n_pairs: int
+    margin: float
+    diff: float  # mean of a minus mean of b (mean of the paired differences when paired)
+    se: float  # standard error of diff
+    df: float  # degrees of freedom (n - 1 paired; Welch-Satterthwaite otherwise)
+    p_lower: float  # H0: diff <= -margin (rejected: diff is above -margin)
+    p_upper: float  # H0: diff >= +margin (rejected: diff is below +margin)
+    p_beyond: float  # the smaller p of H0 diff <= +margin and H0 diff >= -margin
+    test: str
+
+    @property
+    def p_value(self) -> float:
+        """TOST's p-value: the larger of the two one-sided p-values."""
+        return max(self.p_lower, self.p_upper)
+
+    def interval(self, alpha: float) -> tuple[float, float]:
+        """The (1 - 2·alpha) confidence interval of diff: it lies inside ±margin exactly when
+        TOST rejects at alpha (NaN bounds without a test)."""
+        if self.se == 0:
+            return self.diff, self.diff
+        low, high = t_bounds(self.diff, self.se, self.df, 1 - 2 * alpha)
+        return float(low), float(high)
+
+
+def _one_sided(diff: float, se: float, df: float, bound: float, above: bool) -> float:
+    """p of H0 ``diff <= bound`` (``above``: H1 diff > bound) or H0 ``diff >= bound``."""
+    from scipy import stats
+
+    if math.isnan(diff) or math.isnan(se) or df < 1:
+        return math.nan
+    if se == 0:  # no spread: the difference is exactly known
+        return 0.0 if (diff > bound if above else diff < bound) else 1.0
+    t = (diff - bound) / se
+    return float(stats.t.sf(t, df) if above else stats.t.cdf(t, df))
+
+
+def tost(a: Mapping[int, float], b: Mapping[int, float], margin: float) -> Equivalence:
+    """Equivalence of two groups' values, keyed by seed, within ``margin`` (metric units):
+    paired by seed when at least two seeds are shared, as :func:`compare`; otherwise Welch.
+    NaN p-values when a test cannot be computed (fewer than two values)."""
+    if not margin > 0:
+        raise ValueError(f"an equivalence margin must be > 0, got {margin!r}")
+    a = {s: v for s, v in a.items() if math.isfinite(v)}
+    b = {s: v for s, v in b.items() if math.isfinite(v)}
+    shared = sorted(set(a) & set(b))
+    if len(shared) >= 2:
+        d = np.array([a[s] - b[s] for s in shared])
+        diff, se, df = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1.0
+        test, paired = "paired TOST", True
+    else:
+        xa, xb = np.array(list(a.values())), np.array(list(b.values()))
+        test, paired = "Welch TOST", False
+        if len(xa) < 2 or len(xb) < 2:
+            diff = float(xa.mean() - xb.mean()) if len(xa) and len(xb) else math.nan
+            se, df = math.nan, 0.0
+        else:
+            va, vb = xa.var(ddof=1) / len(xa), xb.var(ddof=1) / len(xb)
+            diff, se = float(xa.mean() - xb.mean()), float(math.sqrt(va + vb))
+            denominator = va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1)
+            df = float((va + vb) ** 2 / denominator) if denominator > 0 else len(xa) + len(xb) - 2.0
+    p_lower = _one_sided(diff, se, df, -margin, above=True)
+    p_upper = _one_sided(diff, se, df, margin, above=False)
+    p_beyond = min(
+        _one_sided(diff, se, df, margin, above=True),
+        _one_sided(diff, se, df, -margin, above=False),
+    )
+    return Equivalence(paired, len(a), len(b), len(shared) if paired else 0, float(margin),
+                       diff, se, df, p_lower, p_upper, p_beyond, test)  # fmt: skip

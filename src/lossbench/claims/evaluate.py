@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,38 +15,17 @@ from typing import Any
 import numpy as np
 
 from lossbench import stats
-from lossbench.claims.spec import Assertion, Claim, ClaimError, RunKey, Selector, job_key
-
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "REPRODUCED", "NOT REPRODUCED", "INCONCLUSIVE"
-
-
-@dataclass
-class RunData:
-    """What evaluation reads of one run."""
-
-    outcome: str  # finished, diverged, failed, killed, missing
-    metrics: dict[str, float]
-    histories: dict[str, list[float]]
-    max_epochs: int
-    run_id: str | None = None
-
-
-Runs = Mapping[RunKey, RunData]
-
-
-@dataclass
-class Evidence:
-    """One assertion's outcome and its numbers."""
-
-    assertion: Assertion
-    verdict: str
-    why: str
-    groups: dict[str, stats.Interval] = field(default_factory=dict)  # group -> mean and CI
-    effect: float = math.nan
-    p_value: float = math.nan
-    n: int = 0
-    counts: dict[str, Counter[str]] = field(default_factory=dict)  # group -> outcomes
-    values: dict[str, dict[int, float]] = field(default_factory=dict)  # group -> seed -> value
+from lossbench.claims import equivalence
+from lossbench.claims.evidence import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Evidence,
+    Runs,
+    group_values,
+)
+from lossbench.claims.select import measure
+from lossbench.claims.spec import Assertion, Claim, ClaimError
 
 
 @dataclass
@@ -92,79 +70,6 @@ def evaluate_assertion(claim: Claim, assertion: Assertion, runs: Runs) -> Eviden
 def describe(assertion: Assertion) -> str:
     """The assertion in words."""
     return KINDS[assertion.kind].describe(assertion)
-
-
-# ---------------------------------------------------------------------------------------------
-# The numbers runs contribute
-
-
-def run_value(run: RunData, selector: Selector, name: str | None = None) -> float | None:
-    """The number a run contributes; ``None`` if it contributes none (failed, missing)."""
-    name = name or selector.name
-    higher = stats.higher_is_better(name)
-    if run.outcome == "diverged":
-        return (-math.inf if higher else math.inf) if selector.diverged == "worst" else None
-    if run.outcome != "finished":
-        return None
-    if selector.needs_history and name == selector.name:
-        history = [v for v in run.histories.get(name, []) if math.isfinite(v)]
-        if not history:
-            return None
-        if selector.ratio == "first/last":
-            return history[0] / history[-1] if history[-1] else math.inf
-        pick = {"first": history[0], "last": history[-1], "min": min(history), "max": max(history)}
-        pick["best"] = max(history) if higher else min(history)
-        return pick[selector.at]
-    value = run.metrics.get(name)
-    if value is None:
-        return None
-    if name == "target/epochs" and math.isnan(value):  # censored: at least max_epochs + 1
-        return float(run.max_epochs + 1)
-    return float(value)
-
-
-def group_values(
-    claim: Claim, ref: str, selector: Selector, runs: Runs, name: str | None = None
-) -> tuple[dict[int, float], Counter[str]]:
-    """Seed -> value for a group, and the outcomes of its runs."""
-    wanted = claim.resolve(ref)
-    by_seed: dict[int, list[float | None]] = {}
-    outcomes: Counter[str] = Counter()
-    for labels, seed, _ in claim.jobs():
-        if any(labels[a] != label for a, label in wanted.items()):
-            continue
-        run = runs[job_key(claim, labels, seed)]
-        outcomes[run.outcome] += 1
-        by_seed.setdefault(seed, []).append(run_value(run, selector, name))
-    values: dict[int, float] = {}
-    for seed, found in by_seed.items():
-        if selector.spread_over is not None:
-            finite = [v for v in found if v is not None and math.isfinite(v)]
-            if len(finite) == len(found) and len(finite) > 1:
-                values[seed] = float(np.std(finite, ddof=1))
-        elif len(found) > 1:
-            raise ClaimError(
-                f"{claim.path.name}: group {ref!r} has {len(found)} runs per seed; name every axis "
-                f"(axis=label,...) or give the metric a spread_over"
-            )
-        elif found[0] is not None:
-            values[seed] = found[0]
-    return values, outcomes
-
-
-def _measure(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
-    """Evidence that is still INCONCLUSIVE, with each group's values by seed, outcomes and
-    mean with its 95% CI: where every kind that reads runs starts."""
-    assert assertion.metric is not None
-    values, counts = {}, {}
-    for ref in assertion.groups:
-        values[ref], counts[ref] = group_values(claim, ref, assertion.metric, runs)
-    intervals = {
-        ref: stats.t_interval([v for v in vals.values() if math.isfinite(v)])
-        for ref, vals in values.items()
-    }
-    n = min(len(v) for v in values.values())
-    return Evidence(assertion, INCONCLUSIVE, "", intervals, n=n, counts=counts, values=values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +149,7 @@ def _compare(
 def _judge_pairs(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     """less/greater: one pair; decreasing/increasing: each neighbouring pair. The weakest
     pair's effect and p are the assertion's."""
-    evidence = _measure(claim, assertion, runs)
+    evidence = measure(claim, assertion, runs)
     g, kind = assertion.groups, assertion.kind
     if kind in ("less", "greater"):
         pairs = [(g[0], g[1], kind)]
@@ -291,7 +196,7 @@ def _judge_range(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     95% CI lies on the wrong side."""
     from scipy import stats as st
 
-    evidence = _measure(claim, assertion, runs)
+    evidence = measure(claim, assertion, runs)
     ref, options = assertion.groups[0], assertion.options
     ci = evidence.groups[ref]
     sample = [v for v in evidence.values[ref].values() if math.isfinite(v)]
@@ -337,7 +242,7 @@ def _describe_inside(a: Assertion) -> str:
 
 def _judge_inside(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     """The share of seeds whose value lies inside, against ``min_share`` (default: all)."""
-    evidence = _measure(claim, assertion, runs)
+    evidence = measure(claim, assertion, runs)
     ref, options, selector = assertion.groups[0], assertion.options, assertion.metric
     assert selector is not None
     low_values, _ = group_values(claim, ref, selector, runs, str(options["low"]))
@@ -390,7 +295,7 @@ def _successes(values: Mapping[int, float], success: Mapping[str, float]) -> int
 
 def _judge_proportion_positive(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     """REPRODUCED when at least one seed succeeds."""
-    evidence = _measure(claim, assertion, runs)
+    evidence = measure(claim, assertion, runs)
     values = evidence.values[assertion.groups[0]]
     k, total = _successes(values, assertion.options["success"]), len(values)
     evidence.effect, evidence.n = (k / total if total else math.nan), total
@@ -408,7 +313,7 @@ def _judge_proportion_increases(claim: Claim, assertion: Assertion, runs: Runs) 
     must not fall."""
     from scipy import stats as st
 
-    evidence = _measure(claim, assertion, runs)
+    evidence = measure(claim, assertion, runs)
     success = assertion.options["success"]
     shares = [
         (_successes(evidence.values[g], success), len(evidence.values[g])) for g in assertion.groups
@@ -494,6 +399,7 @@ KINDS: dict[str, Kind] = {  # in the order error messages list them
     "proportion_positive": Kind(
         _parse_proportion, _describe_proportion, _judge_proportion_positive
     ),
+    "equivalent": Kind(equivalence.parse, equivalence.describe, equivalence.judge),
     "loss_value": Kind(
         _parse_loss_value, _describe_loss_value, _judge_loss_value, reads_runs=False
     ),

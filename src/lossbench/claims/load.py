@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from lossbench.claims.evaluate import KINDS
+from lossbench.claims.select import check_judged, parse_nuisance, selects
 from lossbench.claims.spec import Assertion, Claim, ClaimError, Selector
 from lossbench.config import CONF_DIR
 
@@ -30,6 +31,7 @@ TOP_KEYS = {
     "metric",
     "alpha",
     "stack",
+    "nuisance",
     "assert",
 }
 # the type of each top-level value (base: see _overrides; stack: checked with its own message)
@@ -39,8 +41,9 @@ TOP_TYPES = {
     "assert": (list, "a list"),
     "axes": (Mapping, "a mapping of axis -> label -> overrides"),
     "alpha": ((int, float), "a number"),
+    "nuisance": (Mapping, "a mapping {axis: <an axis>, select: <a val/ metric>, mode: min|max}"),
 }
-OPTION_KEYS = ("min_effect", "success", "low", "high", "min_share", "why")
+OPTION_KEYS = ("min_effect", "success", "low", "high", "min_share", "margin", "why")
 ASSERT_KEYS = {"metric", "alpha", *OPTION_KEYS}
 
 
@@ -89,6 +92,8 @@ def load_claim(path: Path) -> Claim:
     claim = Claim(str(raw["id"]), str(raw["claim"]).strip(), [str(s) for s in raw.get("sources") or []],
                   str(raw.get("setup") or "").strip(), _overrides(raw.get("base") or [], f"{name}: base"),
                   axes, list(seeds), [], path, bool(raw.get("stack", True)))  # fmt: skip
+    if raw.get("nuisance") is not None:
+        claim.nuisance = parse_nuisance(raw["nuisance"], axes, name)
     alpha = float(raw.get("alpha", 0.05))
     for i, item in enumerate(raw["assert"]):
         claim.assertions.append(
@@ -114,21 +119,51 @@ def _assertion(claim: Claim, item: Any, where: str, alpha: float, metric: Any) -
         raise ClaimError(f"{where}: alpha must be a number, got {item['alpha']!r}")
     options = {k: item[k] for k in OPTION_KEYS if k in item}
     groups, options = KINDS[kind].parse(kind, item[kind], options, where)
-    selector = None
-    if KINDS[kind].reads_runs:
-        chosen = item.get("metric", metric)
-        if chosen is None:
-            raise ClaimError(
-                f"{where}: no metric (give one in the assertion or at the top of the file)"
+    assertion = Assertion(kind, groups, None, float(item.get("alpha", alpha)), options)
+    if not KINDS[kind].reads_runs:
+        return assertion
+    chosen = item.get("metric", metric)
+    if chosen is None:
+        raise ClaimError(
+            f"{where}: no metric (give one in the assertion or at the top of the file)"
+        )
+    selector = assertion.metric = Selector.parse(chosen, where)
+    if selector.spread_over is not None and selector.spread_over not in claim.axes:
+        raise ClaimError(
+            f"{where}: spread_over={selector.spread_over!r} is not an axis; axes: {sorted(claim.axes)}"
+        )
+    for ref in groups:
+        claim.resolve(ref)
+    check_judged(claim, assertion, [selector.name, *(str(options[k]) for k in ("low", "high") if k in options)], where)  # fmt: skip
+    for ref in groups:
+        _check_one_run_per_seed(claim, assertion, ref, where)
+    if kind == "equivalent" and selector.diverged == "worst":
+        raise ClaimError(
+            f"{where}: equivalent compares means in the metric's units; diverged runs cannot rank "
+            "worst there (leave diverged: exclude, the default)"
+        )
+    return assertion
+
+
+def _check_one_run_per_seed(claim: Claim, assertion: Assertion, ref: str, where: str) -> None:
+    """A group must name every axis with more than one value, but the one its metric spreads
+    over and the nuisance axis it is chosen on: one run per seed."""
+    assert assertion.metric is not None
+    named = claim.resolve(ref)
+    skip = {assertion.metric.spread_over}
+    if selects(claim, assertion):
+        assert claim.nuisance is not None
+        skip.add(claim.nuisance.axis)
+    for axis, labels in claim.axes.items():
+        if axis not in named and axis not in skip and len(labels) > 1:
+            example = ",".join(
+                [*(f"{a}={v}" for a, v in named.items()), f"{axis}={next(iter(labels))}"]
             )
-        selector = Selector.parse(chosen, where)
-        if selector.spread_over is not None and selector.spread_over not in claim.axes:
             raise ClaimError(
-                f"{where}: spread_over={selector.spread_over!r} is not an axis; axes: {sorted(claim.axes)}"
+                f"{where}: group {ref!r} leaves axis {axis!r} open ({len(labels)} runs per seed): "
+                f"name it ({example}), give the metric spread_over: {axis}, or make it the "
+                "claim's nuisance axis"
             )
-        for ref in groups:
-            claim.resolve(ref)
-    return Assertion(kind, groups, selector, float(item.get("alpha", alpha)), options)
 
 
 @dataclass

@@ -8,14 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lossbench.claims.evaluate import (
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    Evidence,
-    Verdict,
-    describe,
-)
+from lossbench.claims.evaluate import Verdict, describe
+from lossbench.claims.evidence import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Evidence
 from lossbench.render import figure, markdown_table, p_value, plus_minus, print_table
 
 HEADER = [
@@ -36,13 +30,27 @@ METHODS = (
     "effect is too small, a CI lies outside the claimed range); INCONCLUSIVE otherwise. "
     "Group values are means over seeds with Student's t 95% CIs; comparisons are paired by "
     "seed (paired t-test) or Welch's t-test, or a Mann-Whitney U test where diverged runs "
-    "rank worst."
+    "rank worst. Equivalence within a margin: two one-sided tests (TOST), paired or Welch; "
+    "REPRODUCED when both reject, NOT REPRODUCED when a difference beyond the margin is "
+    "significant. Where a claim has a nuisance axis, each group is judged at the value with "
+    "the best mean validation metric (shown as 'group at axis=value'; a value with diverged "
+    "runs ranks below every value without)."
 )
 COLORS = {REPRODUCED: "green", NOT_REPRODUCED: "red", INCONCLUSIVE: "yellow"}
 
 
+def _group_name(e: Evidence, group: str) -> str:
+    """``sgd`` or, judged at a chosen nuisance value, ``sgd at lr=0.1``."""
+    return f"{group} at {e.nuisance}={e.chosen[group]}" if group in e.chosen else group
+
+
 def _groups_text(e: Evidence) -> str:
-    return "; ".join(f"{g}: {plus_minus(ci)}" for g, ci in e.groups.items())
+    return "; ".join(f"{_group_name(e, g)}: {plus_minus(ci)}" for g, ci in e.groups.items())
+
+
+def _why(e: Evidence) -> str:
+    """Why, and the notes on a nuisance choice (a grid edge, divergence)."""
+    return "; ".join([e.why, *(f"note: {n}" for n in e.notes)]) if e.notes else e.why
 
 
 def verdict_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
@@ -54,16 +62,18 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
             rows.append([
                 v.claim.id if first else "", v.claim.claim if first else "", v.verdict if first else "",
                 e.verdict, describe(e.assertion), _groups_text(e), f"{e.effect:.3g}", p_value(e.p_value),
-                str(e.n), e.why,
+                str(e.n), _why(e),
             ])  # fmt: skip
     return rows
 
 
 def print_verdicts(verdicts: Sequence[Verdict]) -> None:
     """The verdict table in the terminal."""
+    from rich.markup import escape
+
     rows = []
     for row in verdict_rows(verdicts):
-        row = [*row]
+        row = [escape(cell) for cell in row]  # group labels and notes may hold [ ]
         for i in (2, 3):
             if row[i]:
                 row[i] = f"[{COLORS[row[i]]}]{row[i]}[/]"
@@ -107,7 +117,8 @@ def _plot_groups(ax: Any, e: Evidence) -> None:
         if diverged:
             ax.annotate(f"{diverged} diverged", (x, ax.get_ylim()[1]), ha="center", va="top",
                         fontsize=7, color="tab:red")  # fmt: skip
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ticks = [_group_name(e, name).replace(" at ", "\nat ") for name in names]
+    ax.set_xticks(range(len(names)), ticks, rotation=20, ha="right", fontsize=8)
     ax.set_title(f"{e.verdict}\n{describe(e.assertion)}", fontsize=8)
     ax.grid(alpha=0.3)
 
@@ -144,10 +155,13 @@ def write_report(
         if c.trains:
             axes = "; ".join(f"{a} ∈ {{{', '.join(labels)}}}" for a, labels in c.axes.items())
             lines += [f"Sweep: `{' '.join(c.base)}`; {axes or 'no axes'}; seeds {c.seeds}.", ""]
+        if c.nuisance:
+            lines += [f"Nuisance axis `{c.nuisance.axis}`: each group at the value with the "
+                      f"{c.nuisance.label()} (validation): `group at {c.nuisance.axis}=value`.", ""]  # fmt: skip
         header = ["assertion", "verdict", "groups: mean ± 95% CI", "effect", "p", "n", "why"]
         rows = [
             [describe(e.assertion), e.verdict, _groups_text(e), f"{e.effect:.3g}",
-             p_value(e.p_value), str(e.n), e.why]
+             p_value(e.p_value), str(e.n), _why(e)]
             for e in v.evidence
         ]  # fmt: skip
         lines.append(markdown_table(header, rows))
@@ -165,16 +179,38 @@ def write_report(
     return path
 
 
+def _number(x: float) -> float | None:
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def _assertion_json(e: Evidence) -> dict[str, Any]:
+    out = {"assertion": describe(e.assertion), "verdict": e.verdict, "p_value": _number(e.p_value),
+           "effect": _number(e.effect), "n": e.n, "why": e.why,
+           "groups": {g: {"mean": _number(ci.mean), "ci_low": _number(ci.low), "ci_high": _number(ci.high),
+                          "n": ci.n} for g, ci in e.groups.items()}}  # fmt: skip
+    if e.nuisance:
+        out["chosen"] = {g: {e.nuisance: value} for g, value in e.chosen.items()}
+        out["selection"] = {
+            g: {value: _number(mean) for value, mean in means.items()}
+            for g, means in e.selection.items()
+        }
+        out["notes"] = list(e.notes)
+    return out
+
+
 def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
-    """The verdicts as data: id, verdict, p_value, effect, n (of the deciding assertion)."""
-
-    def number(x: float) -> float | None:
-        return None if math.isnan(x) or math.isinf(x) else x
-
+    """The verdicts as data: id, verdict, p_value, effect, n (of the deciding assertion), and
+    per assertion the same with why and each group's mean and 95% CI; where a claim has a nuisance axis, the claim's
+    ``nuisance`` and per assertion the value ``chosen`` for each group, the ``selection`` means
+    it was chosen on, and ``notes``."""
     out = []
     for v in verdicts:
-        d = v.deciding
-        out.append({"id": v.claim.id, "verdict": v.verdict, "p_value": number(d.p_value), "effect": number(d.effect), "n": d.n,
-                    "assertions": [{"assertion": describe(e.assertion), "verdict": e.verdict, "p_value": number(e.p_value),
-                                    "effect": number(e.effect), "n": e.n, "why": e.why} for e in v.evidence]})  # fmt: skip
+        d, nuisance = v.deciding, v.claim.nuisance
+        item = {"id": v.claim.id, "verdict": v.verdict, "p_value": _number(d.p_value),
+                "effect": _number(d.effect), "n": d.n}  # fmt: skip
+        if nuisance:
+            item["nuisance"] = {"axis": nuisance.axis, "select": nuisance.select.label(),
+                                "mode": "max" if nuisance.higher else "min"}  # fmt: skip
+        item["assertions"] = [_assertion_json(e) for e in v.evidence]
+        out.append(item)
     return out

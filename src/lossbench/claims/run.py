@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lossbench.claims.evaluate import RunData
+from lossbench.claims.evidence import RunData
+from lossbench.claims.select import selects
 from lossbench.claims.spec import Claim, ClaimError, RunKey, job_key
 from lossbench.config import CONF_DIR, RunSpec, config_hash, recorded_metrics
 
@@ -76,11 +77,13 @@ def run_claims(
             data[key] = RunData(record.outcome, record.metrics, {}, max_epochs, record.run_id)
     needed: dict[str, set[str]] = {}
     for claim in claims:
-        for assertion in claim.assertions:
-            if assertion.metric is not None and assertion.metric.needs_history:
+        selectors = [a.metric for a in claim.assertions if a.metric is not None]
+        selectors += [claim.nuisance.select] if claim.nuisance else []
+        for selector in selectors:
+            if selector.needs_history:
                 for key, run in data.items():
                     if key[0] == claim.id and run.run_id:
-                        needed.setdefault(assertion.metric.name, set()).add(run.run_id)
+                        needed.setdefault(selector.name, set()).add(run.run_id)
     for name, run_ids in needed.items():
         histories = metric_histories(uri, sorted(run_ids), name)
         for run in data.values():
@@ -95,7 +98,8 @@ def check_metrics(
     specs: Sequence[RunSpec],
     facts: Sequence[Mapping[str, Any]],
 ) -> None:
-    """Every metric a claim reads must be one its runs record (before anything trains)."""
+    """Every metric a claim reads must be one its runs record, and an assertion judged at a
+    chosen nuisance value may not read epochs to a validation target (before anything trains)."""
     by_claim = {}
     for key, spec, fact in zip(keys, specs, facts, strict=True):
         by_claim.setdefault(key[0], (spec, fact))
@@ -104,13 +108,33 @@ def check_metrics(
             continue
         spec, fact = by_claim[claim.id]
         names = recorded_metrics(spec.cfg, str(fact["task"]))
+        reads = [("nuisance select", claim.nuisance.select.name)] if claim.nuisance else []
         for i, assertion in enumerate(claim.assertions):
             wanted = [] if assertion.metric is None else [assertion.metric.name]
             wanted += [str(assertion.options[k]) for k in ("low", "high") if k in assertion.options]
-            for metric in wanted:
-                if not any(fnmatch.fnmatch(metric, pattern) for pattern in names):
-                    raise ClaimError(
-                        f"{claim.path.name}: assert[{i}] reads metric {metric!r}, which its runs do not "
-                        f"record; they record: {', '.join(sorted(names))} (switch diagnostics on in "
-                        "base for the others)"
-                    )
+            reads += [(f"assert[{i}]", metric) for metric in wanted]
+            if selects(claim, assertion):
+                _check_target_split(claim, spec.cfg, wanted, f"assert[{i}]")
+        for where, metric in reads:
+            if not any(fnmatch.fnmatch(metric, pattern) for pattern in names):
+                raise ClaimError(
+                    f"{claim.path.name}: {where} reads metric {metric!r}, which its runs do not "
+                    f"record; they record: {', '.join(sorted(names))} (switch diagnostics on in "
+                    "base for the others)"
+                )
+
+
+def _check_target_split(
+    claim: Claim, cfg: Mapping[str, Any], metrics: Sequence[str], where: str
+) -> None:
+    """``target/*`` counts epochs to a target on ``diagnostics.target.metric``: judged at a
+    nuisance value chosen on validation, that metric may not be a validation one."""
+    target = ((cfg.get("diagnostics") or {}).get("target") or {}).get("metric")
+    for metric in metrics:
+        if metric.startswith("target/") and str(target).startswith("val/"):
+            assert claim.nuisance is not None
+            raise ClaimError(
+                f"{claim.path.name}: {where} judges {metric!r}, epochs to a target on {target}: "
+                f"the validation split, where the nuisance {claim.nuisance.axis!r} is selected "
+                f"({claim.nuisance.select.name}); judge on another split"
+            )

@@ -71,6 +71,21 @@ class Selector:
         return f"spread over {self.spread_over} of {text}" if self.spread_over else text
 
 
+@dataclass(frozen=True)
+class Nuisance:
+    """An axis of the claim whose value is not compared but chosen, per group: the value
+    whose runs have the best mean ``select`` metric on the validation split (the README has
+    the rules; :mod:`lossbench.claims.select` applies them)."""
+
+    axis: str
+    select: Selector  # a val/ metric
+    higher: bool  # whether larger values of it are better
+
+    def label(self) -> str:
+        """How the selection is named in reports."""
+        return f"{'highest' if self.higher else 'lowest'} mean {self.select.label()}"
+
+
 @dataclass
 class Assertion:
     """One testable statement of a claim (its kinds: :data:`lossbench.claims.evaluate.KINDS`)."""
@@ -96,6 +111,7 @@ class Claim:
     assertions: list[Assertion]
     path: Path
     stack: bool = True  # False: every run is its own fit (for claims about time per run)
+    nuisance: Nuisance | None = None  # an axis chosen per group on validation, not compared
 
     def jobs(self) -> list[tuple[dict[str, str], int, list[str]]]:
         """Every (axis labels, seed, overrides) of the claim's sweep."""

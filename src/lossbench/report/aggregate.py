@@ -187,24 +187,31 @@ def fair_comparison(
 ) -> pd.DataFrame:
     """For each value of the scientific axis (and of the other axes), the nuisance setting
     with the best mean validation metric, and that setting's test metric (Google's tuning
-    playbook: select on validation, report on test)."""
+    playbook: select on validation, report on test). A setting where a run diverged ranks
+    below every setting where none did (:func:`lossbench.stats.rank_settings`)."""
     import pandas as pd
 
     higher = stats.higher_is_better(metric)
     others = [a for a in axes if a != nuisance]
     rows = []
     for key, group in _groups(frame, others):
-        best = None
-        for (setting,), runs in _groups(group, [nuisance]):
-            finished = runs[runs["outcome"] == "finished"]
-            val = stats.t_interval(finished[metric].tolist())
-            if math.isnan(val.mean):
-                continue
-            if best is None or (val.mean > best[1].mean if higher else val.mean < best[1].mean):
-                best = (setting, val, finished)
-        if best is None:
+        settings = {setting: runs for (setting,), runs in _groups(group, [nuisance])}
+        ranked = stats.rank_settings(
+            {
+                setting: (
+                    runs.loc[runs["outcome"] == "finished", metric].tolist(),
+                    int((runs["outcome"] == "diverged").sum()),
+                )
+                for setting, runs in settings.items()
+            },
+            higher,
+        )
+        runs = settings[ranked[0]]
+        finished = runs[runs["outcome"] == "finished"]
+        val = stats.t_interval(finished[metric].tolist())
+        if math.isnan(val.mean):  # no setting has a finished run
             continue
-        setting, val, finished = best
+        setting = ranked[0]
         test = (
             stats.t_interval(finished[test_metric(metric)].tolist())
             if test_metric(metric) in finished

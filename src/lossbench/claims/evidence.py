@@ -1,0 +1,115 @@
+"""What judging reads and writes: each run's numbers (:class:`RunData`), the number a run
+contributes to a group (:func:`run_value`, :func:`group_values`), and an assertion's outcome
+(:class:`Evidence`). No torch, Lightning or Hydra here: judging is a light step."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lossbench import stats
+from lossbench.claims.spec import Assertion, Claim, ClaimError, RunKey, Selector, job_key
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "REPRODUCED", "NOT REPRODUCED", "INCONCLUSIVE"
+
+
+@dataclass
+class RunData:
+    """What evaluation reads of one run."""
+
+    outcome: str  # finished, diverged, failed, killed, missing
+    metrics: dict[str, float]
+    histories: dict[str, list[float]]
+    max_epochs: int
+    run_id: str | None = None
+
+
+Runs = Mapping[RunKey, RunData]
+
+
+@dataclass
+class Evidence:
+    """One assertion's outcome and its numbers."""
+
+    assertion: Assertion
+    verdict: str
+    why: str
+    groups: dict[str, stats.Interval] = field(default_factory=dict)  # group -> mean and CI
+    effect: float = math.nan
+    p_value: float = math.nan
+    n: int = 0
+    counts: dict[str, Counter[str]] = field(default_factory=dict)  # group -> outcomes
+    values: dict[str, dict[int, float]] = field(default_factory=dict)  # group -> seed -> value
+    nuisance: str | None = None  # the claim's nuisance axis, when this assertion chose on it
+    chosen: dict[str, str] = field(default_factory=dict)  # group -> the nuisance value chosen
+    selection: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> value -> mean
+    notes: list[str] = field(default_factory=list)  # about the selection: grid edges, divergence
+
+
+def run_value(run: RunData, selector: Selector, name: str | None = None) -> float | None:
+    """The number a run contributes; ``None`` if it contributes none (failed, missing)."""
+    name = name or selector.name
+    higher = stats.higher_is_better(name)
+    if run.outcome == "diverged":
+        return (-math.inf if higher else math.inf) if selector.diverged == "worst" else None
+    if run.outcome != "finished":
+        return None
+    if selector.needs_history and name == selector.name:
+        history = [v for v in run.histories.get(name, []) if math.isfinite(v)]
+        if not history:
+            return None
+        if selector.ratio == "first/last":
+            return history[0] / history[-1] if history[-1] else math.inf
+        pick = {"first": history[0], "last": history[-1], "min": min(history), "max": max(history)}
+        pick["best"] = max(history) if higher else min(history)
+        return pick[selector.at]
+    value = run.metrics.get(name)
+    if value is None:
+        return None
+    if name == "target/epochs" and math.isnan(value):  # censored: at least max_epochs + 1
+        return float(run.max_epochs + 1)
+    return float(value)
+
+
+def group_runs(claim: Claim, labels: Mapping[str, str], runs: Runs) -> list[tuple[int, RunData]]:
+    """(seed, run) of every job of the claim whose axes take these labels."""
+    return [
+        (seed, runs[job_key(claim, chosen, seed)])
+        for chosen, seed, _ in claim.jobs()
+        if all(chosen[a] == label for a, label in labels.items())
+    ]
+
+
+def group_values(
+    claim: Claim,
+    ref: str,
+    selector: Selector,
+    runs: Runs,
+    name: str | None = None,
+    fixed: Mapping[str, str] | None = None,
+) -> tuple[dict[int, float], Counter[str]]:
+    """Seed -> value for a group, and the outcomes of its runs; ``fixed`` pins more axes
+    (the nuisance value chosen for the group)."""
+    by_seed: dict[int, list[float | None]] = {}
+    outcomes: Counter[str] = Counter()
+    for seed, run in group_runs(claim, {**claim.resolve(ref), **(fixed or {})}, runs):
+        outcomes[run.outcome] += 1
+        by_seed.setdefault(seed, []).append(run_value(run, selector, name))
+    values: dict[int, float] = {}
+    for seed, found in by_seed.items():
+        if selector.spread_over is not None:
+            finite = [v for v in found if v is not None and math.isfinite(v)]
+            if len(finite) == len(found) and len(finite) > 1:
+                values[seed] = float(np.std(finite, ddof=1))
+        elif len(found) > 1:
+            raise ClaimError(
+                f"{claim.path.name}: group {ref!r} has {len(found)} runs per seed; name every axis "
+                f"(axis=label,...) or give the metric a spread_over"
+            )
+        elif found[0] is not None:
+            values[seed] = found[0]
+    return values, outcomes
