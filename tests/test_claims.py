@@ -162,8 +162,21 @@ def test_an_unknown_metric_is_named_before_training(tmp_path: Path, make_spec) -
 
 
 def test_the_shipped_claims_load() -> None:
-    loaded = C.load_claims()
-    assert [c.id for c in loaded] == [f"R{i}" for i in range(1, 17)]
+    """R1-R16, and the fair variants: the same assertions, each arm at its best lr on a grid
+    of at least 5 values chosen on validation."""
+    loaded = {c.id: c for c in C.load_claims()}
+    fair = ["R4-fair", "R5-fair", "R6-fair", "R8-fair"]
+    assert sorted(loaded) == sorted([f"R{i}" for i in range(1, 17)] + fair)
+    for claim_id in fair:
+        claim, fixed = loaded[claim_id], loaded[claim_id.removesuffix("-fair")]
+        assert claim.nuisance is not None and claim.nuisance.axis == "lr"
+        assert len(claim.axes["lr"]) >= 5 and claim.nuisance.select.name.startswith("val/")
+        assert [a.kind for a in claim.assertions] == [a.kind for a in fixed.assertions]
+        unfixed = [[g.replace(",lr=1e-3", "").replace(",lr=1e-2", "") for g in a.groups]
+                   for a in fixed.assertions]  # R6 names each optimizer's fixed lr  # fmt: skip
+        assert [[g.removeprefix("optimizer=") for g in a] for a in unfixed] == [
+            a.groups for a in claim.assertions
+        ]
 
 
 def test_worked_example_claim_needs_no_training() -> None:
@@ -597,3 +610,27 @@ def test_the_readme_claim_examples_load(tmp_path: Path) -> None:
     assert sorted(loaded) == ["U1", "U2", "U3"]
     assert loaded["U2"].nuisance == C.Nuisance("lr", C.Selector("val/loss"), higher=False)
     assert [a.kind for a in loaded["U3"].assertions] == ["equivalent"]
+
+
+def test_the_report_sets_each_fixed_claim_beside_its_fair_variant(tmp_path: Path) -> None:
+    """reports/claims.md says where a claim at a fixed lr and its -fair variant disagree."""
+    (tmp_path / "fixed").mkdir(), (tmp_path / "fair").mkdir()
+    fixed = C.load_claim(claim_file(tmp_path / "fixed"))
+    a, b = [0.10, 0.11, 0.12, 0.10, 0.11], [0.30, 0.31, 0.29, 0.30, 0.32]
+    fixed_verdict = C.evaluate(fixed, runs_for(fixed, {"a": a, "b": b}))
+    fair = C.load_claim(claim_file(tmp_path / "fair", **{**NUISANCE, "id": "T1-fair"}))
+    table = {(g, lr): (0.5, 0.5, 0) for g in "ab" for lr in ("0.01", "0.1", "1")}
+    table[("a", "0.1")], table[("b", "1")] = (0.2, 0.6, 0), (0.2, 0.1, 0)  # b wins at its best
+    fair_verdict = C.evaluate(fair, nuisance_runs(fair, table))
+    assert (fixed_verdict.verdict, fair_verdict.verdict) == (C.REPRODUCED, C.NOT_REPRODUCED)
+    other = C.evaluate(fixed, runs_for(fixed, {"a": a, "b": b}))  # no fair variant: not listed
+    other.claim = C.load_claim(claim_file(tmp_path, id="T2"))
+    text = render.write_report(
+        [fixed_verdict, fair_verdict, other], tmp_path / "reports", 1.0, "claims", "sqlite://"
+    ).read_text()
+    section = text.split("## Fixed learning rate vs each at its best learning rate")[1]
+    section = section.split("\n## ")[0]
+    assert "They disagree on 1 of 1 assertions: T1 #1." in section
+    [row] = [line for line in section.splitlines() if line.startswith("| T1 / T1-fair #1")]
+    assert "REPRODUCED" in row and "NOT REPRODUCED" in row and "**disagree**" in row
+    assert "a at lr=0.1" in row and "b at lr=1" in row and "T2" not in section

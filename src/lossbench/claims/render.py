@@ -123,6 +123,54 @@ def _plot_groups(ax: Any, e: Evidence) -> None:
     ax.grid(alpha=0.3)
 
 
+FAIR_SUFFIX = "-fair"  # ``R4-fair``: R4's statement with each arm at its best learning rate
+
+
+def fair_pairs(verdicts: Sequence[Verdict]) -> list[tuple[Verdict, Verdict]]:
+    """(fixed form, fair variant) of each claim ``X-fair`` judged along with its ``X``."""
+    by_id = {v.claim.id: v for v in verdicts}
+    return [
+        (by_id[v.claim.id.removesuffix(FAIR_SUFFIX)], v)
+        for v in verdicts
+        if v.claim.id.endswith(FAIR_SUFFIX) and v.claim.id.removesuffix(FAIR_SUFFIX) in by_id
+    ]
+
+
+def fair_comparison_lines(verdicts: Sequence[Verdict]) -> list[str]:
+    """Markdown: each fixed-rate claim next to its fair variant, assertion by assertion (the
+    n-th assertion of one against the n-th of the other), saying where the verdicts differ."""
+    rows, differ = [], []
+    for fixed, fair in fair_pairs(verdicts):
+        for i, (a, b) in enumerate(zip(fixed.evidence, fair.evidence, strict=False), start=1):
+            agree = a.verdict == b.verdict
+            chosen = ", ".join(_group_name(b, g) for g in b.chosen) or "–"
+            rows.append([
+                f"{fixed.claim.id} / {fair.claim.id} #{i}", describe(a.assertion),
+                a.verdict, f"{b.verdict} ({describe(b.assertion)}; {chosen})",
+                "agree" if agree else "**disagree**",
+            ])  # fmt: skip
+            if not agree:
+                differ.append(f"{fixed.claim.id} #{i}")
+    if not rows:
+        return []
+    said = (
+        f"They disagree on {len(differ)} of {len(rows)} assertions: {', '.join(differ)}."
+        if differ
+        else f"They agree on all {len(rows)} assertions."
+    )
+    return [
+        "## Fixed learning rate vs each at its best learning rate", "",
+        "Each claim judged at the fixed rate its source used, next to its fair variant (`-fair`), "
+        "where each arm is judged at its best rate on a grid chosen before any run (see each "
+        "variant's setup). " + said, "",
+        markdown_table(
+            ["claims, assertion", "assertion (fixed rate)", "fixed rate", "each at its best rate", ""],
+            rows,
+        ),
+        "",
+    ]  # fmt: skip
+
+
 def write_report(
     verdicts: Sequence[Verdict], out: Path, seconds: float, experiment: str, uri: str
 ) -> Path:
@@ -141,6 +189,7 @@ def write_report(
         f"in `{uri}` ({seconds:.0f} s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".", "",
         markdown_table(["id", "claim", "verdict", "p", "effect", "n"], summary),
         "", METHODS, "",
+        *fair_comparison_lines(verdicts),
     ]  # fmt: skip
     for v in verdicts:
         c = v.claim
