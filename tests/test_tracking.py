@@ -226,3 +226,47 @@ def test_light_commands_load_neither_torch_lightning_nor_hydra() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+LONG = RunResult(
+    series={"train/loss": [1.0 / (e + 1) for e in range(23)], "val/acc": [0.5] * 23},
+    final={"train/loss": 1.0 / 23, "val/acc": 0.5, "test/acc": 0.5},
+)
+
+
+@pytest.mark.parametrize(
+    ("every", "flushes", "steps"),
+    [
+        (1, [], list(range(23))),
+        (10, [], [0, 10, 20, 22]),
+        (10, [10, 20], [0, 10, 20, 22]),  # live writes of the first 10 and 20 epochs, then the rest
+        (11, [], [0, 11, 22]),  # the last epoch is on the grid: written once
+        (50, [], [0, 22]),
+    ],
+)
+def test_log_every_n_epochs_records_every_nth_epoch_and_the_last(
+    store_uri: str, every: int, flushes: list[int], steps: list[int]
+) -> None:
+    """tracking.log_every_n_epochs keeps every n-th epoch of each curve and always the last
+    one (the run's latest value), whether written at the end or partly while training."""
+    tracker = Tracker(store_uri, "log-every", log_every_n_epochs=every)
+    run_id = tracker.start_run(spec(), {"task": "binary", "n_train": 10})
+    for n in flushes:
+        tracker.log_epochs(run_id, {k: v[:n] for k, v in LONG.series.items()}, start=n - 10)
+    tracker.finish_run(run_id, LONG, written_epochs=flushes[-1] if flushes else 0)
+    client = MlflowClient(store_uri)
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [m.step for m in history] == steps
+    assert [m.value for m in history] == [LONG.series["train/loss"][s] for s in steps]
+    assert client.get_run(run_id).data.metrics["train/loss"] == pytest.approx(1.0 / 23)
+    [test_acc] = client.get_metric_history(run_id, "test/acc")
+    assert test_acc.step == 22
+
+
+def test_a_bad_log_every_n_epochs_is_refused_before_training(make_spec) -> None:  # noqa: ANN001
+    from lossbench.config import ConfigError, check_run
+
+    with pytest.raises(
+        ConfigError, match=r"tracking\.log_every_n_epochs=0 must be an integer >= 1"
+    ):
+        check_run(make_spec(["tracking.log_every_n_epochs=0"]))

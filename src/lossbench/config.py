@@ -212,7 +212,8 @@ def _unwrap(err: Exception) -> str:
 def _check_int(cfg: Mapping[str, Any], key: str, minimum: int) -> None:
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+        where = "tracking." if key == "log_every_n_epochs" else ""
+        raise ConfigError(f"{where}{key}={value!r} must be an integer >= {minimum}")
 
 
 def config_metrics(cfg: Mapping[str, Any], task: str) -> list[str]:
@@ -300,6 +301,9 @@ def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
     _check_int(cfg, "data_seed", 0)
     _check_int(cfg, "threads", 1)
     _check_int(cfg["trainer"], "max_epochs", 1)
+    tracking = cfg.get("tracking") or {}
+    if "log_every_n_epochs" in tracking:
+        _check_int(tracking, "log_every_n_epochs", 1)
 
     data_key = _key("data", cfg["dataset"], cfg["data_seed"])
     if data_key not in seen:

@@ -95,17 +95,25 @@ def result_tags(result: RunResult) -> dict[str, str]:
 
 
 def metric_rows(
-    series: Mapping[str, Sequence[float]], final: Mapping[str, float], start: int = 0
+    series: Mapping[str, Sequence[float]],
+    final: Mapping[str, float],
+    start: int = 0,
+    every: int = 1,
+    complete: bool = True,
 ) -> list[MetricRow]:
     """Per-epoch values from epoch ``start`` (step = epoch), then the final values that have
-    no series (test/*, time/*) at the last epoch's step."""
+    no series (test/*, time/*) at the last epoch's step.
+
+    With ``every`` > 1 only epochs 0, every, 2*every, ... are written, and the last epoch of a
+    ``complete`` series (a run's whole history, not a live part of it)."""
     now = int(time.time() * 1000)
+    last = max((len(v) for v in series.values()), default=1) - 1
     rows = [
         (name, float(value), now, step)
         for name, values in series.items()
         for step, value in enumerate(values[start:], start=start)
+        if step % every == 0 or (complete and step == len(values) - 1)
     ]
-    last = max((len(v) for v in series.values()), default=1) - 1
     rows += [(k, float(v), now, last) for k, v in final.items() if k not in series]
     return rows
 
@@ -139,10 +147,12 @@ class Tracker:
         experiment: str,
         flush_every_n_epochs: int = 10,
         sql_batches: bool = False,
+        log_every_n_epochs: int = 1,
     ) -> None:
         self.uri = uri
         self.experiment = experiment
         self.flush_every_n_epochs = flush_every_n_epochs
+        self.log_every_n_epochs = log_every_n_epochs  # per-epoch values: every n-th and the last
         self.sql_batches = sql_batches  # ask for batched SQL writes (see module docstring)
         self._params: dict[str, dict[str, str]] = {}  # run -> params not yet written (API path)
 
@@ -157,6 +167,7 @@ class Tracker:
             str(tracking.get("experiment") or "lossbench"),
             int(tracking.get("flush_every_n_epochs") or 0),
             bool(tracking.get("sql_batches", False)),
+            int(tracking.get("log_every_n_epochs") or 1),
         )
 
     @functools.cached_property
@@ -342,13 +353,14 @@ class Tracker:
     ) -> None:
         """Write per-epoch values from epoch ``start`` on, batched (step = epoch)."""
         with timed():
-            self._log_batch(run_id, metric_rows(series, {}, start), {}, {})
+            rows = metric_rows(series, {}, start, self.log_every_n_epochs, complete=False)
+            self._log_batch(run_id, rows, {}, {})
 
     def finish_runs(self, run_ids: Sequence[str], results: Sequence[RunResult]) -> None:
         """Write the params, metrics and result tags of runs that have no metrics yet (one
         stack's), then close them. A run that did not finish gets its error as
         ``traceback.txt`` and its last line as a tag."""
-        metrics = [metric_rows(r.series, r.final) for r in results]
+        metrics = [metric_rows(r.series, r.final, every=self.log_every_n_epochs) for r in results]
         with timed():
             for run_id, result in zip(run_ids, results, strict=True):
                 if result.error:
@@ -375,7 +387,7 @@ class Tracker:
         with timed():
             if result.error:
                 self._log_traceback(run_id, result.error)
-            rows = metric_rows(result.series, result.final, written_epochs)
+            rows = metric_rows(result.series, result.final, written_epochs, self.log_every_n_epochs)
             self._finish(run_id, rows, result)
 
     def _finish(self, run_id: str, rows: list[MetricRow], result: RunResult) -> None:
