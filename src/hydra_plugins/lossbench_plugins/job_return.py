@@ -1,15 +1,16 @@
 """A trained job's Hydra bookkeeping, as Hydra's ``run_job`` does it, with fewer copies.
 
-For every job, Hydra's ``run_job`` deep-copies the job's whole config (the big ``hydra`` node
-included) twice and its ``hydra`` node twice more, then writes ``.hydra/*.yaml`` with
-OmegaConf's pure-Python YAML writer. The launcher does this for every job in the one process
-that also records runs and feeds the workers; at 300 jobs, that was 15 s of the sweep's
+For every job, Hydra's ``run_job`` sets Hydra's config twice (each a copy of the big ``hydra``
+node), deep-copies the whole config, then the ``hydra`` node again, and writes ``.hydra/*.yaml``
+with OmegaConf's pure-Python YAML writer. The launcher does this for every job in the one
+process that also records runs and feeds the workers; at 300 jobs, that was 15 s of the sweep's
 critical path. Here the job's config is already a fresh copy that the launcher owns, so
-:func:`hand_over` builds the same JobReturn, calls the same callbacks and writes the same
-files (the same YAML content, read back) while copying only the task part once and writing
-YAML with libyaml where PyYAML has it.
+:func:`hand_over` builds the same JobReturn, calls the same callbacks and writes the same files
+(the same YAML content, read back) with one copy of the ``hydra`` node fewer, the task part
+copied instead of the whole config, and YAML written by libyaml where PyYAML has it.
 """
 
+import copy
 import os
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def hand_over(
         task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         OmegaConf.set_struct(task_cfg, OmegaConf.is_struct(config))
         ret.cfg = task_cfg
-        ret.hydra_cfg = instance.cfg  # a copy already: set_config's, replaced by the next job
+        # as run_job: a copy that does not keep the whole config alive (set_config's copy
+        # interpolates from it) while Hydra holds every JobReturn until the sweep ends
+        ret.hydra_cfg = copy.deepcopy(instance.cfg)
         ret.overrides = OmegaConf.to_container(config.hydra.overrides.task)
         # run_job's working dir; this job does not change into it (nothing runs here)
         ret.working_dir = output_dir if config.hydra.job.chdir else os.getcwd()
