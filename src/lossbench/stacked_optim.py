@@ -15,8 +15,8 @@ so defaults, validation and every schedule behave as they do alone.
 Members are grouped by update and options (SGD with Nesterov momentum, AdamW, ...): a group's
 update is a handful of tensor ops on its rows of one ``[K, P]`` buffer, of which the parameters
 are views, whatever the number of layers, with a column of hyperparameters (one value per
-member). Each update does its arithmetic in torch's order (``addcdiv(p, a, b, value=v)`` is ``p + v * a / b``), so members round as they
-do alone.
+member). Each update does its arithmetic in torch's order (``addcdiv(p, a, b, value=v)`` is
+``p + v * a / b``), so members round as they do alone.
 """
 
 from __future__ import annotations
@@ -81,11 +81,8 @@ def _decay(p: Tensor, g: Tensor, h: Hyper, f: Flags) -> tuple[Tensor, Tensor]:
 
 
 def _moments(g: Tensor, state: State, h: Hyper) -> tuple[Tensor, Tensor]:
-    first = state["exp_avg"] if "exp_avg" in state else torch.zeros_like(g)
-    exp_avg = first.lerp(g, h["1-beta1"])
-    exp_avg_sq = (state["exp_avg_sq"] if "exp_avg_sq" in state else torch.zeros_like(g)) * h[
-        "beta2"
-    ]
+    exp_avg = _kept(state, "exp_avg", torch.zeros_like, g).lerp(g, h["1-beta1"])
+    exp_avg_sq = _kept(state, "exp_avg_sq", torch.zeros_like, g) * h["beta2"]
     exp_avg_sq = torch.addcmul(exp_avg_sq, g, g * h["1-beta2"])
     state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
     return exp_avg, exp_avg_sq
@@ -109,9 +106,8 @@ def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) ->
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * decay))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * decay))
     # torch keeps the product of the mu's as a float32 state tensor
-    mu_product = _kept(
-        state, "mu_product", lambda m: torch.ones_like(m, dtype=p.dtype), mu
-    ) * mu.to(p.dtype)
+    previous = _kept(state, "mu_product", lambda m: torch.ones_like(m, dtype=p.dtype), mu)
+    mu_product = previous * mu.to(p.dtype)
     state["mu_product"] = mu_product
     exp_avg, exp_avg_sq = _moments(g, state, h)
     correction2 = (1 - h["beta2_64"] ** step).to(p.dtype)
@@ -289,8 +285,9 @@ class StackedOptimizer(Optimizer):
         self.steps = 0
         # The parameters and their gradients become views of two [K, P] buffers, so that
         # each step updates whole rows without gathering and scattering every parameter.
-        # Autograd then adds each gradient into its view in place; it warns that a view's
-        # strides are not the ones it would choose, which is a matter of speed only.
+        # Autograd adds each gradient into its view in place, and warns that the view's
+        # strides are not the ones it would choose: a matter of speed only. (Adding the same
+        # filter again replaces it: the list does not grow.)
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
         with torch.no_grad():
             self.flat = torch.cat([p.detach().reshape(self.n_members, -1) for p in params], 1)
