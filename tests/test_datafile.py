@@ -196,7 +196,9 @@ def test_the_content_hash_is_part_of_the_config(make_spec, tmp_path: Path) -> No
     for the old content refuses the new one, naming the path and both hashes."""
     path = write_csv(tmp_path, bundled_table("iris"))
     before = make_spec(file_overrides(path))
-    assert before.cfg["dataset"]["source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (
+        before.cfg["dataset"]["source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    )
     assert config_hash(make_spec(file_overrides(path)).cfg) == config_hash(before.cfg)
 
     write_csv(tmp_path, bundled_table("iris").iloc[:-1])
@@ -204,7 +206,9 @@ def test_the_content_hash_is_part_of_the_config(make_spec, tmp_path: Path) -> No
     assert config_hash(after.cfg) != config_hash(before.cfg)
     check_run(after)
     old, new = before.cfg["dataset"]["source"]["sha256"], after.cfg["dataset"]["source"]["sha256"]
-    with pytest.raises(ConfigError, match=rf"'{path}' has changed: .*records sha256 {old}, .*now has {new}"):
+    with pytest.raises(
+        ConfigError, match=rf"'{path}' has changed: .*records sha256 {old}, .*now has {new}"
+    ):
         check_run(before)
 
 
