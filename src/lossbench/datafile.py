@@ -94,8 +94,8 @@ def _read(p: Path, sha256: str | None) -> tuple[Any, str]:
     if sha256 is not None and sha256 != digest:
         raise DatasetError(
             f"dataset.source.path={str(p)!r} has changed: the config records sha256 {sha256}, "
-            f"the file now has {digest}. A changed file is a different dataset: compose the "
-            "run again (it then records the new hash)"
+            f"the file now has {digest} (a changed file is a different dataset; a new launch "
+            "of the run records the new hash as a new config)"
         )
     key = (str(p.resolve()), digest)
     if key in _tables:
