@@ -216,13 +216,15 @@ def test_a_file_is_read_once_per_process(monkeypatch, tmp_path: Path) -> None:  
     """Many runs (other data seeds, other splits) of one file parse it once."""
     path = write_csv(tmp_path, bundled_table("iris"))
     calls = []
-    read_csv = pd.read_csv
-    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: calls.append(1) or read_csv(*a, **k))
+    read_csv, read_bytes = pd.read_csv, Path.read_bytes
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: calls.append("parse") or read_csv(*a, **k))
+    monkeypatch.setattr(Path, "read_bytes", lambda self: calls.append("read") or read_bytes(self))
     source = {"_target_": "lossbench.datafile.load_file", "path": str(path), "target": "label",
               "sha256": datafile.file_sha256(path)}  # fmt: skip
     for seed in range(4):
         load_dataset({"name": "file", "source": source, "val_fraction": 0.1 + seed / 20}, seed)
-    assert len(calls) == 1
+    # hashed once (as composing does), read and parsed at the first load; later loads: nothing
+    assert calls == ["read", "read", "parse"]
 
 
 @pytest.mark.slow

@@ -89,8 +89,11 @@ def _read(p: Path, sha256: str | None) -> tuple[Any, str]:
     read once per process; checks the content against the hash the config records."""
     import pandas as pd
 
-    content = p.read_bytes()
-    digest = hashlib.sha256(content).hexdigest()
+    digest = _digests.get(_stat_key(p))  # hashed already (composing): no need to read again
+    content = None
+    if digest is None or (str(p.resolve()), digest) not in _tables:
+        content = p.read_bytes()
+        digest = hashlib.sha256(content).hexdigest()
     if sha256 is not None and sha256 != digest:
         raise DatasetError(
             f"dataset.source.path={str(p)!r} has changed: the config records sha256 {sha256}, "
@@ -100,6 +103,7 @@ def _read(p: Path, sha256: str | None) -> tuple[Any, str]:
     key = (str(p.resolve()), digest)
     if key in _tables:
         return _tables[key], digest
+    assert content is not None
     if not content:
         raise DatasetError(f"dataset.source.path={str(p)!r} is empty (0 bytes)")
     suffix = p.suffix.lower()
