@@ -143,6 +143,10 @@ def usual_lr_times(factor: Any, *, _root_: DictConfig) -> float:
 
 if not OmegaConf.has_resolver("usual_lr_times"):
     OmegaConf.register_new_resolver("usual_lr_times", usual_lr_times)
+if not OmegaConf.has_resolver("file_sha256"):  # dataset=file: the content hash joins the config
+    from lossbench.datafile import file_sha256
+
+    OmegaConf.register_new_resolver("file_sha256", file_sha256)
 
 
 def run_choices(choices: Mapping[str, Any]) -> dict[str, str]:

@@ -46,6 +46,7 @@ class SplitData:
     y_test: np.ndarray
     y_mean: float = 0.0
     y_std: float = 1.0
+    classes: tuple[str, ...] | None = None  # the source's labels of classes 0, 1, ..., if others
 
     @property
     def n_features(self) -> int:
@@ -71,6 +72,7 @@ class SplitData:
             "n_train": len(self.y_train),
             "n_val": len(self.y_val),
             "n_test": len(self.y_test),
+            **({"classes": list(self.classes)} if self.classes is not None else {}),
         }
 
 
@@ -348,6 +350,7 @@ def load_dataset(cfg: Any, data_seed: int) -> SplitData:
 
     raw = load_raw(cfg["source"], data_seed)
     x = np.asarray(raw.x, dtype=np.float64)
+    class_names = None
     if x.ndim != 2 or len(x) != len(raw.y):
         raise DatasetError(f"source for {name} returned x{x.shape} and y{np.shape(raw.y)}")
     if raw.task == "classification":
@@ -357,6 +360,9 @@ def load_dataset(cfg: Any, data_seed: int) -> SplitData:
             raise DatasetError(f"dataset {name} has a single class")
         task = "binary" if n_classes == 2 else "multiclass"
         y = y.astype(np.int64)
+        numeric = classes.dtype.kind in "biuf"
+        if not (numeric and np.array_equal(classes, np.arange(n_classes))):  # strings, say
+            class_names = tuple(str(c) for c in classes)
     else:
         y = np.asarray(raw.y, dtype=np.float64)
         n_classes, task = 0, "regression"
@@ -411,6 +417,7 @@ def load_dataset(cfg: Any, data_seed: int) -> SplitData:
         y_test=y_test.astype(ydt),
         y_mean=y_mean,
         y_std=y_std,
+        classes=class_names,
     )
 
 

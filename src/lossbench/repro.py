@@ -130,7 +130,10 @@ def reproduce(
     cfg = _config_of(client, run_id, allow_targets)
     spec = RunSpec(cfg, {k.removeprefix("lossbench.choice."): v for k, v in tags.items() if k.startswith("lossbench.choice.")},
                    tags.get("lossbench.overrides", "").split())  # fmt: skip
-    data = check_run(spec)  # anything that no longer exists fails here, clearly
+    try:
+        data = check_run(spec)  # anything that no longer exists (or a changed file) fails here
+    except ConfigError as err:
+        raise ConfigError(f"run {run_id} cannot be re-run as recorded: {err}") from err
     notes: list[str] = []
     cfgs, member = [cfg], 0
     members = int(tags.get("lossbench.members", "1"))
