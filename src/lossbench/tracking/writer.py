@@ -3,8 +3,8 @@ API, in few calls per run.
 
 - A sweep is a parent run (tag ``lossbench.role=sweep``) with one child run per job; every run
   carries the sweep id tag ``lossbench.sweep_id``.
-- A run is created RUNNING with its tags and config artifacts when its training starts
-  (``create_run``); when it ends, its params, metrics and result tags go in one ``log_batch``
+- A run is created RUNNING with its tags, config artifacts and dataset inputs when its
+  training starts (``create_run``, ``log_inputs``: see :mod:`lossbench.tracking.datasets`); when it ends, its params, metrics and result tags go in one ``log_batch``
   (split only where MLflow's per-call limits demand), and ``set_terminated`` closes it. A run
   training in this process also writes its metrics every ``flush_every_n_epochs`` epochs.
 - ``tracking.sql_batches=true`` writes a whole stack's runs to a SQL store in two transactions
@@ -26,6 +26,7 @@ from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
 from lossbench.results import RunResult
 from lossbench.tracking import reaping, records, sql_batches
 from lossbench.tracking.artifacts import write_artifacts
+from lossbench.tracking.datasets import dataset_inputs
 from lossbench.tracking.provenance import environment_tags, owner_tags
 from lossbench.tracking.store import (
     check_reachable,
@@ -72,8 +73,8 @@ def run_params(spec: RunSpec, facts: Mapping[str, Any] | None = None) -> dict[st
     data (``SplitData.summary()``: task, sizes) as ``data.*``."""
     kept = {k: v for k, v in spec.cfg.items() if k not in NON_RESULT_KEYS}
     params = flatten(kept)
-    if facts is not None:
-        params.update({f"data.{k}": str(v) for k, v in facts.items()})
+    if facts is not None:  # the dataset's description goes in its inputs, not in params
+        params.update({f"data.{k}": str(v) for k, v in facts.items() if k != "dataset"})
     return {k: v[:MAX_PARAM_LENGTH] for k, v in params.items()}
 
 
@@ -302,8 +303,9 @@ class Tracker:
         """Create RUNNING runs (one stack's) with their tags and config artifacts; their params
         are written with their metrics (or at once, on the SQL path).
 
-        ``facts`` describe their data (``SplitData.summary()``); ``tags`` are added to (or
-        replace) the usual ones."""
+        ``facts`` describe their data (``SplitData.summary()``, and under ``dataset`` what
+        :func:`lossbench.tracking.datasets.dataset_facts` says: each run then gets one
+        MLflow dataset input per split); ``tags`` are added to (or replace) the usual ones."""
         experiment_id = self.experiment_id
         names = [run_name(spec) for spec in specs]
         extra = dict(tags or {})
@@ -321,10 +323,14 @@ class Tracker:
             }
             for spec in specs
         ]
+        described = (facts or {}).get("dataset")
+        inputs = dataset_inputs(described) if described else []
         with timed():
             store = self._sql_store
             if store is not None:
-                created = sql_batches.create_runs(store, experiment_id, names, all_tags, params)
+                created = sql_batches.create_runs(
+                    store, experiment_id, names, all_tags, params, inputs
+                )
                 for (_, artifact_uri), files in zip(created, artifacts, strict=True):
                     sql_batches.write_artifacts(artifact_uri, files, self.uri)
             else:
@@ -335,6 +341,8 @@ class Tracker:
                     run = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
                     created.append((run.info.run_id, run.info.artifact_uri))
                     self._params[run.info.run_id] = run_params_
+                    if inputs:
+                        self.client.log_inputs(run.info.run_id, datasets=inputs)
                     write_artifacts(self.client, run.info.run_id, files)
         return [run_id for run_id, _ in created]
 
