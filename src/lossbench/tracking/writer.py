@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
@@ -48,6 +50,9 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_OR_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000  # longer param values are truncated (MLflow refuses them)
+
+MODEL_ARTIFACT_PATH = "model"  # tracking.log_model: runs:/<run id>/model
+LOGGED_MODELS_TAG = "mlflow.log-model.history"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_MODELS
 
 MetricRow = tuple[str, float, int, int]  # key, value, timestamp (ms), step
 
@@ -87,12 +92,35 @@ def run_name(spec: RunSpec) -> str:
     return "-".join([*parts, f"s{spec.seed}"])
 
 
-def result_tags(result: RunResult) -> dict[str, str]:
-    """Tags a result adds: its own (divergence, where it trained) and its error's last line."""
+def result_tags(result: RunResult, run_id: str | None = None) -> dict[str, str]:
+    """Tags a result adds: its own (divergence, where it trained), its error's last line, and
+    for a logged model (``tracking.log_model``) MLflow's ``mlflow.log-model.history`` (the
+    UI's Models column)."""
     tags = dict(result.tags)
     if result.error:
         tags["lossbench.error"] = result.error.strip().splitlines()[-1][:500]
+    if result.model_files and run_id is not None:
+        tags[LOGGED_MODELS_TAG] = json.dumps([model_history(result.model_files, run_id)])
     return tags
+
+
+def model_history(files: Mapping[str, bytes], run_id: str) -> dict[str, Any]:
+    """What MLflow's ``log_model`` records of a model in ``mlflow.log-model.history``
+    (``Model.get_tags_dict()``), read from the saved model's ``MLmodel`` file."""
+    import yaml
+
+    mlmodel = yaml.safe_load(files["MLmodel"])
+    flavors = {
+        name: {k: v for k, v in conf.items() if k != "config"} if isinstance(conf, dict) else conf
+        for name, conf in (mlmodel.get("flavors") or {}).items()
+    }
+    kept = ("utc_time_created", "model_uuid")
+    return {
+        "run_id": run_id,
+        "artifact_path": MODEL_ARTIFACT_PATH,
+        **{k: mlmodel[k] for k in kept if k in mlmodel},
+        "flavors": flavors,
+    }
 
 
 def metric_rows(
@@ -373,18 +401,21 @@ class Tracker:
             for run_id, result in zip(run_ids, results, strict=True):
                 if result.error:
                     self._log_traceback(run_id, result.error)
+                self._log_model(run_id, result)
             store = self._sql_store
             if store is not None and not any(run_id in self._params for run_id in run_ids):
                 sql_batches.finish_runs(
                     store,
                     run_ids,
                     metrics,
-                    [result_tags(r) for r in results],
+                    [result_tags(r, run_id) for run_id, r in zip(run_ids, results, strict=True)],
                     [r.status for r in results],
                 )
-                return
-            for run_id, run_metrics, result in zip(run_ids, metrics, results, strict=True):
-                self._finish(run_id, run_metrics, result)
+            else:
+                for run_id, run_metrics, result in zip(run_ids, metrics, results, strict=True):
+                    self._finish(run_id, run_metrics, result)
+        for result in results:  # written: not kept with the results the sweep holds on to
+            result.model_files = None
 
     def finish_run(self, run_id: str, result: RunResult, written_epochs: int = 0) -> None:
         """Write what is left of a run's metrics (``written_epochs`` epochs were written by
@@ -395,12 +426,13 @@ class Tracker:
         with timed():
             if result.error:
                 self._log_traceback(run_id, result.error)
+            self._log_model(run_id, result)
             rows = metric_rows(result.series, result.final, written_epochs, self.log_every_n_epochs)
             self._finish(run_id, rows, result)
 
     def _finish(self, run_id: str, rows: list[MetricRow], result: RunResult) -> None:
         """One log_batch of what is left to write, then set_terminated."""
-        self._log_batch(run_id, rows, self._params.pop(run_id, {}), result_tags(result))
+        self._log_batch(run_id, rows, self._params.pop(run_id, {}), result_tags(result, run_id))
         self.client.set_terminated(run_id, status=result.status)
 
     def _log_batch(
@@ -418,6 +450,18 @@ class Tracker:
             [RunTag(k, v) for k, v in tags.items()],
         ):
             self.client.log_batch(run_id, some_metrics, some_params, some_tags)
+
+    def _log_model(self, run_id: str, result: RunResult) -> None:
+        """A model the worker saved (``tracking.log_model``) into the run's ``model``
+        artifacts: files written back to a directory, one ``log_artifacts`` call."""
+        if not result.model_files:
+            return
+        with tempfile.TemporaryDirectory(prefix="lossbench-model-") as tmp:
+            for name, content in result.model_files.items():
+                path = Path(tmp, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+            self.client.log_artifacts(run_id, tmp, MODEL_ARTIFACT_PATH)
 
     def _log_traceback(self, run_id: str, error: str) -> None:
         write_artifacts(self.client, run_id, {"traceback.txt": error})
