@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
+from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
 from lossbench.tracking import reaping, records, sql_batches
 from lossbench.tracking.artifacts import write_artifacts
@@ -353,25 +354,32 @@ class Tracker:
         ]
         described = (facts or {}).get("dataset")
         inputs = dataset_inputs(described) if described else []
+        created: list[tuple[str, str]] = []
         with timed():
-            store = self._sql_store
-            if store is not None:
-                created = sql_batches.create_runs(
-                    store, experiment_id, names, all_tags, params, inputs
-                )
-                for (_, artifact_uri), files in zip(created, artifacts, strict=True):
-                    sql_batches.write_artifacts(artifact_uri, files, self.uri)
-            else:
-                created = []
-                for name, run_tags, run_params_, files in zip(
-                    names, all_tags, params, artifacts, strict=True
-                ):
-                    run = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
-                    created.append((run.info.run_id, run.info.artifact_uri))
-                    self._params[run.info.run_id] = run_params_
-                    if inputs:
-                        self.client.log_inputs(run.info.run_id, datasets=inputs)
-                    write_artifacts(self.client, run.info.run_id, files)
+            try:
+                store = self._sql_store
+                if store is not None:
+                    created = sql_batches.create_runs(
+                        store, experiment_id, names, all_tags, params, inputs
+                    )
+                    for (_, artifact_uri), files in zip(created, artifacts, strict=True):
+                        sql_batches.write_artifacts(artifact_uri, files, self.uri)
+                else:
+                    for name, run_tags, run_params_, files in zip(
+                        names, all_tags, params, artifacts, strict=True
+                    ):
+                        run = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
+                        created.append((run.info.run_id, run.info.artifact_uri))
+                        self._params[run.info.run_id] = run_params_
+                        if inputs:
+                            self.client.log_inputs(run.info.run_id, datasets=inputs)
+                        write_artifacts(self.client, run.info.run_id, files)
+            except BaseException as err:  # the caller never learns these ids: close them here
+                status = "KILLED" if isinstance(err, Interrupted) else "FAILED"
+                for run_id, _ in created:
+                    self._params.pop(run_id, None)
+                    self.client.set_terminated(run_id, status=status)
+                raise
         return [run_id for run_id, _ in created]
 
     def start_run(
