@@ -8,12 +8,15 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from lossbench.config import RunSpec
+from lossbench.data import SplitData
 from lossbench.results import RunResult
 from lossbench.tracking import sql_batches
+from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.store import StoreUnreachable, check_reachable, tracking_uri
 from lossbench.tracking.writer import Tracker, batches, flatten, run_name
 
@@ -40,8 +43,20 @@ def spec() -> RunSpec:
     return RunSpec(cfg, choices, ["loss=focal", "seed=3"])
 
 
+def split_data() -> SplitData:
+    """Six rows of two features, split 4/1/1."""
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    y = np.array([0, 1, 0, 1, 1, 0])
+    return SplitData("moons", "binary", 2, x[:4], y[:4], x[4:5], y[4:5], x[5:], y[5:])
+
+
+FACTS = run_facts(
+    {"name": "moons", "source": {"_target_": "lossbench.data.moons"}}, 0, split_data()
+)
+
+
 def record(tracker: Tracker, flush_first: bool = False, error: str | None = None) -> str:
-    run_id = tracker.start_run(spec(), {"task": "binary", "n_train": 10})
+    run_id = tracker.start_run(spec(), FACTS)
     written = 0
     if flush_first:  # the in-process path: some epochs written live, the rest at the end
         tracker.log_epochs(run_id, {k: v[:2] for k, v in RESULT.series.items()})
@@ -72,6 +87,10 @@ def readback(client: MlflowClient, run_id: str) -> dict:
             for key in run.data.metrics
         },
         "artifacts": sorted(f.path for f in client.list_artifacts(run_id)),
+        "inputs": [
+            (i.dataset.to_dictionary(), {t.key: t.value for t in i.tags})
+            for i in run.inputs.dataset_inputs
+        ],
     }
 
 
@@ -120,15 +139,25 @@ def test_sql_batches_read_back_as_mlflow_api_writes(
     assert a["history"]["val/acc"] == [(0, 0.5), (1, 0.75), (2, 0.8)]  # written, read: one path
     expected = ["config.yaml", "overrides.yaml"] + ([] if error is None else ["traceback.txt"])
     assert a["artifacts"] == expected
+    assert [tags["mlflow.data.context"] for _, tags in a["inputs"]] == [
+        "train", "validation", "test",
+    ]  # fmt: skip
+    assert {dataset["name"] for dataset, _ in a["inputs"]} == {"moons"}
+    found = client.search_runs(
+        [client.get_run(batched).info.experiment_id], "dataset.name = 'moons'"
+    )
+    assert {batched, api, live} <= {r.info.run_id for r in found}
     if error is not None:
         assert Path(client.download_artifacts(batched, "traceback.txt")).read_text() == error
 
 
-def test_a_run_is_one_create_one_log_batch_and_one_terminate(
+def test_a_run_is_one_create_one_log_inputs_one_log_batch_and_one_terminate(
     store_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    for name in ("create_run", "log_batch", "set_terminated", "log_param", "log_metric", "set_tag"):
+    names = ("create_run", "log_inputs", "log_batch", "set_terminated", "log_param", "log_metric",
+             "set_tag")  # fmt: skip
+    for name in names:
         original = getattr(MlflowClient, name)
 
         def counted(self, *args, _name=name, _original=original, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -140,7 +169,7 @@ def test_a_run_is_one_create_one_log_batch_and_one_terminate(
     tracker.experiment_id  # noqa: B018 (create the experiment before counting)
     calls.clear()
     record(tracker)
-    assert calls == ["create_run", "log_batch", "set_terminated"]
+    assert calls == ["create_run", "log_inputs", "log_batch", "set_terminated"]
 
 
 def test_an_unverified_mlflow_writes_through_the_api_with_a_notice(
@@ -174,8 +203,12 @@ def test_params_are_the_flat_config_without_store_paths(store_uri: str) -> None:
     run_id = record(Tracker(store_uri, "params"))
     params = MlflowClient(store_uri).get_run(run_id).data.params
     assert params == {
-        "data.task": "binary",
-        "data.n_train": "10",
+        "data.task": "binary",  # SplitData.summary(); the dataset's description is inputs
+        "data.n_features": "2",
+        "data.n_classes": "2",
+        "data.n_train": "4",
+        "data.n_val": "1",
+        "data.n_test": "1",
         "seed": "3",
         "dataset.name": "moons",
         "optimizer._target_": "torch.optim.SGD",

@@ -24,6 +24,13 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "leaky_relu": F.leaky_relu,
     "gelu": F.gelu,
 }
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {  # the same functions, as modules
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+}
 INITS = (
     "default",
     "xavier_uniform",
@@ -188,6 +195,25 @@ class StackedMLP(nn.Module):
                 if self.dropout and self.training:
                     h = self._drop(h)
         return h
+
+    def member(self, k: int) -> nn.Sequential:
+        """Member ``k`` alone as an ordinary module (``nn.Linear`` layers, the activation,
+        ``nn.Dropout``), a copy of its weights: ``[B, in] -> [B, out]``, what ``forward``
+        gives for member ``k`` in eval mode."""
+        layers: list[nn.Module] = []
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            n_out, n_in = weight.shape[1:]
+            layer = nn.Linear(int(n_in), int(n_out))
+            with torch.no_grad():
+                layer.weight.copy_(weight[k])
+                layer.bias.copy_(bias[k])
+            layers.append(layer)
+            if i < last:
+                layers.append(ACTIVATION_MODULES[self.activation_name]())
+                if self.dropout:
+                    layers.append(nn.Dropout(self.dropout))
+        return nn.Sequential(*layers).eval()
 
     def _drop(self, h: Tensor) -> Tensor:
         keep = 1.0 - self.dropout

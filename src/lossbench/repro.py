@@ -28,6 +28,7 @@ import yaml
 
 from lossbench.config import ConfigError, RunSpec, check_run, check_targets
 from lossbench.platform_facts import FLOAT_TAGS
+from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.provenance import environment_tags
 from lossbench.tracking.records import NotInStore
 from lossbench.tracking.store import StoreUnreachable, tracking_uri
@@ -172,7 +173,8 @@ def reproduce(
     if record:
         experiment = MlflowClient(uri).get_experiment(run.info.experiment_id).name
         tracker = Tracker(uri, experiment)
-        rerun_id = tracker.start_run(spec, data.summary(), SweepInfo(new_sweep_id()),
+        facts = run_facts(cfg["dataset"], int(cfg["data_seed"]), data)
+        rerun_id = tracker.start_run(spec, facts, SweepInfo(new_sweep_id()),
                                      tags={"lossbench.role": "repro", "lossbench.repro_of": run_id})  # fmt: skip
         tracker.finish_run(rerun_id, result)
     return Repro(run_id, rerun_id, rows, differences, tolerance, notes)

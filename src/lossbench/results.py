@@ -17,6 +17,9 @@ class RunResult:
     status: str = "FINISHED"  # an MLflow run status: FINISHED, FAILED or KILLED
     error: str | None = None
     tags: dict[str, str] = field(default_factory=dict)  # e.g. lossbench.status=diverged
+    # tracking.log_model: the member's saved MLflow model, relative path -> bytes (so that a
+    # worker on another machine can hand it over), logged under the run's artifacts/model
+    model_files: dict[str, bytes] | None = None
 
     @property
     def diverged(self) -> bool:

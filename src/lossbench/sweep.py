@@ -43,6 +43,7 @@ from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config
 from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
 from lossbench.stacking import STACK_BY, stack_key
+from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.records import RunRecord
 from lossbench.tracking.sweeps import SweepInfo, mark_interrupted, sweep_parent
 from lossbench.tracking.writer import Tracker
@@ -188,13 +189,20 @@ def _job_error(spec: RunSpec, err: ConfigError) -> ConfigError:
 
 def check_specs(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     """Check runs (see :func:`lossbench.config.check_run`), building each distinct component
-    once; returns the facts of each one's data. The first bad run raises, naming its job and
+    once; returns the facts of each one's data (:func:`lossbench.tracking.datasets.run_facts`,
+    digests included). The first bad run raises, naming its job and
     overrides."""
     facts = []
     seen: dict[str, Any] = {}
+    described: dict[int, dict[str, Any]] = {}  # id(data) -> its facts: each digest once
     for spec in specs:
         try:
-            facts.append(check_run(spec, seen).summary())
+            data = check_run(spec, seen)
+            if id(data) not in described:
+                described[id(data)] = run_facts(
+                    spec.cfg["dataset"], int(spec.cfg["data_seed"]), data
+                )
+            facts.append(described[id(data)])
         except ConfigError as err:
             raise _job_error(spec, err) from None
     return facts

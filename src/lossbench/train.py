@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from lossbench.config import CONF_DIR, RunSpec, check_run, config_hash
 from lossbench.interrupts import Interrupted, interrupts
 from lossbench.results import RunResult
+from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.store import StoreUnreachable
 from lossbench.tracking.sweeps import (
     SweepInfo,
@@ -81,7 +82,8 @@ def train(
     else:
         tracker.reap()
         sweep = SweepInfo(new_sweep_id())
-    run_id = tracker.start_run(spec, data.summary(), sweep)
+    facts = run_facts(spec.cfg["dataset"], int(spec.cfg["data_seed"]), data)
+    run_id = tracker.start_run(spec, facts, sweep)
     written = 0
     series: dict[str, list[float]] = {}
 

@@ -18,6 +18,7 @@ from lossbench.config import batch_rows, build, build_trainer
 from lossbench.data import SplitData, load_dataset
 from lossbench.diagnostics import Diagnostics
 from lossbench.metrics import build_metrics
+from lossbench.model_export import save_member, wants_models
 from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
 from lossbench.platform_facts import float_tags
 from lossbench.results import RunResult
@@ -72,11 +73,14 @@ def fit_members(
     end = {name: value.detach().cpu() for name, value in module.end_metrics.items()}
     # the device the strategy trained on: the module itself is moved back to the CPU after fit
     facts = float_tags(trainer.strategy.root_device)
+    log_model = wants_models(first)
     for member, index in enumerate(order):
         results[index] = RunResult.from_rows(
             module.history, end, member, seconds, diverged_at[member]
         )
         results[index].tags.update(facts)
+        if log_model and results[index].status == "FINISHED":
+            results[index].model_files = save_member(model, member, data)
     return results
 
 

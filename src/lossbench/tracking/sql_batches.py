@@ -3,7 +3,7 @@
 MLflow's client creates, fills and closes runs one call at a time, each a transaction of its
 own. MLflow has no batch API for runs, so this module writes a stack's runs in one transaction
 (runs with their tags and params) when the stack starts and one (metrics, latest metrics, result
-tags, statuses) when it ends, through MLflow's own table models and session, with the values its
+tags, statuses) when it ends (and its dataset inputs with the runs), through MLflow's own table models and session, with the values its
 ``create_run``, ``log_batch`` and ``set_terminated`` would write: the same validation, the same
 NaN/inf handling, the same latest-metric rule.
 
@@ -60,14 +60,16 @@ def create_runs(
     names: Sequence[str],
     tags: Sequence[Mapping[str, str]],
     params: Sequence[Mapping[str, str]],
+    inputs: Sequence[Any] = (),
 ) -> list[tuple[str, str]]:
-    """Create RUNNING runs with their tags and params; returns (run id, artifact URI) each."""
+    """Create RUNNING runs with their tags and params, and the same dataset ``inputs``
+    (MLflow ``DatasetInput`` entities) for each; returns (run id, artifact URI) each."""
     from mlflow.entities import LifecycleStage, RunStatus, SourceType
     from mlflow.exceptions import MlflowException
     from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
     from mlflow.utils.uri import append_to_uri_path
-    from mlflow.utils.validation import _validate_param, _validate_tag
+    from mlflow.utils.validation import _validate_dataset_inputs, _validate_param, _validate_tag
     from sqlalchemy import insert
 
     experiment = store.get_experiment(experiment_id)
@@ -103,12 +105,76 @@ def create_runs(
         for key, value in run_params.items():
             _validate_param(key, value)
             param_rows.append({"run_uuid": run_id, "key": key, "value": value})
+    inputs = list(inputs)
+    _validate_dataset_inputs(inputs)
     with store.ManagedSessionMaker(read_only=False) as session:
         session.execute(insert(SqlRun.__table__), run_rows)
         for table, rows in ((SqlTag, tag_rows), (SqlParam, param_rows)):
             if rows:
                 session.execute(insert(table.__table__), rows)
+        if inputs:
+            _insert_inputs(session, int(experiment_id), [run_id for run_id, _ in created], inputs)
     return created
+
+
+def _insert_inputs(session: Any, experiment_id: int, run_ids: Sequence[str], inputs: Any) -> None:
+    """What the store's ``log_inputs`` writes for each of ``run_ids`` (new runs: no input
+    edges yet), for all of them at once: the datasets the experiment lacks (one row per name
+    and digest), one input edge per run and dataset, and the edges' tags (the context)."""
+    from mlflow.store.tracking.dbmodels.models import SqlDataset, SqlInput, SqlInputTag
+    from sqlalchemy import insert
+
+    unique: dict[tuple[str, str], Any] = {}  # as the store dedups: the first of a name, digest
+    for dataset_input in inputs:
+        unique.setdefault((dataset_input.dataset.name, dataset_input.dataset.digest), dataset_input)
+    existing = (
+        session.query(SqlDataset)
+        .filter(SqlDataset.experiment_id == experiment_id)
+        .filter(SqlDataset.name.in_([name for name, _ in unique]))
+        .filter(SqlDataset.digest.in_([digest for _, digest in unique]))
+        .all()
+    )
+    uuids = {(d.name, d.digest): d.dataset_uuid for d in existing}
+    dataset_rows, input_rows, input_tag_rows = [], [], []
+    for key, dataset_input in unique.items():
+        if key not in uuids:
+            uuids[key] = uuid.uuid4().hex
+            dataset = dataset_input.dataset
+            dataset_rows.append(
+                {
+                    "dataset_uuid": uuids[key],
+                    "experiment_id": experiment_id,
+                    "name": dataset.name,
+                    "digest": dataset.digest,
+                    "dataset_source_type": dataset.source_type,
+                    "dataset_source": dataset.source,
+                    "dataset_schema": dataset.schema,
+                    "dataset_profile": dataset.profile,
+                }
+            )
+    for run_id in run_ids:
+        for key, dataset_input in unique.items():
+            input_uuid = uuid.uuid4().hex
+            input_rows.append(
+                {
+                    "input_uuid": input_uuid,
+                    "source_type": "DATASET",
+                    "source_id": uuids[key],
+                    "destination_type": "RUN",
+                    "destination_id": run_id,
+                }
+            )
+            input_tag_rows.extend(
+                {"input_uuid": input_uuid, "name": tag.key, "value": tag.value}
+                for tag in dataset_input.tags
+            )
+    for table, rows in (
+        (SqlDataset, dataset_rows),
+        (SqlInput, input_rows),
+        (SqlInputTag, input_tag_rows),
+    ):
+        if rows:
+            session.execute(insert(table.__table__), rows)
 
 
 def write_artifacts(artifact_uri: str, files: Mapping[str, str], tracking_uri: str) -> None:

@@ -3,8 +3,8 @@ API, in few calls per run.
 
 - A sweep is a parent run (tag ``lossbench.role=sweep``) with one child run per job; every run
   carries the sweep id tag ``lossbench.sweep_id``.
-- A run is created RUNNING with its tags and config artifacts when its training starts
-  (``create_run``); when it ends, its params, metrics and result tags go in one ``log_batch``
+- A run is created RUNNING with its tags, config artifacts and dataset inputs when its
+  training starts (``create_run``, ``log_inputs``: see :mod:`lossbench.tracking.datasets`); when it ends, its params, metrics and result tags go in one ``log_batch``
   (split only where MLflow's per-call limits demand), and ``set_terminated`` closes it. A run
   training in this process also writes its metrics every ``flush_every_n_epochs`` epochs.
 - ``tracking.sql_batches=true`` writes a whole stack's runs to a SQL store in two transactions
@@ -17,15 +17,19 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
+from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
 from lossbench.tracking import reaping, records, sql_batches
 from lossbench.tracking.artifacts import write_artifacts
+from lossbench.tracking.datasets import dataset_inputs
 from lossbench.tracking.provenance import environment_tags, owner_tags
 from lossbench.tracking.store import (
     check_reachable,
@@ -47,6 +51,9 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_OR_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000  # longer param values are truncated (MLflow refuses them)
+
+MODEL_ARTIFACT_PATH = "model"  # tracking.log_model: runs:/<run id>/model
+LOGGED_MODELS_TAG = "mlflow.log-model.history"  # mlflow.utils.mlflow_tags.MLFLOW_LOGGED_MODELS
 
 MetricRow = tuple[str, float, int, int]  # key, value, timestamp (ms), step
 
@@ -72,8 +79,8 @@ def run_params(spec: RunSpec, facts: Mapping[str, Any] | None = None) -> dict[st
     data (``SplitData.summary()``: task, sizes) as ``data.*``."""
     kept = {k: v for k, v in spec.cfg.items() if k not in NON_RESULT_KEYS}
     params = flatten(kept)
-    if facts is not None:
-        params.update({f"data.{k}": str(v) for k, v in facts.items()})
+    if facts is not None:  # the dataset's description goes in its inputs, not in params
+        params.update({f"data.{k}": str(v) for k, v in facts.items() if k != "dataset"})
     return {k: v[:MAX_PARAM_LENGTH] for k, v in params.items()}
 
 
@@ -86,12 +93,35 @@ def run_name(spec: RunSpec) -> str:
     return "-".join([*parts, f"s{spec.seed}"])
 
 
-def result_tags(result: RunResult) -> dict[str, str]:
-    """Tags a result adds: its own (divergence, where it trained) and its error's last line."""
+def result_tags(result: RunResult, run_id: str | None = None) -> dict[str, str]:
+    """Tags a result adds: its own (divergence, where it trained), its error's last line, and
+    for a logged model (``tracking.log_model``) MLflow's ``mlflow.log-model.history`` (the
+    UI's Models column)."""
     tags = dict(result.tags)
     if result.error:
         tags["lossbench.error"] = result.error.strip().splitlines()[-1][:500]
+    if result.model_files and run_id is not None:
+        tags[LOGGED_MODELS_TAG] = json.dumps([model_history(result.model_files, run_id)])
     return tags
+
+
+def model_history(files: Mapping[str, bytes], run_id: str) -> dict[str, Any]:
+    """What MLflow's ``log_model`` records of a model in ``mlflow.log-model.history``
+    (``Model.get_tags_dict()``), read from the saved model's ``MLmodel`` file."""
+    import yaml
+
+    mlmodel = yaml.safe_load(files["MLmodel"])
+    flavors = {
+        name: {k: v for k, v in conf.items() if k != "config"} if isinstance(conf, dict) else conf
+        for name, conf in (mlmodel.get("flavors") or {}).items()
+    }
+    kept = ("utc_time_created", "model_uuid")
+    return {
+        "run_id": run_id,
+        "artifact_path": MODEL_ARTIFACT_PATH,
+        **{k: mlmodel[k] for k in kept if k in mlmodel},
+        "flavors": flavors,
+    }
 
 
 def metric_rows(
@@ -302,8 +332,9 @@ class Tracker:
         """Create RUNNING runs (one stack's) with their tags and config artifacts; their params
         are written with their metrics (or at once, on the SQL path).
 
-        ``facts`` describe their data (``SplitData.summary()``); ``tags`` are added to (or
-        replace) the usual ones."""
+        ``facts`` describe their data (``SplitData.summary()``, and under ``dataset`` what
+        :func:`lossbench.tracking.datasets.dataset_facts` says: each run then gets one
+        MLflow dataset input per split); ``tags`` are added to (or replace) the usual ones."""
         experiment_id = self.experiment_id
         names = [run_name(spec) for spec in specs]
         extra = dict(tags or {})
@@ -321,21 +352,34 @@ class Tracker:
             }
             for spec in specs
         ]
+        described = (facts or {}).get("dataset")
+        inputs = dataset_inputs(described) if described else []
+        created: list[tuple[str, str]] = []
         with timed():
-            store = self._sql_store
-            if store is not None:
-                created = sql_batches.create_runs(store, experiment_id, names, all_tags, params)
-                for (_, artifact_uri), files in zip(created, artifacts, strict=True):
-                    sql_batches.write_artifacts(artifact_uri, files, self.uri)
-            else:
-                created = []
-                for name, run_tags, run_params_, files in zip(
-                    names, all_tags, params, artifacts, strict=True
-                ):
-                    run = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
-                    created.append((run.info.run_id, run.info.artifact_uri))
-                    self._params[run.info.run_id] = run_params_
-                    write_artifacts(self.client, run.info.run_id, files)
+            try:
+                store = self._sql_store
+                if store is not None:
+                    created = sql_batches.create_runs(
+                        store, experiment_id, names, all_tags, params, inputs
+                    )
+                    for (_, artifact_uri), files in zip(created, artifacts, strict=True):
+                        sql_batches.write_artifacts(artifact_uri, files, self.uri)
+                else:
+                    for name, run_tags, run_params_, files in zip(
+                        names, all_tags, params, artifacts, strict=True
+                    ):
+                        run = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
+                        created.append((run.info.run_id, run.info.artifact_uri))
+                        self._params[run.info.run_id] = run_params_
+                        if inputs:
+                            self.client.log_inputs(run.info.run_id, datasets=inputs)
+                        write_artifacts(self.client, run.info.run_id, files)
+            except BaseException as err:  # the caller never learns these ids: close them here
+                status = "KILLED" if isinstance(err, Interrupted) else "FAILED"
+                for run_id, _ in created:
+                    self._params.pop(run_id, None)
+                    self.client.set_terminated(run_id, status=status)
+                raise
         return [run_id for run_id, _ in created]
 
     def start_run(
@@ -365,18 +409,21 @@ class Tracker:
             for run_id, result in zip(run_ids, results, strict=True):
                 if result.error:
                     self._log_traceback(run_id, result.error)
+                self._log_model(run_id, result)
             store = self._sql_store
             if store is not None and not any(run_id in self._params for run_id in run_ids):
                 sql_batches.finish_runs(
                     store,
                     run_ids,
                     metrics,
-                    [result_tags(r) for r in results],
+                    [result_tags(r, run_id) for run_id, r in zip(run_ids, results, strict=True)],
                     [r.status for r in results],
                 )
-                return
-            for run_id, run_metrics, result in zip(run_ids, metrics, results, strict=True):
-                self._finish(run_id, run_metrics, result)
+            else:
+                for run_id, run_metrics, result in zip(run_ids, metrics, results, strict=True):
+                    self._finish(run_id, run_metrics, result)
+        for result in results:  # written: not kept with the results the sweep holds on to
+            result.model_files = None
 
     def finish_run(self, run_id: str, result: RunResult, written_epochs: int = 0) -> None:
         """Write what is left of a run's metrics (``written_epochs`` epochs were written by
@@ -387,12 +434,13 @@ class Tracker:
         with timed():
             if result.error:
                 self._log_traceback(run_id, result.error)
+            self._log_model(run_id, result)
             rows = metric_rows(result.series, result.final, written_epochs, self.log_every_n_epochs)
             self._finish(run_id, rows, result)
 
     def _finish(self, run_id: str, rows: list[MetricRow], result: RunResult) -> None:
         """One log_batch of what is left to write, then set_terminated."""
-        self._log_batch(run_id, rows, self._params.pop(run_id, {}), result_tags(result))
+        self._log_batch(run_id, rows, self._params.pop(run_id, {}), result_tags(result, run_id))
         self.client.set_terminated(run_id, status=result.status)
 
     def _log_batch(
@@ -410,6 +458,18 @@ class Tracker:
             [RunTag(k, v) for k, v in tags.items()],
         ):
             self.client.log_batch(run_id, some_metrics, some_params, some_tags)
+
+    def _log_model(self, run_id: str, result: RunResult) -> None:
+        """A model the worker saved (``tracking.log_model``) into the run's ``model``
+        artifacts: files written back to a directory, one ``log_artifacts`` call."""
+        if not result.model_files:
+            return
+        with tempfile.TemporaryDirectory(prefix="lossbench-model-") as tmp:
+            for name, content in result.model_files.items():
+                path = Path(tmp, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+            self.client.log_artifacts(run_id, tmp, MODEL_ARTIFACT_PATH)
 
     def _log_traceback(self, run_id: str, error: str) -> None:
         write_artifacts(self.client, run_id, {"traceback.txt": error})
