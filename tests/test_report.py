@@ -214,7 +214,7 @@ def test_sweep_run_description_holds_the_headline_table_and_is_replaced(
 
     assert report.main(argv) == 0  # again, without the fair comparison
     again = client.get_run(parent).data.tags["mlflow.note.content"]
-    assert again.count("lossbench report") == 1 and "Fair comparison" not in again
+    assert again.count("| loss | optimizer.lr |") == 1 and "Fair comparison" not in again
     assert again == report.run_description(report.build_report(sweep_store, "report"))
 
 

@@ -149,8 +149,9 @@ NOTE_LIMIT = 7000  # characters; MLflow keeps at most 8,000 in a tag's value
 
 
 def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
-    """The sweep run's description (MLflow's ``mlflow.note.content``, Markdown): the headline
-    metric's table (each group's mean [95% CI] on validation and test, n, best group first, the
+    """The sweep run's description (MLflow's ``mlflow.note.content``, Markdown), table first
+    (the run page shows a description's first lines until "Show more"): the headline metric's
+    table (each group's mean [95% CI] on validation and test, n, best group first, the
     cells as in the report's headline table), the fair comparison if there is one, and where
     the full report is. Groups that do not fit in ``limit`` characters are counted, not shown."""
     header, rows = display_table(report)
@@ -164,9 +165,9 @@ def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
             keep.append(header.index(extra))
     head = [header[i] if header[i] != "n" else "n (finished)" for i in keep]
     cells = [[row[i] for i in keep] for row in rows]
-    intro = (f"**lossbench report**: {len(sweep.runs)} runs of sweep `{sweep.sweep_id}`, grouped "
-             f"by {', '.join(report.axes) or 'nothing (one group)'}; mean [95% CI] over seeds, "
-             f"best `{m}` first.")  # fmt: skip
+    intro = (f"{len(sweep.runs)} runs of sweep `{sweep.sweep_id}`, grouped by "
+             f"{', '.join(report.axes) or 'nothing (one group)'}: mean [95% CI] over seeds, "
+             f"best `{m}` first (lossbench-report).")  # fmt: skip
     footer = ("Full report (every metric, tests against the best group, plots, method): this "
               "run's artifacts, `report/report.html` and `report/report.md`.")  # fmt: skip
     fair = ""
@@ -178,8 +179,8 @@ def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
     shown = len(cells)
     while True:
         more = len(cells) - shown
-        rest = f"\n\n{more} more group{'s' if more > 1 else ''} in the full report." if more else ""
-        text = f"{intro}\n\n{markdown_table(head, cells[:shown])}{rest}\n\n{fair}{footer}"
+        rest = f" {more} more group{'s' if more > 1 else ''} in the full report." if more else ""
+        text = f"{markdown_table(head, cells[:shown])}\n\n{intro}{rest}\n\n{fair}{footer}"
         if len(text) <= limit or shown <= 1:
             return text[:limit]
         shown -= 1
