@@ -25,6 +25,7 @@ demo: $(STAMP)  ## the demo sweep into ./mlruns, then a comparison of its runs
 	$(BIN)/lossbench-report --experiment demo
 	@echo
 	@echo "Browse every run in the MLflow UI:  make ui   (then open http://127.0.0.1:5000)"
+	@echo "(the demo sweep's run page, sweep-..., shows the table above as its description)"
 
 test: $(TEST_STAMP) lint  ## lint, then the whole test suite (slow tests included)
 	$(BIN)/python -m pytest

@@ -1,7 +1,10 @@
 """Drive the MLflow UI in headless Chromium the way a user would, and save screenshots:
-experiments list -> an experiment's runs (the sweep expanded) -> the compare view of two runs.
+experiments list -> an experiment's runs (the sweep expanded) -> the compare view of two runs
+-> the sweep's run page, whose description is the headline table of ``lossbench-report``.
 
     python scripts/ui_screenshots.py --experiment demo --out docs   # after `make demo`
+
+(`make demo` runs ``lossbench-report --experiment demo``, which writes that description.)
 
 Needs Debian's ``chromium`` (``make system-deps``) and Playwright (the ``[browser]`` extra);
 Playwright drives the system browser, so nothing is downloaded. The browser test
@@ -17,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lossbench.tracking.store import tracking_uri
 from lossbench.ui import free_port, serving
@@ -37,9 +41,11 @@ def browse(
     address: str, experiment: str, compare: Sequence[str], out: Path, timeout_s: float = 60
 ) -> dict[str, object]:
     """Click through the UI at ``address``: open ``experiment`` from the experiments list,
-    expand its sweep, tick the runs named in ``compare`` and press Compare. Saves
-    ``mlflow-runs.png`` and ``mlflow-compare.png`` in ``out``; returns what the pages showed:
-    the run names linked in the runs table, the compare page's heading and text."""
+    expand its sweep, tick the runs named in ``compare`` and press Compare, then open the
+    (latest) sweep's run page. Saves ``mlflow-runs.png``, ``mlflow-compare.png`` and
+    ``mlflow-sweep.png`` in ``out``; returns what the pages showed: the run names linked in
+    the runs table, the compare page's heading and text, and the rows of the sweep page's
+    description table (each a list of cell texts; none when the sweep has no report yet)."""
     from playwright.sync_api import sync_playwright
 
     browser_path = chromium_path()
@@ -77,18 +83,46 @@ def browse(
             heading.wait_for()
             page.get_by_text(compare[-1], exact=True).first.wait_for()
             page.screenshot(path=str(out / "mlflow-compare.png"))
-            return {
+            seen: dict[str, object] = {
                 "runs_table": links,
                 "compare_heading": heading.inner_text(),
                 "compare_text": page.inner_text("body"),
                 "compare_url": page.url,
             }
+            page.go_back()  # to the runs table, and from there to the (latest) sweep's page
+            page.get_by_role("link", name=re.compile(r"^sweep-")).first.click()
+            seen["sweep_table"] = _sweep_page(page, out / "mlflow-sweep.png")
+            return seen
         finally:
             browser.close()
 
 
+def _sweep_page(page: Any, shot: Path) -> list[list[str]]:
+    """On a run's page: screenshot its Description; the rows of the description's table, as
+    cell texts (none when it has no table)."""
+    page.get_by_text("About this run", exact=True).wait_for()
+    close_assistant = page.get_by_role("button", name="Close")
+    if close_assistant.count():
+        close_assistant.first.click()
+    description = page.get_by_text("Description", exact=True).first
+    description.wait_for()
+    show_more = page.get_by_text("Show more", exact=True)
+    if show_more.count():  # a long description is folded
+        show_more.first.click()
+    table = page.locator("table").filter(has=page.locator("th"))
+    rows: list[list[str]] = []
+    if table.count():
+        rows = [
+            [cell.inner_text().strip() for cell in row.locator("td").all()]
+            for row in table.first.locator("tbody tr").all()
+        ]
+    description.scroll_into_view_if_needed()
+    page.screenshot(path=str(shot))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Screenshots of an experiment's runs and of two of them compared."""
+    """Screenshots of an experiment's runs, of two of them compared, and of its sweep's page."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", help="MLflow store (default: as training)")
     parser.add_argument("--experiment", default="demo")
@@ -102,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         serving(uri, free_port(), Path(tmp) / "mlflow-ui.log") as address,
     ):
         seen = browse(address, args.experiment, args.compare, args.out)
-    print(f"{seen['compare_heading']}: {args.out}/mlflow-runs.png, {args.out}/mlflow-compare.png")
+    shots = ", ".join(f"{args.out}/mlflow-{name}.png" for name in ("runs", "compare", "sweep"))
+    print(f"{seen['compare_heading']}; sweep description: {len(seen['sweep_table'])} rows: {shots}")
     return 0
 
 

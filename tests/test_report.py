@@ -190,6 +190,43 @@ def test_files_hold_the_groups_and_reach_mlflow(
     assert {"report/report.md", "report/report.html", "report/bars.png"} <= attached
 
 
+def test_sweep_run_description_holds_the_headline_table_and_is_replaced(
+    sweep_store: str, tmp_path: Path
+) -> None:
+    """The sweep run's page (its MLflow description) shows each group's mean [95% CI], as the
+    report's headline does; a second report replaces the description, it does not add to it."""
+    from lossbench.render import interval
+
+    client = MlflowClient(sweep_store)
+    parent = client.search_runs(
+        [client.get_experiment_by_name("report").experiment_id], "tags.`lossbench.role` = 'sweep'"
+    )[0].info.run_id
+    argv = ["--tracking-uri", sweep_store, "--experiment", "report", "--out", str(tmp_path)]
+    assert report.main([*argv, "--scientific", "loss", "--nuisance", "optimizer.lr"]) == 0
+    note = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert "| loss | optimizer.lr | val/acc (95% CI) | test/acc (95% CI) |" in note
+    for (loss, lr), finals in FINAL.items():
+        values = finals[:2] if (loss, lr) == ("mse", 0.01) else finals  # seed 2 failed
+        low, high = st.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=st.sem(values))
+        assert f"| {loss} | {lr} | {interval(np.mean(values), low, high)} |" in note, (loss, lr)
+    assert note.index("| cross_entropy | 0.1 |") < note.index("| mse | 0.01 |")  # best first
+    assert "Fair comparison" in note and "report/report.html" in note
+
+    assert report.main(argv) == 0  # again, without the fair comparison
+    again = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert again.count("| loss | optimizer.lr |") == 1 and "Fair comparison" not in again
+    assert again == report.run_description(report.build_report(sweep_store, "report"))
+
+
+def test_a_long_description_keeps_the_best_groups_and_counts_the_rest(
+    built: report.Report,
+) -> None:
+    """MLflow keeps 8,000 characters of a tag: the groups that do not fit are counted."""
+    note = report.run_description(built, limit=700)
+    assert len(note) <= 700 and "| cross_entropy | 0.1 |" in note
+    assert "more groups in the full report" in note or "more group in the full report" in note
+
+
 def test_unknown_experiment_and_metric_are_clear_errors(
     sweep_store: str, capsys: pytest.CaptureFixture
 ) -> None:

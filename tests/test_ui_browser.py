@@ -1,5 +1,6 @@
-"""The MLflow UI in a real browser: after the demo sweep, headless Chromium finds the demo
-experiment and every one of its runs, opens the compare view of two, and saves screenshots."""
+"""The MLflow UI in a real browser: after the demo sweep and its report (as `make demo`),
+headless Chromium finds the demo experiment and every one of its runs, opens the compare view
+of two, sees the report's headline table on the sweep's run page, and saves screenshots."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from lossbench import report
 from lossbench.ui import free_port, serving
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
@@ -27,7 +29,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
-def test_browser_finds_the_demo_runs_and_compares_two(tmp_path: Path) -> None:
+def test_browser_finds_the_demo_runs_compares_two_and_sees_the_sweeps_table(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [
         sys.executable, "-m", "lossbench.train", "experiment=demo", "trainer.max_epochs=3",
@@ -40,6 +42,11 @@ def test_browser_finds_the_demo_runs_and_compares_two(tmp_path: Path) -> None:
     experiment = client.get_experiment_by_name("demo")
     runs = {r.info.run_name: r.info.run_id for r in client.search_runs([experiment.experiment_id])}
     assert len(runs) == 19  # 18 runs and the sweep's run
+    argv = ["--tracking-uri", uri, "--experiment", "demo", "--out", str(tmp_path / "report")]
+    assert report.main(argv) == 0  # as `make demo`: the sweep's description gets the table
+    built = report.build_report(uri, "demo")
+    header, rows = report.display_table(built)
+    headline = len(built.axes) + 1  # group cells, then the headline metric's mean [95% CI]
 
     pair = ["moons-cross_entropy-adam-constant-s0", "moons-focal-adam-constant-s0"]
     with serving(uri, free_port(), tmp_path / "ui.log") as address:
@@ -50,6 +57,9 @@ def test_browser_finds_the_demo_runs_and_compares_two(tmp_path: Path) -> None:
     assert seen["compare_heading"] == "Comparing 2 Runs from 1 Experiment"
     for name in pair:
         assert name in seen["compare_text"] and runs[name] in seen["compare_url"]
-    for shot in ("mlflow-runs.png", "mlflow-compare.png"):
+    # the sweep's run page shows the report's headline table, every group, the same numbers
+    assert header[:headline] == ["loss", "optimizer", "val/acc (95% CI)"]
+    assert [row[:headline] for row in seen["sweep_table"]] == [row[:headline] for row in rows]
+    for shot in ("mlflow-runs.png", "mlflow-compare.png", "mlflow-sweep.png"):
         data = (tmp_path / "shots" / shot).read_bytes()
         assert data.startswith(PNG) and len(data) > 20_000, shot

@@ -11,7 +11,8 @@ best setting of the nuisance axis chosen on validation, reported on test.
 
 It prints the table, writes ``reports/<experiment>/report.md`` and a self-contained
 ``report.html`` with plots (learning curves, bars with CIs, a heatmap over two axes), and logs
-them as artifacts of the sweep's parent run. Reads MLflow; never imports torch or Lightning.
+them as artifacts of the sweep's parent run, whose description (shown on its MLflow page) gets
+the headline table. Reads MLflow; never imports torch or Lightning.
 
 The modules: ``aggregate`` (reading and aggregating a sweep), ``render`` (tables, files,
 plots) and ``cli``.
@@ -40,6 +41,7 @@ from lossbench.report.render import (
     fair_table,
     plot_report,
     print_report,
+    run_description,
     write_report,
 )
 
@@ -60,6 +62,7 @@ __all__ = [
     "main",
     "plot_report",
     "print_report",
+    "run_description",
     "runs_frame",
     "summarize",
     "sweep_axes",

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lossbench.report.aggregate import build_report, default_uri
-from lossbench.report.render import print_report, write_report
-from lossbench.tracking.artifacts import log_report
+from lossbench.report.render import print_report, run_description, write_report
+from lossbench.tracking.artifacts import log_report, set_description
 from lossbench.tracking.records import NotInStore
 from lossbench.tracking.store import StoreUnreachable, check_reachable
 
@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="output directory (default: reports/<experiment>)")
     parser.add_argument(
-        "--no-mlflow", action="store_true", help="do not attach the report to the sweep's run"
+        "--no-mlflow",
+        action="store_true",
+        help="do not attach the report to the sweep's run nor set its description",
     )
     parser.add_argument("--tracking-uri", help="MLflow store (default: as training)")
     args = parser.parse_args(argv)
@@ -68,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if report.sweep.parent_run_id and not args.no_mlflow:
         log_report(uri, report.sweep.parent_run_id, out)
+        set_description(uri, report.sweep.parent_run_id, run_description(report))
         print(
-            f"Attached to the sweep's MLflow run {report.sweep.parent_run_id} (artifacts/report/)."
+            f"Attached to the sweep's MLflow run {report.sweep.parent_run_id} (artifacts/report/);"
+            " its headline table is the run's description, on its page in the MLflow UI."
         )
     return 0

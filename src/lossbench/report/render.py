@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from lossbench import stats
-from lossbench.render import figure, html_table, interval, markdown_table, number, print_table
+from lossbench.render import (
+    MISSING,
+    figure,
+    html_table,
+    interval,
+    markdown_table,
+    number,
+    print_table,
+)
 from lossbench.report.aggregate import Report, test_metric
 
 MAX_CURVES = 8  # learning curves drawn: the best groups
@@ -135,6 +143,47 @@ def print_report(report: Report) -> None:
         ]
         best = ["bold green"] if caption == title else []
         print_table(caption, header, rows, 220, justify, best)
+
+
+NOTE_LIMIT = 7000  # characters; MLflow keeps at most 8,000 in a tag's value
+
+
+def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
+    """The sweep run's description (MLflow's ``mlflow.note.content``, Markdown), table first
+    (the run page shows a description's first lines until "Show more"): the headline metric's
+    table (each group's mean [95% CI] on validation and test, n, best group first, the
+    cells as in the report's headline table), the fair comparison if there is one, and where
+    the full report is. Groups that do not fit in ``limit`` characters are counted, not shown."""
+    header, rows = display_table(report)
+    sweep, m = report.sweep, report.metric
+    keep = [*range(len(report.axes)), header.index(f"{m} (95% CI)")]
+    if any(row[header.index(f"{test_metric(m)} (95% CI)")] != MISSING for row in rows):
+        keep.append(header.index(f"{test_metric(m)} (95% CI)"))
+    keep.append(header.index("n"))
+    for extra in ("failed", "diverged"):  # shown only when some group has such runs
+        if any(row[header.index(extra)] != "0" for row in rows):
+            keep.append(header.index(extra))
+    head = [header[i] if header[i] != "n" else "n (finished)" for i in keep]
+    cells = [[row[i] for i in keep] for row in rows]
+    intro = (f"{len(sweep.runs)} runs of sweep `{sweep.sweep_id}`, grouped by "
+             f"{', '.join(report.axes) or 'nothing (one group)'}: mean [95% CI] over seeds, "
+             f"best `{m}` first (lossbench-report).")  # fmt: skip
+    footer = ("Full report (every metric, tests against the best group, plots, method): this "
+              "run's artifacts, `report/report.html` and `report/report.md`.")  # fmt: skip
+    fair = ""
+    if report.fair is not None and not report.fair.empty:
+        caption = (
+            f"**Fair comparison**: best {report.nuisance} per {report.scientific}, chosen on {m}"
+        )
+        fair = f"{caption}\n\n{markdown_table(*fair_table(report))}\n\n"
+    shown = len(cells)
+    while True:
+        more = len(cells) - shown
+        rest = f" {more} more group{'s' if more > 1 else ''} in the full report." if more else ""
+        text = f"{markdown_table(head, cells[:shown])}\n\n{intro}{rest}\n\n{fair}{footer}"
+        if len(text) <= limit or shown <= 1:
+            return text[:limit]
+        shown -= 1
 
 
 def plot_report(report: Report, out: Path) -> list[Path]:

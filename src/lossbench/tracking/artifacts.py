@@ -1,5 +1,5 @@
 """Small files attached to runs: a run's config when it starts, a traceback when it fails, a
-report on a sweep's parent run."""
+report on a sweep's parent run and its headline table as that run's description."""
 
 from __future__ import annotations
 
@@ -32,3 +32,14 @@ def log_report(uri: str, run_id: str, path: Path, artifact_path: str = "report")
             client.log_artifacts(run_id, str(path), artifact_path)
         else:
             client.log_artifact(run_id, str(path), artifact_path)
+
+
+DESCRIPTION_TAG = "mlflow.note.content"  # the run page's Description (Markdown)
+
+
+def set_description(uri: str, run_id: str, text: str) -> None:
+    """Set a run's description, shown on its MLflow page; replaces any earlier one."""
+    from mlflow import MlflowClient
+
+    with timed():
+        MlflowClient(uri).set_tag(run_id, DESCRIPTION_TAG, text)
