@@ -44,8 +44,9 @@ def browse(
     expand its sweep, tick the runs named in ``compare`` and press Compare, then open the
     (latest) sweep's run page. Saves ``mlflow-runs.png``, ``mlflow-compare.png`` and
     ``mlflow-sweep.png`` in ``out``; returns what the pages showed: the run names linked in
-    the runs table, the compare page's heading and text, and the rows of the sweep page's
-    description table (each a list of cell texts; none when the sweep has no report yet)."""
+    the runs table and its text, the compare page's heading and text, and the
+    rows of the sweep page's description table (each a list of cell texts; none when the
+    sweep has no report yet)."""
     from playwright.sync_api import sync_playwright
 
     browser_path = chromium_path()
@@ -77,6 +78,7 @@ def browse(
                 )
                 row.locator(".ag-selection-checkbox input").check()
             links = [a.inner_text() for a in page.locator('a[href*="/runs/"]').all()]
+            runs_text = page.inner_text("body")
             page.screenshot(path=str(out / "mlflow-runs.png"))
             page.get_by_role("button", name="Compare", exact=True).click()
             heading = page.get_by_text(re.compile(r"^Comparing \d+ Runs? from"))
@@ -85,6 +87,7 @@ def browse(
             page.screenshot(path=str(out / "mlflow-compare.png"))
             seen: dict[str, object] = {
                 "runs_table": links,
+                "runs_text": runs_text,
                 "compare_heading": heading.inner_text(),
                 "compare_text": page.inner_text("body"),
                 "compare_url": page.url,

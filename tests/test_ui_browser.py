@@ -1,6 +1,7 @@
 """The MLflow UI in a real browser: after the demo sweep and its report (as `make demo`),
-headless Chromium finds the demo experiment and every one of its runs, opens the compare view
-of two, sees the report's headline table on the sweep's run page, and saves screenshots."""
+headless Chromium finds the demo experiment and every one of its runs with their datasets, opens
+the compare view of two, sees the report's headline table on the sweep's run page, and saves
+screenshots."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def test_browser_finds_the_demo_runs_compares_two_and_sees_the_sweeps_table(tmp_
         seen = browse(address, "demo", pair, tmp_path / "shots")
 
     assert sorted(seen["runs_table"]) == sorted(runs)  # every run, the sweep's included
+    # the runs table's Dataset column shows each run's dataset input (name and digest)
+    run = client.get_run(runs[pair[0]])
+    digests = {i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert "Dataset" in seen["runs_text"] and digests
+    assert any(digest in seen["runs_text"] for digest in digests), seen["runs_text"][:3000]
     assert seen["compare_heading"] == "Comparing 2 Runs from 1 Experiment"
     for name in pair:
         assert name in seen["compare_text"] and runs[name] in seen["compare_url"]
