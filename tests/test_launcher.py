@@ -19,9 +19,10 @@ from omegaconf import OmegaConf, open_dict, read_write
 
 from conftest import FAST
 from lossbench.config import CONF_DIR, ConfigError, RunSpec, config_hash
+from lossbench.executors import make_executor
 from lossbench.jobs import compose_jobs
 from lossbench.results import RunResult
-from lossbench.sweep import check_specs, make_executor, plan_stacks, run_sweep
+from lossbench.sweep import check_specs, plan_stacks, run_sweep
 
 JOBS = [
     [f"loss={loss}", f"optimizer={opt}", f"seed={seed}", "trainer.max_epochs=7"]

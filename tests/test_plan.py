@@ -148,7 +148,7 @@ class _FakeExecutor(Executor):
     """Runs no training: each member's result names its config's seed."""
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
-        [cfgs] = args
+        cfgs = args[0]
         future: Future = Future()
         future.set_result([RunResult(final={"seed": float(cfg["seed"])}) for cfg in cfgs])
         return future
@@ -162,3 +162,42 @@ def test_every_job_gets_its_own_result_however_its_stack_is_split_and_ordered() 
     assert len(plan_.stacks) == 2 and plan_.n_workers == 2
     assert sorted(results) == list(range(len(seeds)))
     assert [results[job].final["seed"] for job in range(len(seeds))] == seeds
+
+
+class _LosingExecutor(_FakeExecutor):
+    """Loses the first ``losses`` tasks submitted, as a remote executor loses a dead worker's."""
+
+    def __init__(self, losses: int, retries: int) -> None:
+        self.losses, self.retries, self.submitted = losses, retries, 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        self.submitted += 1
+        if self.submitted > self.losses:
+            return super().submit(fn, *args, **kwargs)
+        future: Future = Future()
+        future.set_exception(ConnectionError("worker 1234 died"))
+        return future
+
+
+@pytest.mark.parametrize(
+    ("losses", "retries", "outcomes", "attempts"),
+    [
+        (1, 1, {"finished"}, "2"),  # lost once, retried once: trained
+        (2, 1, {"failed"}, "2"),  # lost twice: FAILED with the reason, the sweep goes on
+        (1, 0, {"failed"}, None),  # the local pool does not retry
+    ],
+)
+def test_a_lost_stack_is_retried_as_often_as_its_executor_says(
+    losses: int, retries: int, outcomes: set[str], attempts: str | None
+) -> None:
+    specs = compose([["tracking=none", f"seed={seed}"] for seed in range(4)])
+    results: dict[int, RunResult] = {}
+    executor = _LosingExecutor(losses, retries)
+    plan_ = run_sweep(specs, facts_of(specs), "unused", executor, 1, results.__setitem__)
+    assert len(plan_.stacks) == 1 and executor.submitted == min(losses, retries + 1) + (
+        losses <= retries
+    )
+    assert {r.outcome for r in results.values()} == outcomes
+    assert {r.tags.get("lossbench.attempts") for r in results.values()} == {attempts}
+    if "failed" in outcomes:
+        assert all("ConnectionError: worker 1234 died" in r.error for r in results.values())

@@ -25,16 +25,11 @@ import heapq
 import json
 import logging
 import math
-import multiprocessing
-import os
-import signal
-import sys
-import threading
 import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +65,7 @@ class Stack:
     facts: dict[str, Any]  # of their data: SplitData.summary()
     run_ids: list[str | None] = field(default_factory=list)
     started: float = 0.0
+    attempts: int = 0  # times submitted: more than once when its task was lost
 
     def label(self) -> str:
         """A short description for progress lines."""
@@ -259,88 +255,6 @@ def train_stack(cfgs: list[dict[str, Any]]) -> list[RunResult]:
     return results
 
 
-def _init_worker() -> None:
-    """Workers yield to the main process, which feeds them stacks and records results: on
-    two cores, three busy processes would otherwise stall the one that keeps the others busy.
-    Ctrl+C is the main process's to handle: it records the runs in flight, then stops us."""
-    os.nice(5)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _warm_worker() -> None:
-    """Start a worker while the main process is still composing and checking."""
-    import lossbench.training  # noqa: F401 (already imported by the fork server)
-
-
-class _InlineExecutor(Executor):
-    """Runs each task at submit time, in this process (one worker, or a single stack)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as err:
-            future.set_exception(err)
-        return future
-
-
-def make_executor(n_workers: int) -> Executor:
-    """A pool of ``n_workers`` processes, or in-process execution for one.
-
-    Workers fork from a server process that has imported torch and Lightning, and what loading
-    data needs (scikit-learn, which lossbench.data imports only when it loads), once: ~6 s of
-    CPU that each spawned worker would otherwise pay again. The pool starts in a background
-    thread, so that the imports overlap with composing the jobs.
-    """
-    if n_workers <= 1:
-        return _InlineExecutor()
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        ["lossbench.training", "sklearn.datasets", "sklearn.model_selection"]
-    )
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_init_worker)
-
-    def warm() -> None:
-        for _ in range(n_workers):
-            pool.submit(_warm_worker)
-
-    threading.Thread(target=warm, name="lossbench-pool-start", daemon=True).start()
-    return pool
-
-
-def wait_for_workers(executor: Executor) -> None:
-    """Wait until a worker process can take a task (its imports done); at once in-process."""
-    if isinstance(executor, ProcessPoolExecutor):
-        executor.submit(_warm_worker).result()
-
-
-def worker_count(n_jobs: int | None, n_stacks: int) -> int:
-    """Worker processes to use: ``n_jobs`` (all cores when ``None`` or -1), at most one per stack."""
-    cores = os.cpu_count() or 1
-    wanted = cores if n_jobs in (None, -1) else int(n_jobs)
-    if wanted < 1:
-        raise ConfigError(f"hydra.launcher.n_jobs={n_jobs} must be >= 1, or -1 for all cores")
-    return max(1, min(wanted, n_stacks))
-
-
-def stop_executor(executor: Executor, kill: bool) -> None:
-    """Shut the pool down: wait for it, or (after an interrupt) kill its workers at once."""
-    if not kill or not isinstance(executor, ProcessPoolExecutor):
-        executor.shutdown(wait=True, cancel_futures=True)
-        return
-    if sys.version_info >= (3, 14):
-        executor.kill_workers()  # type: ignore[attr-defined] (new in 3.14; shuts the pool down)
-        return
-    # Before 3.14 no public API names a pool's workers; they are this process's only
-    # multiprocessing children (forkserver's workers are Process objects of ours too).
-    workers = multiprocessing.active_children()
-    executor.shutdown(wait=False, cancel_futures=True)
-    for process in workers:
-        process.kill()
-    for process in workers:
-        process.join(timeout=5)
-
-
 class StackRunner:
     """Trains stacks on an executor and records each run as its stack starts and ends; the
     only MLflow writer of a sweep run by lossbench's launcher."""
@@ -438,28 +352,48 @@ class StackRunner:
         """Train all stacks on ``n_workers`` workers.
 
         One stack more than there are workers is kept queued, so that a worker that finishes
-        starts the next stack at once, while this process records the finished one. On
-        Ctrl+C or SIGTERM, the runs of the stacks in flight are recorded KILLED.
+        starts the next stack at once, while this process records the finished one. A stack
+        whose task is lost (its future raises: a worker died, a job was preempted) is
+        submitted again ``executor.retries`` times (none locally), then its runs are FAILED
+        with the reason; retried runs get the tag ``lossbench.attempts``. On Ctrl+C or
+        SIGTERM, the runs of the stacks in flight are recorded KILLED.
         """
         total = sum(len(s.specs) for s in stacks)
         pending = deque(stacks)
         running: dict[Future, Stack] = {}
         in_flight = n_workers + 1 if n_workers > 1 else 1
+        retries = getattr(executor, "retries", 0)
         t0 = time.perf_counter()
+
+        def submit(stack: Stack) -> None:
+            stack.attempts += 1
+            running[executor.submit(train_stack, [s.cfg for s in stack.specs])] = stack
+
         try:
             while pending or running:
                 while pending and len(running) < in_flight:
                     stack = pending.popleft()
                     self._start(stack)
-                    running[executor.submit(train_stack, [s.cfg for s in stack.specs])] = stack
+                    submit(stack)
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     stack = running.pop(future)
                     try:
                         results = future.result()
-                    except Exception:  # a worker died (e.g. killed): its members failed
+                    except Exception as err:  # its worker died, or its task or job was lost
+                        if stack.attempts <= retries:
+                            log.warning(
+                                "A stack of %d runs was lost (%s); submitting it again",
+                                len(stack.specs),
+                                _reason(err),
+                            )
+                            submit(stack)
+                            continue
                         error = traceback.format_exc()
                         results = [RunResult.failed(error) for _ in stack.specs]
+                    if stack.attempts > 1:
+                        for result in results:
+                            result.tags["lossbench.attempts"] = str(stack.attempts)
                     self._finish(stack, results, total, t0)
         except Interrupted as interrupt:
             mark_interrupted()
@@ -476,6 +410,12 @@ class StackRunner:
                 sum(len(s.specs) for s in pending),
             )
             raise
+
+
+def _reason(err: BaseException) -> str:
+    """An exception's first line, with its type."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 @dataclass

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,6 +36,27 @@ SUMMARY_FILE = "lossbench-summary.json"  # in the sweep dir: counts and where th
 
 
 @dataclass
+class RayExecutorConf:
+    """``hydra.launcher.ray.*``: stacks as tasks on a running Ray cluster (``executor=ray``)."""
+
+    address: Optional[str] = None  # noqa: UP045 (null: $RAY_ADDRESS if set, else "auto")
+    num_cpus: int = 1  # CPUs per stack task: the cluster's CPUs / num_cpus stacks train at once
+
+
+@dataclass
+class SlurmExecutorConf:
+    """``hydra.launcher.slurm.*``: stacks as SLURM jobs through submitit (``executor=slurm``)."""
+
+    cluster: str = "slurm"  # "local": submitit's local executor (this machine, for testing)
+    partition: Optional[str] = None  # noqa: UP045
+    timeout_min: int = 60
+    mem_gb: int = 4
+    cpus_per_task: int = 1
+    array_parallelism: int = 64  # at most this many stacks (jobs) at once
+    folder: Optional[str] = None  # noqa: UP045 (null: <sweep dir>/.submitit)
+
+
+@dataclass
 class LossbenchLauncherConf:
     """Options of ``hydra/launcher=lossbench`` (set as ``hydra.launcher.<name>=...``)."""
 
@@ -47,6 +68,11 @@ class LossbenchLauncherConf:
     # recipe: runs may differ in seed, loss, penalty, optimizer and schedule; seed_loss: only
     # in seed and loss
     stack_by: str = STACK_BY_DEFAULT
+    # where stacks train: local (worker processes here), ray (tasks on a Ray cluster) or
+    # slurm (jobs through submitit); this process records every run whichever it is
+    executor: str = "local"
+    ray: RayExecutorConf = field(default_factory=RayExecutorConf)
+    slurm: SlurmExecutorConf = field(default_factory=SlurmExecutorConf)
 
 
 ConfigStore.instance().store(
@@ -79,8 +105,13 @@ class LossbenchLauncher(Launcher):
         stack: bool = True,
         max_members: int = MAX_MEMBERS,
         stack_by: str = STACK_BY_DEFAULT,
+        executor: str = "local",
+        ray: Optional[Any] = None,  # noqa: UP045
+        slurm: Optional[Any] = None,  # noqa: UP045
     ) -> None:
         self.n_jobs = n_jobs
+        self.executor = executor
+        self.executor_options = {"ray": dict(ray or {}), "slurm": dict(slurm or {})}
         self.stack = stack
         self.max_members = max_members
         self.stack_by = stack_by
@@ -100,8 +131,8 @@ class LossbenchLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Run one batch of jobs; returns their JobReturns in job order."""
-        from lossbench import sweep as sw
         from lossbench.config import ConfigError
+        from lossbench.executors import open_executor
         from lossbench.interrupts import interrupts
         from lossbench.tracking.store import StoreUnreachable
 
@@ -118,20 +149,19 @@ class LossbenchLauncher(Launcher):
             )
 
         # Workers start importing torch and Lightning now, while jobs are composed and checked.
-        n_workers = sw.worker_count(self.n_jobs, len(job_overrides))
-        executor = sw.make_executor(n_workers)
+        executor = open_executor(
+            self.executor, self.n_jobs, len(job_overrides), self.executor_options, sweep_dir
+        )
         finished = False
         try:
             with interrupts():
-                returns = self._launch(
-                    job_overrides, initial_job_idx, sweep_dir, executor, n_workers
-                )
+                returns = self._launch(job_overrides, initial_job_idx, sweep_dir, executor)
             finished = True
             return returns
         except StoreUnreachable as err:  # Hydra prints a CompactHydraException without a traceback
             raise CompactHydraException(str(err)) from None
         finally:
-            sw.stop_executor(executor, kill=not finished)
+            executor.stop(kill=not finished)
 
     def _launch(
         self,
@@ -139,7 +169,6 @@ class LossbenchLauncher(Launcher):
         initial_job_idx: int,
         sweep_dir: Path,
         executor: Any,
-        n_workers: int,
     ) -> Sequence[JobReturn]:
         from lossbench import sweep as sw
         from lossbench.jobs import compose_jobs
@@ -153,9 +182,11 @@ class LossbenchLauncher(Launcher):
         )
         specs = [job.spec for job in jobs]
         composed = time.perf_counter()
-        sw.wait_for_workers(executor)  # their imports, started before composing
+        executor.wait_ready()  # their imports, started before composing
         ready = time.perf_counter()
-        facts = sw.check_all(specs, executor, n_workers)
+        checker = executor.checker()
+        facts = sw.check_all(specs, checker, checker.n_workers)
+        n_workers = executor.n_workers
         checked = time.perf_counter()
 
         returns: dict[int, JobReturn] = {}
@@ -170,7 +201,7 @@ class LossbenchLauncher(Launcher):
             log.info(
                 "Launching %d jobs: %d already completed in the store, %d to train as %d stacked "
                 "fit(s) on %d worker(s)%s (composed in %.1fs, workers ready %.1fs later, checked in "
-                "%.1fs); sweep dir %s",
+                "%.1fs); executor %s; sweep dir %s",
                 len(specs),
                 len(plan.done),
                 plan.trained,
@@ -180,6 +211,7 @@ class LossbenchLauncher(Launcher):
                 composed - start,
                 ready - composed,
                 checked - ready,
+                executor.name,
                 sweep_dir,
             )
             for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
@@ -197,6 +229,7 @@ class LossbenchLauncher(Launcher):
             "stacks": len(plan.stacks),
             "stack_by": self.stack_by if self.stack else None,
             "workers": plan.n_workers,
+            "executor": executor.name,
             "compose_seconds": round(composed - start, 3),
             "worker_wait_seconds": round(ready - composed, 3),  # their imports, after composing
             "check_seconds": round(checked - ready, 3),

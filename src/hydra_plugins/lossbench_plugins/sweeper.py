@@ -84,12 +84,13 @@ class LossbenchSweeper(BasicSweeper):
         if getattr(self.launcher, "checks_jobs", False):
             return
         super().validate_batch_is_legal(batch)
+        from lossbench.executors import InlineExecutor
         from lossbench.jobs import compose_jobs
-        from lossbench.sweep import check_all, make_executor
+        from lossbench.sweep import check_all
 
         assert self.hydra_context is not None and self.config is not None
         jobs = compose_jobs(self.hydra_context.config_loader, self.config, batch, 0)
-        check_all([job.spec for job in jobs], make_executor(1), 1)
+        check_all([job.spec for job in jobs], InlineExecutor(), 1)
 
     def sweep(self, arguments: List[str]) -> Any:  # noqa: UP006
         """Run every batch of jobs, then report the failed ones (see the module docstring)."""

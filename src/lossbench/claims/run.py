@@ -24,6 +24,7 @@ def run_claims(
     from hydra.types import RunMode
 
     from lossbench import sweep as sw
+    from lossbench.executors import make_executor, worker_count
     from lossbench.interrupts import interrupts
     from lossbench.jobs import compose_jobs
     from lossbench.tracking.records import metric_histories
@@ -53,8 +54,8 @@ def run_claims(
               f"{plan.shared} shared between claims, {plan.trained} to train as {len(plan.stacks)} "
               f"fits on {plan.n_workers} worker(s)", flush=True)  # fmt: skip
 
-    n_workers = sw.worker_count(n_jobs, len(specs))
-    executor = sw.make_executor(n_workers)
+    n_workers = worker_count(n_jobs, len(specs))
+    executor = make_executor(n_workers)
     interrupted = True
     try:
         with interrupts():
@@ -64,7 +65,7 @@ def run_claims(
                          alone=alone, on_plan=announce)  # fmt: skip
         interrupted = False
     finally:
-        sw.stop_executor(executor, kill=interrupted)
+        executor.stop(kill=interrupted)
 
     latest = Tracker(uri, experiment).latest_runs()
     data: dict[RunKey, RunData] = {}
