@@ -108,7 +108,7 @@ def test_ctrl_c_stops_the_sweep_and_marks_its_runs_killed(tmp_path: Path, store_
 @pytest.mark.slow
 def test_sigterm_marks_a_single_run_killed(tmp_path: Path, store_uri: str) -> None:
     cmd = command(tmp_path, "sigterm", "dataset.source.n_samples=200", "trainer.max_epochs=100000",
-                  "tracking.flush_every_n_epochs=5", multirun=False)  # fmt: skip
+                  "tracking.flush_every_s=0.5", multirun=False)  # fmt: skip
     process = start(cmd, store_uri)
     client = MlflowClient(store_uri)
 
