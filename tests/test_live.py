@@ -90,12 +90,13 @@ def test_a_worker_that_cannot_reach_the_driver_trains_on() -> None:
 
 
 @pytest.mark.slow
-def test_a_running_runs_curve_grows_in_mlflow_while_its_stack_trains(
+def test_curves_grow_in_mlflow_while_stacks_train_and_ctrl_c_keeps_them(
     tmp_path: Path, store_uri: str
 ) -> None:
     """Two stacks that would train for well over 20 s, one written through MLflow's API, one
-    in SQL batches: both runs' val/loss histories grow while they are RUNNING. The sweep is
-    then stopped (Ctrl+C): the KILLED runs keep every epoch written, each once."""
+    in SQL batches: every run's val/loss history grows while it is RUNNING. Then Ctrl+C stops
+    the sweep: it exits 130, its runs and its parent run are KILLED, and the runs keep every
+    epoch written, each once."""
     cmd = command(tmp_path, "live", "dataset.source.n_samples=200", "trainer.max_epochs=5000",
                   "seed=0,1", "tracking.sql_batches=false,true", "tracking.flush_every_s=1",
                   "hydra.launcher.n_jobs=2")  # fmt: skip
@@ -115,11 +116,15 @@ def test_a_running_runs_curve_grows_in_mlflow_while_its_stack_trains(
         wait_for(lambda: all(n > first[run] for run, n in lengths().items()), timeout=30)
         assert set(lengths()) == set(first)  # still RUNNING: their curves grew as they trained
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        process.communicate(timeout=60)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl+C sends to the terminal's foreground
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted by SIGINT" in stdout + stderr
     recorded = {r.info.run_id: r for r in runs(store_uri, "live")}
     assert {r.info.status for r in recorded.values()} == {"KILLED"}
     assert {r.data.tags["lossbench.members"] for r in recorded.values()} == {"2"}  # two stacks
+    [parent] = runs(store_uri, "live", "sweep")
+    assert parent.info.status == "KILLED"
     for run_id in first:
         steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
         assert steps == list(range(len(steps))) and len(steps) > first[run_id]
