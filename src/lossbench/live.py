@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # A member's values at one epoch (metric -> value), or None once that member has diverged.
 MemberRow = dict[str, float] | None
 SEND_EVERY_S = 1.0  # a worker sends what it has at most this often
+LIVE_SHARE_INVERSE = 9  # a flush that took t s is followed by a pause of at least 9 t
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ class LiveCurves:
     """The driver's side of live curves: collects the rows workers send (:class:`LiveRows`)
     into each training run's series, and every ``every_s`` seconds writes what is new through
     the stack's tracker (:meth:`lossbench.tracking.writer.Tracker.log_live`), holding ``lock``:
-    the sweep holds it too for its own writes, so that one thread at a time writes."""
+    the sweep holds it too for its own writes, so that one thread at a time writes. Flushes
+    take at most a tenth of the time: after one that took t seconds, the next waits >= 9 t."""
 
     def __init__(self, host: str, every_s: float, lock: threading.Lock) -> None:
         self.rows = LiveRows(host)
@@ -238,9 +240,15 @@ class LiveCurves:
             training.written = lengths
 
     def _loop(self) -> None:
-        while not self._stop.wait(max(self.every_s, 0.05)):  # 0: as rows arrive
+        pause = max(self.every_s, 0.05)  # 0: as rows arrive
+        while not self._stop.wait(pause):
             with self.lock:
+                start = time.perf_counter()
                 self.flush()
+                took = time.perf_counter() - start
+            # Live writes keep at most a tenth of this process's time, which also records runs
+            # and feeds the workers: through MLflow's API a flush of many runs takes seconds.
+            pause = max(self.every_s, 0.05, LIVE_SHARE_INVERSE * took)
 
     def close(self) -> None:
         """Stop writing and listening."""
