@@ -24,7 +24,8 @@ cores; the cluster's start and stop are timed apart and are not part of (b) or (
     python scripts/bench_scale.py --json scale.json     # also writes the figures
     python scripts/bench_scale.py --ways local hydra_ray --epochs 3   # a quick smoke run
 
-Run it with nothing else busy on the machine (it prints the load average before it starts).
+Run it with nothing else busy on the machine: it prints the load average before it starts and,
+for each way, how much CPU other processes used meanwhile.
 """
 
 from __future__ import annotations
@@ -33,14 +34,18 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from lossbench.ui import free_port, stop_group
 
@@ -70,7 +75,61 @@ class WayMeasure:
     finished: int
     complete: int  # finished runs with every epoch of every per-epoch metric
     diverged: int
+    other_cores: float  # CPU that processes outside the benchmark used meanwhile, in cores
+    driver_cpu: float  # CPU seconds of the lossbench-train process itself (not its workers)
     summary: dict[str, Any] = field(default_factory=dict)  # lossbench's launcher only
+
+
+class OtherCpu:
+    """CPU seconds that processes outside the benchmark use while it runs: what other work on
+    the machine takes from it. Every process is sampled each ``interval`` seconds; the
+    benchmark's are this process's descendants and those of ``roots()`` (servers that detach);
+    a process that exits between samples loses its last interval."""
+
+    def __init__(self, roots: Callable[[], list[int]] = list, interval: float = 1.0) -> None:
+        self.roots, self.interval = roots, interval
+        self.ours: set[int] = set()
+        self.last: dict[tuple[int, float], float] = {}
+        self.seconds = self.cpu = 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> OtherCpu:
+        self._start = time.monotonic()
+        self._sample(first=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.seconds = time.monotonic() - self._start
+
+    @property
+    def cores(self) -> float:
+        """Other processes' CPU, in cores on average over the measured time."""
+        return self.cpu / self.seconds if self.seconds else 0.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self, first: bool = False) -> None:
+        for root in [os.getpid(), *self.roots()]:
+            with contextlib.suppress(psutil.Error):
+                self.ours.add(root)
+                self.ours.update(c.pid for c in psutil.Process(root).children(recursive=True))
+        for p in psutil.process_iter(["create_time", "cpu_times"]):
+            times = p.info["cpu_times"]
+            if times is None or p.info["create_time"] is None:
+                continue
+            key, total = (p.pid, p.info["create_time"]), times.user + times.system
+            # a process seen for the first time after the start counts from its birth
+            previous = self.last.get(key, total if first else 0.0)
+            self.last[key] = total
+            if p.pid not in self.ours:
+                self.cpu += max(total - previous, 0.0)
 
 
 @contextlib.contextmanager
@@ -123,24 +182,33 @@ def run_way(way: str, workdir: Path, epochs: int, address: str | None, verbose: 
     cmd = [sys.executable, "-m", "lossbench.train", *overrides]
     log = store / "output.log"
     start = time.perf_counter()
-    with open(log, "w") as out:
-        done = subprocess.run(cmd, cwd=store, env=env, stdout=out, stderr=subprocess.STDOUT)
+    driver_cpu = 0.0
+    with OtherCpu() as others, open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=store, env=env, stdout=out, stderr=subprocess.STDOUT)
+        driver = psutil.Process(proc.pid)
+        while proc.poll() is None:  # the sweep's own process: its CPU until just before it exits
+            with contextlib.suppress(psutil.Error):
+                times = driver.cpu_times()
+                driver_cpu = times.user + times.system
+            time.sleep(0.2)
     seconds = time.perf_counter() - start
     output = log.read_text()
     if verbose:
         print("".join(f"   | {line}\n" for line in output.splitlines()), end="")
-    if done.returncode != 0:
+    if proc.returncode != 0:
         print(output[-4000:])
-        raise SystemExit(f"{WAYS[way]}: the sweep failed (exit {done.returncode}); log: {log}")
+        raise SystemExit(f"{WAYS[way]}: the sweep failed (exit {proc.returncode}); log: {log}")
     summary_file = store / "multirun" / "lossbench-summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     finished, complete, diverged = count_complete(uri, epochs, "bench")
-    return WayMeasure(seconds, finished, complete, diverged, summary)
+    return WayMeasure(seconds, finished, complete, diverged, others.cores, driver_cpu, summary)
 
 
 def describe(way: str, m: WayMeasure) -> str:
     """One line: the way, its time and, for lossbench's launcher, its stacks."""
-    line = f"{WAYS[way]}: {m.seconds:.1f} s ({RUNS / m.seconds * 60:.0f} runs/min)"
+    line = f"{WAYS[way]}: {m.seconds:.1f} s ({RUNS / m.seconds * 60:.0f} runs/min"
+    line += f"; the sweep's process used {m.driver_cpu:.1f} CPU s"
+    line += f"; other processes {m.other_cores:.2f} cores meanwhile)"
     if m.summary:
         s = m.summary
         line += (
@@ -164,6 +232,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where stores go (default: a temp dir)")
     parser.add_argument("--verbose", action="store_true", help="show each sweep's own output")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on the way out
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lossbench-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +281,8 @@ def main() -> int:
             f"{way}_runs_finished": m.finished,
             f"{way}_runs_complete": m.complete,
             f"{way}_runs_diverged": m.diverged,
+            f"{way}_other_processes_cores": round(m.other_cores, 3),
+            f"{way}_driver_cpu_seconds": round(m.driver_cpu, 2),
         })  # fmt: skip
         if m.summary:
             figures[f"{way}_launcher"] = m.summary

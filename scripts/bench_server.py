@@ -36,6 +36,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,8 @@ import psutil
 from lossbench.ui import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from team_server import DB_USER, team_server  # noqa: E402 (a sibling script)
+from bench_scale import OtherCpu  # noqa: E402 (sibling scripts)
+from team_server import DB_USER, team_server  # noqa: E402
 
 BATCH = 1000  # MLflow's limit of metric values per log_batch call
 EPOCHS = 50  # the standard workload's run
@@ -154,6 +156,20 @@ def server_processes(pgid: int, pgdata: Path) -> dict[str, list[psutil.Process]]
     return {"mlflow_server": mlflow, "postgres": [postmaster, *postmaster.children(True)]}
 
 
+def wait_idle(pgid: int, pgdata: Path, timeout: float = 120.0) -> float:
+    """Wait until the server's processes are idle (under 5% of a core over 2 s): ``mlflow
+    server`` starts a job runner and several job consumers after it answers, whose imports
+    take tens of CPU seconds. Returns the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        processes = [p for ps in server_processes(pgid, pgdata).values() for p in ps]
+        before = sum(cpu_seconds(processes).values())
+        time.sleep(2.0)
+        if sum(cpu_seconds(processes).values()) - before < 0.1:
+            break
+    return time.monotonic() - start
+
+
 def run_phase(
     uri: str, experiment_id: str, phase: str, n_clients: int, seconds: float, pgid: int,
     pgdata: Path,
@@ -171,7 +187,8 @@ def run_phase(
     barrier.wait()  # every client has imported MLflow and connected
     servers = server_processes(pgid, pgdata)
     before = {name: cpu_seconds(ps) for name, ps in servers.items()}
-    reports = [results.get(timeout=seconds + 600) for _ in clients]
+    with OtherCpu(lambda: [pgid, servers["postgres"][0].pid]) as others:
+        reports = [results.get(timeout=seconds + 600) for _ in clients]
     servers_after = server_processes(pgid, pgdata)  # backends opened meanwhile count from 0
     after = {name: cpu_seconds(ps) for name, ps in servers_after.items()}
     for c in clients:
@@ -186,6 +203,7 @@ def run_phase(
         "ops_per_second": round(ops / wall, 1),
         "rows_per_second": round(rows / wall, 1),
         "client_cpu_seconds": round(sum(r[4] for r in reports), 2),
+        "other_processes_cores": round(others.cores, 3),
     }
     for name in servers:
         used = sum(t - before[name].get(pid, 0.0) for pid, t in after[name].items())
@@ -193,9 +211,12 @@ def run_phase(
     return figures
 
 
-def record_sweep(uri: str, sql_batches: bool, workdir: Path, experiment: str) -> dict[str, Any]:
+def record_sweep(
+    uri: str, sql_batches: bool, workdir: Path, experiment: str, server_pids: list[int]
+) -> dict[str, Any]:
     """Run the 100-run sweep of ``scripts/bench_scale.py`` recording into ``uri``; the time its
-    launcher spent in MLflow calls, in all and per run."""
+    launcher spent in MLflow calls, in all and per run (``server_pids``: the server's and the
+    database's main processes, not counted as other load)."""
     sweep_dir = workdir / f"sweep-{experiment}"
     cmd = [
         sys.executable, "-m", "lossbench.train", "experiment=bench",
@@ -204,7 +225,8 @@ def record_sweep(uri: str, sql_batches: bool, workdir: Path, experiment: str) ->
         f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    with OtherCpu(lambda: server_pids) as others:
+        done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         print((done.stdout + done.stderr)[-4000:])
@@ -220,6 +242,7 @@ def record_sweep(uri: str, sql_batches: bool, workdir: Path, experiment: str) ->
         "seconds": round(seconds, 2),
         "mlflow_seconds": summary["mlflow_seconds"],
         "mlflow_seconds_per_run": round(summary["mlflow_seconds"] / runs, 4),
+        "other_processes_cores": round(others.cores, 3),
         "launcher": summary,
     }
 
@@ -236,8 +259,9 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="also time the driver's recording")
     parser.add_argument("--workdir", type=Path, help="server data and logs (default: temp dir)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lossbench-server-"))
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="lossbench-server-"))).resolve()
     load = os.getloadavg()[0]
     print(f"Team server (MLflow server, 2 workers, on PostgreSQL) under {workdir}; clients write "
           f"for {args.seconds:.0f} s per phase; {os.cpu_count()} cores, load average {load:.2f}",
@@ -249,6 +273,8 @@ def main() -> int:
         from mlflow import MlflowClient
 
         experiment_id = MlflowClient(server.uri).create_experiment("bench-server")
+        waited = wait_idle(server.pgid, workdir / "pgdata")
+        print(f"Server ready and idle after {waited:.0f} s more (its job consumers start)")
         for phase, what in PHASES.items():
             for n in args.clients:
                 r = run_phase(server.uri, experiment_id, phase, n, args.seconds, server.pgid,
@@ -261,7 +287,8 @@ def main() -> int:
                 print(f"{what}, {n} client(s): {rate} ({r['ops']} in {r['seconds']:.1f} s; CPU s: "
                       f"clients {r['client_cpu_seconds']:.1f}, MLflow server "
                       f"{r['mlflow_server_cpu_seconds']:.1f}, PostgreSQL "
-                      f"{r['postgres_cpu_seconds']:.1f})", flush=True)  # fmt: skip
+                      f"{r['postgres_cpu_seconds']:.1f}; other processes "
+                      f"{r['other_processes_cores']:.2f} cores)", flush=True)  # fmt: skip
         if args.sweep:
             database = f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg_port}/mlflow"
             for uri, sql_batches, name, what in (
@@ -269,10 +296,12 @@ def main() -> int:
                 (database, True, "bench-pg", "into PostgreSQL, tracking.sql_batches=true"),
             ):
                 print(f"The 100-run sweep recorded {what} ...", flush=True)
-                r = record_sweep(uri, sql_batches, workdir, name)
+                postmaster = server_processes(server.pgid, workdir / "pgdata")["postgres"][0]
+                r = record_sweep(uri, sql_batches, workdir, name, [server.pgid, postmaster.pid])
                 sweeps.append({"name": name, **r})
-                print(f"  {r['seconds']:.1f} s; MLflow calls {r['mlflow_seconds']:.1f} s = "
-                      f"{r['mlflow_seconds_per_run'] * 1000:.0f} ms per run", flush=True)  # fmt: skip
+                print(f"  {r['seconds']:.1f} s (MLflow calls {r['mlflow_seconds']:.1f} s = "
+                      f"{r['mlflow_seconds_per_run'] * 1000:.0f} ms per run; other processes "
+                      f"{r['other_processes_cores']:.2f} cores)", flush=True)  # fmt: skip
     figures: dict[str, Any] = {"cores": os.cpu_count(), "load_average_before": round(load, 2),
                                "seconds_per_phase": args.seconds, "phases": results,
                                "sweeps": sweeps}  # fmt: skip
