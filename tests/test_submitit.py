@@ -130,3 +130,16 @@ def test_slurm_without_slurm_says_what_to_do(
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
     with pytest.raises(ConfigError, match="srun is not on PATH.*cluster=local"):
         open_executor("slurm", None, 4, {"slurm": {"cluster": "slurm"}}, tmp_path)
+
+
+def test_stop_with_kill_cancels_the_jobs_in_flight(tmp_path: Path) -> None:
+    """After Ctrl+C or an error, the sweep stops its executor with kill=True: no job trains on."""
+    executor = SlurmExecutor(tmp_path, cluster="local")
+    future: Future = executor.submit(time.sleep, 120)
+    pid = task_pid(tmp_path / ".submitit")
+    executor.stop(kill=True)
+    assert future.cancelled()
+    with pytest.raises(ProcessLookupError):  # the job's process is gone
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
