@@ -143,3 +143,32 @@ def test_stop_with_kill_cancels_the_jobs_in_flight(tmp_path: Path) -> None:
         for _ in range(50):
             os.kill(pid, 0)
             time.sleep(0.1)
+
+
+def test_slurm_jobs_ask_for_the_options_and_are_cancelled_on_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SLURM (faked: sbatch records the batch script it is given), each stack's job asks for
+    hydra.launcher.slurm's partition, CPUs, memory and time, and stop(kill=True) scancels it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "srun": "exit 0",
+        "sbatch": f'cp "$1" {tmp_path}/batch.sh; echo "Submitted batch job 4242"',
+        "scancel": f'echo "$@" >> {tmp_path}/scancel.log',
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    options = {"partition": "cpu", "cpus_per_task": 2, "mem_gb": 8, "timeout_min": 30}
+    executor = open_executor("slurm", None, 4, {"slurm": options}, tmp_path)
+    assert executor.n_workers == 64  # array_parallelism's default: not capped by this machine
+    future = executor.submit(time.sleep, 1)
+    batch = (tmp_path / "batch.sh").read_text()
+    for line in ["--partition=cpu", "--cpus-per-task=2", "--mem=8GB", "--time=30"]:
+        assert f"#SBATCH {line}\n" in batch
+    assert "submitit.core._submit" in batch and str(tmp_path / ".submitit") in batch
+    executor.stop(kill=True)
+    assert future.cancelled()
+    assert (tmp_path / "scancel.log").read_text().split() == ["4242"]

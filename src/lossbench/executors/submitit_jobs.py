@@ -11,6 +11,7 @@ submission, pickles and logs, without SLURM; the tests use it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -26,6 +27,8 @@ from submitit.core.utils import UncompletedJobError
 
 from lossbench.config import ConfigError
 from lossbench.executors import InlineExecutor, StackExecutor
+
+log = logging.getLogger(__name__)
 
 CLUSTERS = ("slurm", "local")
 POLL_SECONDS = {"local": 0.2, "slurm": 2.0}  # how often the watcher looks at unfinished jobs
@@ -168,7 +171,11 @@ class SlurmExecutor(StackExecutor):
         if kwargs:
             raise TypeError("jobs take positional arguments only")
         future: Future = Future()
-        job = self.executor.submit(StackJob(fn), *args)
+        try:
+            job = self.executor.submit(StackJob(fn), *args)
+        except Exception as err:  # sbatch refused it (a bad partition, a full queue): lost too
+            future.set_exception(err)
+            return future
         with self._lock:
             self._jobs[job] = future
         return future
@@ -181,14 +188,28 @@ class SlurmExecutor(StackExecutor):
             for job, future in jobs:
                 if self._stopped.is_set():
                     return
-                if not self._ended(job):
-                    continue
-                with self._lock:
-                    del self._jobs[job]
                 try:
-                    future.set_result(self._result(job))
-                except BaseException as err:
-                    future.set_exception(err)
+                    if not self._ended(job):
+                        continue
+                    result = self._result(job)
+                except BaseException as err:  # the job's, or a failure to read its state
+                    self._settle(job, future, err)
+                else:
+                    self._settle(job, future, result=result)
+
+    def _settle(
+        self,
+        job: submitit.Job,
+        future: Future,
+        error: BaseException | None = None,
+        result: Any = None,
+    ) -> None:
+        with self._lock:
+            del self._jobs[job]
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
     def _ended(self, job: submitit.Job) -> bool:
         # submitit counts PREEMPTED as unfinished (SLURM may requeue it); if it stays so (no
@@ -220,7 +241,10 @@ class SlurmExecutor(StackExecutor):
             jobs, self._jobs = dict(self._jobs), {}
         for job, future in jobs.items():
             if kill:
-                job.cancel(check=False)
+                try:
+                    job.cancel(check=False)
+                except OSError as err:  # scancel missing: say so, stop the others
+                    log.warning("Could not cancel job %s: %s", job.job_id, err)
             future.cancel()
         # a local job's controller stops its task within a second or so: wait for that, so
         # that no training outlives the sweep's process
