@@ -40,8 +40,8 @@ class Preempted(BaseException):
 
 
 class StackJob:
-    """What a job runs: ``fn(*args)``, ended without a result when SLURM preempts it or its
-    time runs out.
+    """What a job runs: ``fn(*args)``, ended at once with an error when SLURM preempts it or
+    its time runs out.
 
     submitit calls ``checkpoint`` on the signal SLURM sends then (USR2). By default submitit
     would requeue a preempted job without limit, and on a timeout raise inside the fit, where
@@ -56,9 +56,9 @@ class StackJob:
     def __call__(self, *args: Any) -> Any:
         try:
             return self.fn(*args)
-        except Preempted as signal:
+        except Preempted as stopped:
             # an Exception now: submitit records it as the job's error, at once
-            raise UncompletedJobError(str(signal)) from None
+            raise UncompletedJobError(str(stopped)) from None
 
     def checkpoint(self, *args: Any) -> None:
         """submitit's hook on the preemption/timeout signal: stop training, no requeue."""
@@ -205,7 +205,8 @@ class SlurmExecutor(StackExecutor):
         result: Any = None,
     ) -> None:
         with self._lock:
-            del self._jobs[job]
+            if self._jobs.pop(job, None) is None:
+                return  # stop() took it (a slow result file outlived stop's wait)
         if error is None:
             future.set_result(result)
         else:
