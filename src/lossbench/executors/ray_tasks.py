@@ -1,0 +1,185 @@
+"""``hydra.launcher.executor=ray``: each stack is a task on a running Ray cluster.
+
+The sweep's process connects as a Ray driver; it plans, submits and records as it does with
+local workers, and stays the only MLflow writer (tasks return their per-member results). Ray
+retries nothing itself (``max_retries=0``): a lost task is the sweep's to submit again, so that
+it is logged and tagged (``lossbench.attempts``). Every node needs lossbench installed in the
+Python environment its workers run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from lossbench.config import ConfigError
+from lossbench.executors import StackExecutor
+
+INSTALL_HINT = "pip install -e '.[ray]'"
+# Workers import these while the driver composes and checks (as LocalExecutor's fork server).
+WARM_MODULES = ("lossbench.training", "sklearn.datasets", "sklearn.model_selection")
+WORKER_NICENESS = 5  # as local workers: the driver, which feeds and records, goes first
+
+
+class _RemoteTraceback(Exception):
+    """A task's traceback on its worker, as the ``__cause__`` of the error it raised there
+    (what ``ProcessPoolExecutor`` does for local workers)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` on a Ray worker, which yields the CPU to the driver where they share one."""
+    if os.getpriority(os.PRIO_PROCESS, 0) < WORKER_NICENESS:
+        os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICENESS)
+    return fn(*args, **kwargs)
+
+
+def _warm() -> None:
+    """Import what training needs, so that the first stack does not wait for it."""
+    import importlib
+
+    for module in WARM_MODULES:
+        importlib.import_module(module)
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the address, where nothing listens at ``host:port`` (``ray.init``
+    would retry for minutes)."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not host:port (e.g. "local"); ray.init says what it makes of it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(
+            f"no Ray cluster at hydra.launcher.ray.address={address!r} ({err}); start one with "
+            "`ray start --head`, or give the address of yours (host:port, or $RAY_ADDRESS)"
+        ) from None
+
+
+class RayExecutor(StackExecutor):
+    """Stacks as Ray tasks of ``num_cpus`` CPUs each on the cluster at ``address`` (default
+    ``$RAY_ADDRESS``, else ``auto``: the cluster started on this machine)."""
+
+    name = "ray"
+    retries = 1  # a stack whose worker died is submitted once more, then FAILED
+
+    def __init__(self, address: str | None = None, num_cpus: int = 1) -> None:
+        if not isinstance(num_cpus, int) or num_cpus < 1:
+            raise ConfigError(f"hydra.launcher.ray.num_cpus={num_cpus!r} must be an integer >= 1")
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError(
+                f"hydra.launcher.executor=ray needs Ray: {INSTALL_HINT} (or pip install ray)"
+            ) from None
+        self._ray = ray
+        self.num_cpus = num_cpus
+        self.address = address or os.environ.get("RAY_ADDRESS") or "auto"
+        _reachable(self.address)
+        try:
+            ray.init(address=self.address)
+        except ConnectionError as err:
+            raise ConfigError(
+                f"no Ray cluster reachable at hydra.launcher.ray.address={self.address!r}: {err}"
+            ) from None
+        self.driver_host = self._driver_host()
+        self._n_workers = self._size()
+        self._task = ray.remote(_call)
+        self._refs: dict[Any, None] = {}  # outstanding tasks, for stop(kill=True)
+        self._lock = threading.Lock()  # the refs change in Ray's callback thread too
+        # Workers start and import torch while the jobs are composed (see wait_ready).
+        self._warming = [self.submit(_warm) for _ in range(self._n_workers)]
+
+    def _driver_host(self) -> str:
+        """This process's node's IP as the cluster knows it (where workers reach the driver)."""
+        here = self._ray.get_runtime_context().get_node_id()
+        for node in self._ray.nodes():
+            if node["NodeID"] == here:
+                return str(node["NodeManagerAddress"])
+        return self._ray.util.get_node_ip_address()
+
+    def _size(self) -> int:
+        """Stacks that fit on the cluster at once: each node's CPUs // num_cpus, summed. A
+        task that no node can hold would wait forever: that is an error."""
+        cpus = [int(n["Resources"].get("CPU", 0)) for n in self._ray.nodes() if n["Alive"]]
+        if max(cpus, default=0) < self.num_cpus:
+            self._ray.shutdown()
+            raise ConfigError(
+                f"hydra.launcher.ray.num_cpus={self.num_cpus} is more than any node of the Ray "
+                f"cluster at {self.address!r} has (CPUs per node: {cpus or 'none'})"
+            )
+        return max(1, sum(n // self.num_cpus for n in cpus))
+
+    @property
+    def n_workers(self) -> int:
+        """Tasks of ``num_cpus`` that fit on the cluster's CPUs (when it connected)."""
+        return self._n_workers
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` as a Ray task; an error it raises comes back as itself
+        (its remote traceback as ``__cause__``), a lost worker as Ray's error (e.g.
+        ``WorkerCrashedError``)."""
+        name = getattr(fn, "__name__", "task")  # the worker's title: ray::train_stack
+        ref = self._task.options(num_cpus=self.num_cpus, max_retries=0, name=name).remote(
+            fn, *args, **kwargs
+        )
+        with self._lock:
+            self._refs[ref] = None
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+
+        def done(ray_future: Future) -> None:
+            with self._lock:
+                self._refs.pop(ref, None)
+            err = ray_future.exception()
+            if err is None:
+                future.set_result(ray_future.result())
+                return
+            if isinstance(err, self._ray.exceptions.RayTaskError) and err.cause is not None:
+                # fn raised on the worker: the error itself; str(err) is Ray's message with
+                # the remote traceback
+                err.cause.__cause__ = _RemoteTraceback(str(err))
+                err = err.cause
+            future.set_exception(err)
+
+        ref.future().add_done_callback(done)
+        return future
+
+    def checker(self) -> StackExecutor:
+        """Jobs are checked on the cluster's workers: where the data will be read (a file's
+        path, its hash) and the accelerator used, and which import torch anyway."""
+        return self
+
+    def wait_ready(self) -> None:
+        """Wait until every worker has imported what training needs; a cluster whose workers
+        cannot import lossbench is an error."""
+        try:
+            for future in self._warming:
+                future.result()
+        except ImportError as err:
+            raise ConfigError(
+                f"the Ray cluster at {self.address!r} cannot import lossbench's training "
+                f"({err}): install lossbench on every node, in the Python its workers run"
+            ) from None
+
+    def stop(self, kill: bool) -> None:
+        """Disconnect (the cluster keeps running); with ``kill``, cancel this sweep's tasks
+        first, ending their worker processes."""
+        if kill:
+            with self._lock:
+                refs = list(self._refs)
+            for ref in refs:
+                self._ray.cancel(ref, force=True)
+        self._ray.shutdown()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """``concurrent.futures`` API: as :meth:`stop`."""
+        self.stop(kill=cancel_futures and not wait)
