@@ -41,7 +41,7 @@ def test_a_diverging_member_leaves_its_siblings_alone(make_spec) -> None:  # noq
 @pytest.mark.slow
 def test_a_diverged_run_is_recorded_failed_with_its_epoch(make_spec, store_uri: str) -> None:  # noqa: ANN001
     spec = make_spec([*DIVERGING, "loss=cross_entropy", "tracking=mlflow", f"tracking.uri={store_uri}",
-                      "tracking.experiment=diverge", "tracking.flush_every_n_epochs=1"])  # fmt: skip
+                      "tracking.experiment=diverge", "tracking.flush_every_s=0"])  # fmt: skip
     result = train(spec.cfg, spec.choices, spec.overrides)
     assert result.diverged
     client = MlflowClient(store_uri)

@@ -55,15 +55,26 @@ FACTS = run_facts(
 )
 
 
-def record(tracker: Tracker, flush_first: bool = False, error: str | None = None) -> str:
+def record(
+    tracker: Tracker, flush_first: bool = False, error: str | None = None, live: bool = False
+) -> str:
+    """Record RESULT (or a FAILED copy with ``error``): all at the end; or its first two
+    epochs first, as a single run in this process writes them (``flush_first``) or as live
+    curves of a stack do (``live``), the rest at the end."""
     run_id = tracker.start_run(spec(), FACTS)
-    written = 0
-    if flush_first:  # the in-process path: some epochs written live, the rest at the end
-        tracker.log_epochs(run_id, {k: v[:2] for k, v in RESULT.series.items()})
-        written = 2
     result = RESULT
     if error is not None:
         result = RunResult(RESULT.series, RESULT.final, 0, "FAILED", error, dict(RESULT.tags))
+    if live:
+        first = {k: v[:1] for k, v in RESULT.series.items()}
+        tracker.log_live([run_id], [first], [0])
+        tracker.log_live([run_id], [{k: v[:2] for k, v in RESULT.series.items()}], [1])
+        tracker.finish_runs([run_id], [result], [2])
+        return run_id
+    written = 0
+    if flush_first:
+        tracker.log_epochs(run_id, {k: v[:2] for k, v in RESULT.series.items()})
+        written = 2
     tracker.finish_run(run_id, result, written_epochs=written)
     return run_id
 
@@ -127,10 +138,13 @@ def test_sql_batches_read_back_as_mlflow_api_writes(
     assert sql_batches.batch_store(client) is not None  # this MLflow is one the path verifies
     batched = record(Tracker(sql_uri, "writer", sql_batches=True), error=error)
     api = record(Tracker(sql_uri, "writer"), error=error)
-    live = record(Tracker(sql_uri, "writer"), flush_first=True, error=error)
-    a, b, c = (readback(client, r) for r in (batched, api, live))
+    flushed = record(Tracker(sql_uri, "writer"), flush_first=True, error=error)
+    batched_live = record(Tracker(sql_uri, "writer", sql_batches=True), error=error, live=True)
+    api_live = record(Tracker(sql_uri, "writer"), error=error, live=True)
+    a, b, *others = (readback(client, r) for r in (batched, api, flushed, batched_live, api_live))
     assert_same_run(a, b)
-    assert_same_run(a, c)
+    for other in others:  # written in parts: the same history, once, and the same latest values
+        assert_same_run(a, other)
     assert a["info"]["status"] == (3 if error is None else 4)  # FINISHED, FAILED
     assert a["tags"]["mlflow.runName"] == "moons-focal-sgd-cosine-s3"
     assert a["tags"]["lossbench.cpu_capability"] == "AVX2"  # a result's tags reach the store
@@ -146,7 +160,7 @@ def test_sql_batches_read_back_as_mlflow_api_writes(
     found = client.search_runs(
         [client.get_run(batched).info.experiment_id], "dataset.name = 'moons'"
     )
-    assert {batched, api, live} <= {r.info.run_id for r in found}
+    assert {batched, api, flushed} <= {r.info.run_id for r in found}
     if error is not None:
         assert Path(client.download_artifacts(batched, "traceback.txt")).read_text() == error
 
@@ -303,3 +317,11 @@ def test_a_bad_log_every_n_epochs_is_refused_before_training(make_spec) -> None:
         ConfigError, match=r"tracking\.log_every_n_epochs=0 must be an integer >= 1"
     ):
         check_run(make_spec(["tracking.log_every_n_epochs=0"]))
+
+
+@pytest.mark.parametrize(("value", "shown"), [("-1", "-1"), ("soon", "'soon'"), ("true", "True")])
+def test_a_bad_flush_every_s_is_refused_before_training(make_spec, value: str, shown: str) -> None:  # noqa: ANN001
+    from lossbench.config import ConfigError, check_run
+
+    with pytest.raises(ConfigError, match=rf"tracking\.flush_every_s={shown}.*>= 0.*or null"):
+        check_run(make_spec([f"tracking.flush_every_s={value}"]))

@@ -80,7 +80,7 @@ def test_run_is_fully_recorded(make_spec, store_uri: str) -> None:  # noqa: ANN0
 @pytest.mark.slow
 def test_same_seed_same_metrics(make_spec, store_uri: str) -> None:  # noqa: ANN001
     overrides = ("dataset=digits", "loss=cross_entropy", "model.dropout=0.2", "seed=7")
-    a = run_once(make_spec, store_uri, "repeat", *overrides, "tracking.flush_every_n_epochs=1")
+    a = run_once(make_spec, store_uri, "repeat", *overrides, "tracking.flush_every_s=0")
     b = run_once(make_spec, store_uri, "repeat", *overrides, "rerun=true")
     assert _same_but_time(a, b)
     c = run_once(make_spec, store_uri, "repeat", *overrides[:-1], "seed=8")

@@ -308,6 +308,14 @@ def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
     tracking = cfg.get("tracking") or {}
     if "log_every_n_epochs" in tracking:
         _check_int(tracking, "log_every_n_epochs", 1)
+    flush = tracking.get("flush_every_s")
+    if flush is not None and (
+        isinstance(flush, bool) or not isinstance(flush, int | float) or flush < 0
+    ):
+        raise ConfigError(
+            f"tracking.flush_every_s={flush!r} must be a number of seconds >= 0 "
+            "(0: as rows arrive), or null (write metrics only when a run ends)"
+        )
 
     data_key = _key("data", cfg["dataset"], cfg["data_seed"])
     if data_key not in seen:

@@ -121,8 +121,9 @@ class RecipeModule(pl.LightningModule):
 
     A member whose loss becomes NaN or inf has diverged: from that step on its loss is masked
     out (no gradient reaches it; its siblings train on), ``diverged_at`` holds the epoch, and
-    the fit stops as soon as every member has diverged. ``on_epoch_end`` gets each row while
-    some member is alive (single runs use it to write metrics as they come).
+    the fit stops as soon as every member has diverged. ``on_epoch_end(epoch, row, alive)``
+    gets each row, and which members are alive, while some member is alive (live curves send
+    metrics as they come through it).
     """
 
     def __init__(
@@ -133,7 +134,7 @@ class RecipeModule(pl.LightningModule):
         scheduler: Callable[..., dict[str, Any]] | None,
         data: SplitData,
         penalties: Sequence[tuple[str, float]] = (),
-        on_epoch_end: Callable[[int, EpochRow], None] | None = None,
+        on_epoch_end: Callable[[int, EpochRow, Tensor], None] | None = None,
         metrics: Mapping[str, Metric] | None = None,
     ) -> None:
         super().__init__()
@@ -304,7 +305,7 @@ class RecipeModule(pl.LightningModule):
         row = {name: value.detach().cpu() for name, value in row.items()}
         self.history.append(row)
         if self.on_epoch_end is not None and bool(self.alive.any()):
-            self.on_epoch_end(self.current_epoch, row)
+            self.on_epoch_end(self.current_epoch, row, self.alive)
 
     @torch.no_grad()
     def on_fit_end(self) -> None:

@@ -25,6 +25,7 @@ import heapq
 import json
 import logging
 import math
+import threading
 import time
 import traceback
 from collections import Counter, deque
@@ -36,6 +37,7 @@ from typing import Any
 
 from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash
 from lossbench.interrupts import Interrupted
+from lossbench.live import LiveCurves, LiveSender, LiveTarget
 from lossbench.results import RunResult
 from lossbench.stacking import STACK_BY, stack_key
 from lossbench.tracking.datasets import run_facts
@@ -233,17 +235,22 @@ def check_all(specs: Sequence[RunSpec], executor: Executor, n_workers: int) -> l
     return [facts[key] for key in keys]
 
 
-def train_stack(cfgs: list[dict[str, Any]]) -> list[RunResult]:
-    """Worker entry point: train one stack. If the stacked fit raises, each member is trained
-    alone, so that only the members that fail by themselves are FAILED (with their traceback)."""
+def train_stack(cfgs: list[dict[str, Any]], live: LiveTarget | None = None) -> list[RunResult]:
+    """Worker entry point: train one stack, sending its epochs' rows to ``live`` as it trains
+    (see :mod:`lossbench.live`). If the stacked fit raises, each member is trained alone, so
+    that only the members that fail by themselves are FAILED (with their traceback)."""
     from lossbench.training import fit_members
 
+    sender = LiveSender(live) if live is not None else None
     try:
-        return fit_members(cfgs)
+        return fit_members(cfgs, on_epoch_end=sender)
     except Exception:
         if len(cfgs) == 1:
             return [RunResult.failed(traceback.format_exc())]
         log.warning("A stack of %d runs failed; training its runs one by one", len(cfgs))
+    finally:
+        if sender is not None:
+            sender.close()
     results = []
     for cfg in cfgs:
         try:
@@ -266,6 +273,8 @@ class StackRunner:
         self.sweeps: dict[str, SweepInfo] = {}
         self.done = 0
         self.statuses: Counter[str] = Counter()
+        self.lock = threading.Lock()  # one thread at a time writes: this one or live curves'
+        self.live: LiveCurves | None = None
 
     @staticmethod
     def tracking_key(spec: RunSpec) -> tuple[Any, ...]:
@@ -317,15 +326,33 @@ class StackRunner:
         tracker = self.tracker(stack.specs[0])  # tracking config is a stack key: shared
         if tracker is None:
             stack.run_ids = [None] * len(stack.specs)
-        else:
-            sweep = self._sweep(tracker)
-            stack.run_ids = list(tracker.start_runs(stack.specs, stack.facts, sweep))
+            return
+        sweep = self._sweep(tracker)
+        with self.lock:
+            run_ids = list(tracker.start_runs(stack.specs, stack.facts, sweep))
+            stack.run_ids = list(run_ids)
+            if self.live is not None and tracker.flush_every_s is not None:
+                self.live.add(id(stack), tracker, run_ids)
 
     def _record(self, stack: Stack, results: Sequence[RunResult]) -> None:
         tracker = self.tracker(stack.specs[0])
         if tracker is not None:
-            tracker.finish_runs([r for r in stack.run_ids if r], results)
+            with self.lock:  # what live curves wrote of the runs is not written again
+                written = self.live.remove(id(stack)) if self.live is not None else None
+                tracker.finish_runs([r for r in stack.run_ids if r], results, written)
         self.statuses.update(r.outcome for r in results)
+
+    def _open_live(self, stacks: Sequence[Stack], executor: Executor) -> None:
+        """Start live curves if a stack's tracking config asks for them (flush_every_s)."""
+        intervals = [
+            tracker.flush_every_s
+            for stack in stacks
+            if (tracker := self.tracker(stack.specs[0])) is not None
+            and tracker.flush_every_s is not None
+        ]
+        if intervals:
+            host = getattr(executor, "driver_host", "127.0.0.1")
+            self.live = LiveCurves(host, min(intervals), self.lock)
 
     def _finish(self, stack: Stack, results: Sequence[RunResult], total: int, t0: float) -> None:
         self._record(stack, results)
@@ -357,6 +384,9 @@ class StackRunner:
         submitted again ``executor.retries`` times (none locally), then its runs are FAILED
         with the reason; retried runs get the tag ``lossbench.attempts``. On Ctrl+C or
         SIGTERM, the runs of the stacks in flight are recorded KILLED.
+
+        While stacks train, their workers send the rows of each epoch, and the runs' metrics
+        are written every ``tracking.flush_every_s`` seconds (see :mod:`lossbench.live`).
         """
         total = sum(len(s.specs) for s in stacks)
         pending = deque(stacks)
@@ -367,8 +397,10 @@ class StackRunner:
 
         def submit(stack: Stack) -> None:
             stack.attempts += 1
-            running[executor.submit(train_stack, [s.cfg for s in stack.specs])] = stack
+            live = self.live.target(id(stack)) if self.live is not None else None
+            running[executor.submit(train_stack, [s.cfg for s in stack.specs], live)] = stack
 
+        self._open_live(stacks, executor)
         try:
             while pending or running:
                 while pending and len(running) < in_flight:
@@ -410,6 +442,9 @@ class StackRunner:
                 sum(len(s.specs) for s in pending),
             )
             raise
+        finally:
+            if self.live is not None:
+                self.live.close()
 
 
 def _reason(err: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from omegaconf import DictConfig
 
 from lossbench.config import CONF_DIR, RunSpec, check_run, config_hash
 from lossbench.interrupts import Interrupted, interrupts
+from lossbench.live import MemberRow
 from lossbench.results import RunResult
 from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.store import StoreUnreachable
@@ -52,7 +54,7 @@ def train(
     - A config that already has a FINISHED run in the experiment is not trained again (its
       recorded metrics are returned) unless ``rerun=true``.
     - The MLflow run is created RUNNING (in the sweep of ``sweep_dir``, if given), receives
-      metrics every ``tracking.flush_every_n_epochs`` epochs, and ends FINISHED; FAILED (with
+      metrics every ``tracking.flush_every_s`` seconds, and ends FINISHED; FAILED (with
       ``traceback.txt``) if training raised; KILLED on Ctrl+C or SIGTERM.
     """
     spec = RunSpec.from_task_config(cfg, choices, overrides)
@@ -86,15 +88,17 @@ def train(
     run_id = tracker.start_run(spec, facts, sweep)
     written = 0
     series: dict[str, list[float]] = {}
+    last_flush = time.monotonic()
 
-    def flush(epoch: int, row: Mapping[str, Any]) -> None:
-        nonlocal written
-        for name, values in row.items():
-            series.setdefault(name, []).append(float(values[0]))
-        every = tracker.flush_every_n_epochs
-        if every and (epoch + 1) % every == 0:
+    def flush(epoch: int, rows: Sequence[MemberRow]) -> None:
+        nonlocal written, last_flush
+        for name, value in (rows[0] or {}).items():
+            series.setdefault(name, []).append(value)
+        every = tracker.flush_every_s
+        if every is not None and time.monotonic() - last_flush >= every:
             tracker.log_epochs(run_id, series, start=written)
             written = epoch + 1
+            last_flush = time.monotonic()
             log.info("epoch %d: %s", epoch + 1, _summary(series))
 
     try:

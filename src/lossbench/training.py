@@ -17,6 +17,7 @@ import torch
 from lossbench.config import batch_rows, build, build_trainer
 from lossbench.data import SplitData, load_dataset
 from lossbench.diagnostics import Diagnostics
+from lossbench.live import MemberRow, member_rows
 from lossbench.metrics import build_metrics
 from lossbench.model_export import save_member, wants_models
 from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
@@ -28,7 +29,7 @@ from lossbench.stacked_optim import Recipe, StackedOptimizer, group_key, member_
 def fit_members(
     cfgs: Sequence[dict[str, Any]],
     data: SplitData | None = None,
-    on_epoch_end: Callable[[int, EpochRow], None] | None = None,
+    on_epoch_end: Callable[[int, list[MemberRow]], None] | None = None,
 ) -> list[RunResult]:
     """Train the runs described by ``cfgs`` together, as stacked members of one model.
 
@@ -36,7 +37,8 @@ def fit_members(
     (see :func:`lossbench.stacking.stack_key`); the first one's ``metrics`` are everyone's. Returns one result per config, in order: its
     per-epoch metrics, its test metrics and ``time/seconds``, the fit's wall time shared
     equally among its members, and tags naming what decided its floating-point results
-    (:func:`lossbench.platform_facts.float_tags`).
+    (:func:`lossbench.platform_facts.float_tags`). ``on_epoch_end(epoch, rows)`` gets each
+    epoch's values as they come, one row per config (``None`` for a member that has diverged).
     """
     order = _member_order(cfgs)
     stacked = [cfgs[i] for i in order]
@@ -46,6 +48,13 @@ def fit_members(
     if data is None:
         data = load_dataset(first["dataset"], int(first["data_seed"]))
     seeds = [int(c["seed"]) for c in stacked]
+
+    def epoch_rows(epoch: int, row: EpochRow, alive: torch.Tensor) -> None:
+        # (not a closure over the module: a cycle would keep each fit's tensors until a full
+        # collection, and the workers' memory grew by 200 MB over the standard sweep)
+        assert on_epoch_end is not None
+        on_epoch_end(epoch, member_rows(row, order, alive.tolist()))
+
     model = build(first["model"])(
         in_features=data.n_features, out_features=data.n_outputs, seeds=seeds
     )
@@ -55,7 +64,7 @@ def fit_members(
         **_recipes(stacked),
         data=data,
         penalties=[(str(c["penalty"]["kind"]), float(c["penalty"]["strength"])) for c in stacked],
-        on_epoch_end=on_epoch_end,
+        on_epoch_end=epoch_rows if on_epoch_end is not None else None,
         metrics=build_metrics(first.get("metrics"), data.task),
     )
     datamodule = InMemoryDataModule(data, seeds, batch_rows(first["batch_size"], data))

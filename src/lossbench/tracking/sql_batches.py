@@ -2,10 +2,11 @@
 
 MLflow's client creates, fills and closes runs one call at a time, each a transaction of its
 own. MLflow has no batch API for runs, so this module writes a stack's runs in one transaction
-(runs with their tags and params) when the stack starts and one (metrics, latest metrics, result
-tags, statuses) when it ends (and its dataset inputs with the runs), through MLflow's own table models and session, with the values its
-``create_run``, ``log_batch`` and ``set_terminated`` would write: the same validation, the same
-NaN/inf handling, the same latest-metric rule.
+(runs with their tags, params and dataset inputs) when the stack starts, one per flush of live
+curves while it trains (metrics, latest metrics), and one (the remaining metrics, latest
+metrics, result tags, statuses) when it ends, through MLflow's own table models and session,
+with the values its ``create_run``, ``log_batch`` and ``set_terminated`` would write: the same
+validation, the same NaN/inf handling, the same latest-metric rule.
 
 It is the only module of lossbench that touches MLflow's private store modules (the table
 models, the client's store, the validation helpers, the artifact repositories), so it runs only
@@ -188,23 +189,15 @@ def write_artifacts(artifact_uri: str, files: Mapping[str, str], tracking_uri: s
         get_artifact_repository(artifact_uri, tracking_uri=tracking_uri).log_artifacts(tmp)
 
 
-def finish_runs(
-    store: Any,
-    run_ids: Sequence[str],
-    metrics: Sequence[Sequence[tuple[str, float, int, int]]],
-    tags: Sequence[Mapping[str, str]],
-    statuses: Sequence[str],
-) -> None:
-    """Write the first metrics of runs (rows of key, value, timestamp, step) and their latest
-    values, their result tags, and their end statuses."""
-    from mlflow.entities import RunStatus
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
-    from mlflow.utils.validation import _validate_metric, _validate_tag
-    from sqlalchemy import bindparam, insert, update
+def _metric_rows(
+    store: Any, run_ids: Sequence[str], metrics: Sequence[Sequence[tuple[str, float, int, int]]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of MLflow's metrics table for runs' metrics (rows of key, value, timestamp, step),
+    and of its latest-metrics table: each key's latest value among them, by MLflow's rule."""
+    from mlflow.utils.validation import _validate_metric
 
-    metric_rows, latest_rows, tag_rows, status_rows = [], [], [], []
-    now = int(time.time() * 1000)
-    for run_id, rows, run_tags, status in zip(run_ids, metrics, tags, statuses, strict=True):
+    metric_rows, latest_rows = [], []
+    for run_id, rows in zip(run_ids, metrics, strict=True):
         latest: dict[str, dict[str, Any]] = {}
         for key, value, timestamp, step in rows:
             if key not in latest:  # one check per key: the values are floats we made
@@ -227,6 +220,62 @@ def finish_runs(
             ):
                 latest[key] = row
         latest_rows.extend(latest.values())
+    return metric_rows, latest_rows
+
+
+def _write_metrics(
+    session: Any,
+    metric_rows: list[dict[str, Any]],
+    latest_rows: list[dict[str, Any]],
+    replace: bool,
+) -> None:
+    """Insert metric rows and latest values. With ``replace``, the runs may have metrics
+    already (written live): their latest values of these keys are replaced. Rows come in
+    epoch order, so the new ones are later by MLflow's rule."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+    from sqlalchemy import delete, insert, tuple_
+
+    if replace and latest_rows:
+        table = SqlLatestMetric.__table__
+        pairs = [(row["run_uuid"], row["key"]) for row in latest_rows]
+        session.execute(delete(table).where(tuple_(table.c.run_uuid, table.c.key).in_(pairs)))
+    for table, rows in ((SqlMetric, metric_rows), (SqlLatestMetric, latest_rows)):
+        if rows:
+            session.execute(insert(table.__table__), rows)
+
+
+def log_metrics(
+    store: Any, run_ids: Sequence[str], metrics: Sequence[Sequence[tuple[str, float, int, int]]]
+) -> None:
+    """Write more metrics of RUNNING runs (rows of key, value, timestamp, step, later than
+    any they have) in one transaction, with their latest values."""
+    metric_rows, latest_rows = _metric_rows(store, run_ids, metrics)
+    if not metric_rows:
+        return
+    with store.ManagedSessionMaker(read_only=False) as session:
+        _write_metrics(session, metric_rows, latest_rows, replace=True)
+
+
+def finish_runs(
+    store: Any,
+    run_ids: Sequence[str],
+    metrics: Sequence[Sequence[tuple[str, float, int, int]]],
+    tags: Sequence[Mapping[str, str]],
+    statuses: Sequence[str],
+    replace_latest: bool = False,
+) -> None:
+    """Write the metrics of runs (rows of key, value, timestamp, step) and their latest values,
+    their result tags, and their end statuses. ``replace_latest``: some of them have metrics
+    already (see :func:`log_metrics`)."""
+    from mlflow.entities import RunStatus
+    from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+    from mlflow.utils.validation import _validate_tag
+    from sqlalchemy import bindparam, insert, update
+
+    metric_rows, latest_rows = _metric_rows(store, run_ids, metrics)
+    tag_rows, status_rows = [], []
+    now = int(time.time() * 1000)
+    for run_id, run_tags, status in zip(run_ids, tags, statuses, strict=True):
         for key, value in run_tags.items():
             _validate_tag(key, value)
             tag_rows.append({"run_uuid": run_id, "key": key, "value": value})
@@ -238,11 +287,7 @@ def finish_runs(
         .values(status=bindparam("status"), end_time=bindparam("end_time"))
     )
     with store.ManagedSessionMaker(read_only=False) as session:
-        for table, rows in (
-            (SqlMetric, metric_rows),
-            (SqlLatestMetric, latest_rows),
-            (SqlTag, tag_rows),
-        ):
-            if rows:
-                session.execute(insert(table.__table__), rows)
+        _write_metrics(session, metric_rows, latest_rows, replace_latest)
+        if tag_rows:
+            session.execute(insert(SqlTag.__table__), tag_rows)
         session.connection().execute(set_status, status_rows)

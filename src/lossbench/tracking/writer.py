@@ -5,8 +5,9 @@ API, in few calls per run.
   carries the sweep id tag ``lossbench.sweep_id``.
 - A run is created RUNNING with its tags, config artifacts and dataset inputs when its
   training starts (``create_run``, ``log_inputs``: see :mod:`lossbench.tracking.datasets`); when it ends, its params, metrics and result tags go in one ``log_batch``
-  (split only where MLflow's per-call limits demand), and ``set_terminated`` closes it. A run
-  training in this process also writes its metrics every ``flush_every_n_epochs`` epochs.
+  (split only where MLflow's per-call limits demand), and ``set_terminated`` closes it. While
+  runs train, the metrics that have arrived are written every ``tracking.flush_every_s``
+  seconds (:meth:`Tracker.log_live`; see :mod:`lossbench.live`), and the rest when they end.
 - ``tracking.sql_batches=true`` writes a whole stack's runs to a SQL store in two transactions
   instead (:mod:`lossbench.tracking.sql_batches`), where the installed MLflow is one that path was
   verified against.
@@ -167,6 +168,11 @@ def batches(
         yield some_metrics, some_params, some_tags
 
 
+def flush_interval(value: Any) -> float | None:
+    """``tracking.flush_every_s`` as seconds, or ``None`` (null: no live writes)."""
+    return None if value is None else float(value)
+
+
 class Tracker:
     """Writes runs to one MLflow experiment. Construction does no I/O; the store and the
     experiment are created on first use."""
@@ -175,13 +181,14 @@ class Tracker:
         self,
         uri: str,
         experiment: str,
-        flush_every_n_epochs: int = 10,
+        flush_every_s: float | None = 5.0,
         sql_batches: bool = False,
         log_every_n_epochs: int = 1,
     ) -> None:
         self.uri = uri
         self.experiment = experiment
-        self.flush_every_n_epochs = flush_every_n_epochs
+        # live curves: metrics of training runs are written at most this often (None: at the end)
+        self.flush_every_s = flush_every_s
         self.log_every_n_epochs = log_every_n_epochs  # per-epoch values: every n-th and the last
         self.sql_batches = sql_batches  # ask for batched SQL writes (see module docstring)
         self._params: dict[str, dict[str, str]] = {}  # run -> params not yet written (API path)
@@ -195,7 +202,7 @@ class Tracker:
         return cls(
             uri or tracking_uri(tracking),
             str(tracking.get("experiment") or "lossbench"),
-            int(tracking.get("flush_every_n_epochs") or 0),
+            flush_interval(tracking.get("flush_every_s")),
             bool(tracking.get("sql_batches", False)),
             int(tracking.get("log_every_n_epochs") or 1),
         )
@@ -400,11 +407,43 @@ class Tracker:
             rows = metric_rows(series, {}, start, self.log_every_n_epochs, complete=False)
             self._log_batch(run_id, rows, {}, {})
 
-    def finish_runs(self, run_ids: Sequence[str], results: Sequence[RunResult]) -> None:
-        """Write the params, metrics and result tags of runs that have no metrics yet (one
-        stack's), then close them. A run that did not finish gets its error as
-        ``traceback.txt`` and its last line as a tag."""
-        metrics = [metric_rows(r.series, r.final, every=self.log_every_n_epochs) for r in results]
+    def log_live(
+        self,
+        run_ids: Sequence[str],
+        series: Sequence[Mapping[str, Sequence[float]]],
+        written: Sequence[int],
+    ) -> None:
+        """Write the per-epoch values that arrived while runs (one stack's) train: run i's
+        from epoch ``written[i]`` on; in one transaction on the SQL path."""
+        every = self.log_every_n_epochs
+        rows = [
+            metric_rows(s, {}, start, every, complete=False)
+            for s, start in zip(series, written, strict=True)
+        ]
+        with timed():
+            store = self._sql_store
+            if store is not None:
+                sql_batches.log_metrics(store, run_ids, rows)
+            else:
+                for run_id, run_rows in zip(run_ids, rows, strict=True):
+                    if run_rows:
+                        self._log_batch(run_id, run_rows, {}, {})
+
+    def finish_runs(
+        self,
+        run_ids: Sequence[str],
+        results: Sequence[RunResult],
+        written: Sequence[int] | None = None,
+    ) -> None:
+        """Write the params, metrics and result tags of runs (one stack's), then close them:
+        every epoch's metrics, or from epoch ``written[i]`` on for those :meth:`log_live`
+        wrote earlier. A run that did not finish gets its error as ``traceback.txt`` and its
+        last line as a tag."""
+        starts = written or [0] * len(results)
+        metrics = [
+            metric_rows(r.series, r.final, start, self.log_every_n_epochs)
+            for r, start in zip(results, starts, strict=True)
+        ]
         with timed():
             for run_id, result in zip(run_ids, results, strict=True):
                 if result.error:
@@ -418,6 +457,7 @@ class Tracker:
                     metrics,
                     [result_tags(r, run_id) for run_id, r in zip(run_ids, results, strict=True)],
                     [r.status for r in results],
+                    replace_latest=any(starts),
                 )
             else:
                 for run_id, run_metrics, result in zip(run_ids, metrics, results, strict=True):

@@ -1,0 +1,130 @@
+"""Live curves: a stack's workers send their epochs' rows to the sweep's process, which writes
+them every ``tracking.flush_every_s`` seconds, so that MLflow shows a RUNNING run's curves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from lossbench.live import LiveCurves, LiveRows, LiveSender
+from test_cli_reliability import command, runs, start, wait_for
+
+
+class _Recorder:
+    """A tracker that keeps what live curves write: (run ids, series copies, written)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[dict[str, list[float]]], list[int]]] = []
+
+    def log_live(
+        self,
+        run_ids: Sequence[str],
+        series: Sequence[Mapping[str, Sequence[float]]],
+        written: Sequence[int],
+    ) -> None:
+        copies = [{k: list(v) for k, v in s.items()} for s in series]
+        self.calls.append((list(run_ids), copies, list(written)))
+
+
+def _sent_and_flushed(curves: LiveCurves, token: int, batches: list[tuple[int, list]]) -> None:
+    """Send rows as a worker does (over the socket), then flush once they have arrived."""
+    sender = LiveSender(curves.target(token))
+    for first, rows in batches:
+        sender.first_epoch, sender.rows = first, rows
+        sender.send()
+    sender.close()
+    deadline = time.monotonic() + 10
+    while not curves.rows._arrived.get(token) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # a second batch may still be on its way
+    with curves.lock:
+        curves.flush()
+
+
+def test_rows_reach_the_right_runs_once_each_and_diverged_members_stop() -> None:
+    lock = threading.Lock()
+    curves = LiveCurves("127.0.0.1", 3600, lock)  # flushed by hand here
+    tracker = _Recorder()
+    try:
+        with lock:
+            curves.add(7, tracker, ["run-a", "run-b"])
+        epoch0 = [{"val/loss": 1.0}, {"val/loss": 2.0}]
+        epoch1 = [{"val/loss": 0.5}, None]  # run-b diverged in epoch 1
+        _sent_and_flushed(curves, 7, [(0, [epoch0]), (1, [epoch1])])
+        assert tracker.calls[-1] == (
+            ["run-a", "run-b"],
+            [{"val/loss": [1.0, 0.5]}, {"val/loss": [2.0]}],
+            [0, 0],
+        )
+        # the stack was lost and retried: its new attempt sends epochs 0 to 2 again
+        epoch2 = [{"val/loss": 0.25}, None]
+        _sent_and_flushed(curves, 7, [(0, [epoch0, epoch1, epoch2])])
+        assert tracker.calls[-1][1:] == (
+            [{"val/loss": [1.0, 0.5, 0.25]}, {"val/loss": [2.0]}],
+            [2, 1],
+        )
+        _sent_and_flushed(curves, 99, [(0, [epoch0])])  # a stack never added: dropped
+        with lock:
+            assert curves.remove(7) == [3, 1]  # epochs written: the rest is the stack's to write
+        _sent_and_flushed(curves, 7, [(3, [epoch2])])  # late rows of a recorded stack: dropped
+        assert len(tracker.calls) == 2
+    finally:
+        curves.close()
+
+
+def test_a_worker_that_cannot_reach_the_driver_trains_on() -> None:
+    rows = LiveRows()
+    target = rows.target(1, every_s=0)
+    rows.close()
+    sender = LiveSender(target)
+    sender(0, [{"val/loss": 1.0}])  # warns once, raises nothing
+    sender(1, [{"val/loss": 0.5}])
+    assert sender.broken
+
+
+@pytest.mark.slow
+def test_curves_grow_in_mlflow_while_stacks_train_and_ctrl_c_keeps_them(
+    tmp_path: Path, store_uri: str
+) -> None:
+    """Two stacks that would train for well over 20 s, one written through MLflow's API, one
+    in SQL batches: every run's val/loss history grows while it is RUNNING. Then Ctrl+C stops
+    the sweep: it exits 130, its runs and its parent run are KILLED, and the runs keep every
+    epoch written, each once."""
+    cmd = command(tmp_path, "live", "dataset.source.n_samples=200", "trainer.max_epochs=5000",
+                  "seed=0,1", "tracking.sql_batches=false,true", "tracking.flush_every_s=1",
+                  "hydra.launcher.n_jobs=2")  # fmt: skip
+    process = start(cmd, store_uri)
+    client = MlflowClient(store_uri)
+
+    def lengths() -> dict[str, int]:
+        return {
+            r.info.run_id: len(client.get_metric_history(r.info.run_id, "val/loss"))
+            for r in runs(store_uri, "live")
+            if r.info.status == "RUNNING"
+        }
+
+    try:
+        wait_for(lambda: len(lengths()) == 4 and min(lengths().values()) > 0)
+        first = lengths()
+        wait_for(lambda: all(n > first[run] for run, n in lengths().items()), timeout=30)
+        assert set(lengths()) == set(first)  # still RUNNING: their curves grew as they trained
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl+C sends to the terminal's foreground
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted by SIGINT" in stdout + stderr
+    recorded = {r.info.run_id: r for r in runs(store_uri, "live")}
+    assert {r.info.status for r in recorded.values()} == {"KILLED"}
+    assert {r.data.tags["lossbench.members"] for r in recorded.values()} == {"2"}  # two stacks
+    [parent] = runs(store_uri, "live", "sweep")
+    assert parent.info.status == "KILLED"
+    for run_id in first:
+        steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
+        assert steps == list(range(len(steps))) and len(steps) > first[run_id]
