@@ -93,7 +93,7 @@ class RayExecutor(StackExecutor):
         self.driver_host = self._driver_host()
         self._n_workers = self._size()
         self._task = ray.remote(_call)
-        self._refs: dict[Any, None] = {}  # outstanding tasks, for stop(kill=True)
+        self._refs: dict[Any, Future] = {}  # tasks in flight, for stop(kill=True)
         self._lock = threading.Lock()  # the refs change in Ray's callback thread too
         # Workers start and import torch while the jobs are composed (see wait_ready).
         self._warming = [self.submit(_warm) for _ in range(self._n_workers)]
@@ -128,27 +128,27 @@ class RayExecutor(StackExecutor):
         (its remote traceback as ``__cause__``), a lost worker as Ray's error (e.g.
         ``WorkerCrashedError``)."""
         name = getattr(fn, "__name__", "task")  # the worker's title: ray::train_stack
-        ref = self._task.options(num_cpus=self.num_cpus, max_retries=0, name=name).remote(
-            fn, *args, **kwargs
-        )
-        with self._lock:
-            self._refs[ref] = None
+        task = self._task.options(num_cpus=self.num_cpus, max_retries=0, name=name)
+        ref = task.remote(fn, *args, **kwargs)
         future: Future = Future()
-        future.set_running_or_notify_cancel()
+        with self._lock:
+            self._refs[ref] = future
 
         def done(ray_future: Future) -> None:
-            with self._lock:
-                self._refs.pop(ref, None)
             err = ray_future.exception()
-            if err is None:
-                future.set_result(ray_future.result())
-                return
             if isinstance(err, self._ray.exceptions.RayTaskError) and err.cause is not None:
                 # fn raised on the worker: the error itself; str(err) is Ray's message with
                 # the remote traceback
                 err.cause.__cause__ = _RemoteTraceback(str(err))
                 err = err.cause
-            future.set_exception(err)
+            with self._lock:
+                self._refs.pop(ref, None)
+                if future.cancelled():  # by stop(kill=True): nobody waits for it any more
+                    return
+                if err is None:
+                    future.set_result(ray_future.result())
+                else:
+                    future.set_exception(err)
 
         ref.future().add_done_callback(done)
         return future
@@ -175,7 +175,9 @@ class RayExecutor(StackExecutor):
         first, ending their worker processes."""
         if kill:
             with self._lock:
-                refs = list(self._refs)
+                refs, self._refs = self._refs, {}
+                for future in refs.values():
+                    future.cancel()
             for ref in refs:
                 self._ray.cancel(ref, force=True)
         self._ray.shutdown()
