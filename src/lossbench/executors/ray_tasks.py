@@ -159,15 +159,17 @@ class RayExecutor(StackExecutor):
         return self
 
     def wait_ready(self) -> None:
-        """Wait until every worker has imported what training needs; a cluster whose workers
-        cannot import lossbench is an error."""
+        """Wait until every worker has imported what training needs; workers that cannot
+        (lossbench missing on a node, say: Ray's RaySystemError) are an error."""
         try:
             for future in self._warming:
                 future.result()
-        except ImportError as err:
+        except Exception as err:  # noqa: BLE001 (whatever it is, no stack could train)
+            first = (str(err).strip().splitlines() or [""])[0]
             raise ConfigError(
-                f"the Ray cluster at {self.address!r} cannot import lossbench's training "
-                f"({err}): install lossbench on every node, in the Python its workers run"
+                f"the workers of the Ray cluster at {self.address!r} cannot import lossbench's "
+                f"training ({type(err).__name__}: {first}): install lossbench on every node, "
+                "in the Python its workers run"
             ) from None
 
     def stop(self, kill: bool) -> None:
