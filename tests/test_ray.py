@@ -261,17 +261,35 @@ def test_a_task_too_big_for_any_node_is_an_error_before_training(
     assert recorded(store_uri, "test-ray-too-big") == ([], [])  # nothing was recorded
 
 
-def test_ray_executor_options_are_checked_before_connecting() -> None:
-    """A bad num_cpus, or an address where no cluster listens, fails at once, naming it."""
+def test_ray_executor_options_are_checked_before_connecting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad num_cpus, a missing Ray, an address where no cluster listens, or ``auto`` when
+    the latest cluster started here is gone fails at once, saying which and what to do."""
     with pytest.raises(ConfigError, match=r"hydra\.launcher\.ray\.num_cpus=0 must be"):
         RayExecutor(num_cpus=0)
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+        with pytest.raises(
+            ConfigError, match=r"executor=ray needs Ray: pip install -e '\.\[ray\]'"
+        ):
+            RayExecutor()
     address = f"127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(
         ConfigError, match=f"no Ray cluster at hydra.launcher.ray.address='{address}'"
     ):
         RayExecutor(address=address)
-    assert time.monotonic() - start < 5  # not Ray's minutes of retries
+    # a cluster killed rather than stopped leaves its address where "auto" looks
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(address)
+    with pytest.raises(
+        ConfigError, match=f"no Ray cluster at address='auto' \\({address}, the latest"
+    ):
+        RayExecutor()
+    assert time.monotonic() - start < 10  # not Ray's minutes of retries
 
 
 def test_slurm_launcher_config_composes_for_submitit(make_spec) -> None:  # noqa: ANN001

@@ -48,9 +48,9 @@ def _warm() -> None:
         importlib.import_module(module)
 
 
-def _reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail at once, naming the address, where nothing listens at ``host:port`` (``ray.init``
-    would retry for minutes)."""
+def _reachable(address: str, named: str, timeout: float = 5.0) -> None:
+    """Fail at once, with the address as ``named`` (where it was set), where nothing listens at
+    ``host:port`` (``ray.init`` would retry for minutes)."""
     hostport = address.removeprefix("ray://")
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():
@@ -59,9 +59,24 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
         raise ConfigError(
-            f"no Ray cluster at hydra.launcher.ray.address={address!r} ({err}); start one with "
+            f"no Ray cluster at {named} ({err}); start one with "
             "`ray start --head`, or give the address of yours (host:port, or $RAY_ADDRESS)"
         ) from None
+
+
+def _latest_local_cluster() -> tuple[str, str] | None:
+    """Where ``auto`` points: the address of the latest cluster started on this machine, as
+    ``ray start`` records it (ray.init's docs: ``/tmp/ray/ray_current_cluster``, under
+    ``$RAY_TMPDIR`` or ``$TMPDIR`` if set), with that file's path; None if there is none. A
+    cluster killed rather than stopped leaves it behind, and ray.init would retry for minutes."""
+    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    path = os.path.join(tmp, "ray", "ray_current_cluster")
+    try:
+        with open(path) as file:
+            address = file.read().strip()
+    except OSError:
+        return None
+    return (address, path) if address else None
 
 
 class RayExecutor(StackExecutor):
@@ -78,17 +93,22 @@ class RayExecutor(StackExecutor):
             import ray
         except ImportError:
             raise ConfigError(
-                f"hydra.launcher.executor=ray needs Ray: {INSTALL_HINT} (or pip install ray)"
+                f"hydra.launcher.executor=ray needs Ray: {INSTALL_HINT} (-c constraints.txt pins it)"
             ) from None
         self._ray = ray
         self.num_cpus = num_cpus
-        self.address = address or os.environ.get("RAY_ADDRESS") or "auto"
-        _reachable(self.address)
+        env = os.environ.get("RAY_ADDRESS")
+        self.address = address or env or "auto"
+        where = "hydra.launcher.ray.address" if address else "$RAY_ADDRESS" if env else "address"
+        _reachable(self.address, f"{where}={self.address!r}")
+        if self.address == "auto" and (latest := _latest_local_cluster()) is not None:
+            named = f"address='auto' ({latest[0]}, the latest cluster started here: {latest[1]})"
+            _reachable(latest[0], named)
         try:
             ray.init(address=self.address)
-        except ConnectionError as err:
+        except ConnectionError as err:  # e.g. "auto" with no cluster started on this machine
             raise ConfigError(
-                f"no Ray cluster reachable at hydra.launcher.ray.address={self.address!r}: {err}"
+                f"no Ray cluster reachable at {where}={self.address!r}: {err}"
             ) from None
         self.driver_host = self._driver_host()
         self._n_workers = self._size()
