@@ -19,8 +19,9 @@ seeds, 50 epochs) recorded through the server (the API over HTTP), then straight
 PostgreSQL database with ``tracking.sql_batches=true``; its launcher's ``mlflow_seconds`` (time
 in MLflow calls) per run.
 
-It prints metric rows/s and runs/s for each, the CPU seconds the clients, the MLflow server and
-PostgreSQL spent (where the load is), and the load average before it starts. Clients, server and
+It prints metric rows/s and runs/s for each, each call's mean time as its client waited for it,
+the CPU seconds the clients, the MLflow server and PostgreSQL spent (where the load is), the CPU
+other processes used meanwhile, and the load average before it starts. Clients, server and
 database share this machine's cores: on 2 cores the figures are what one small box takes, the
 clients' own CPU included.
 
@@ -92,7 +93,7 @@ def _dataset_inputs() -> list[Any]:
 def client_main(uri: str, experiment_id: str, phase: str, seconds: float, barrier: Any,
                 results: Any, index: int) -> None:  # fmt: skip
     """One client process: set up, wait for the others, write for ``seconds``, report
-    (operations, metric rows, start, end, CPU seconds)."""
+    (operations, metric rows, start, end, CPU seconds, {call: [count, seconds]})."""
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # a line per run otherwise
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
@@ -105,6 +106,16 @@ def client_main(uri: str, experiment_id: str, phase: str, seconds: float, barrie
     run_id = client.create_run(experiment_id, run_name=f"rows-{index}").info.run_id
     timestamp = int(time.time() * 1000)
     ops = rows = 0
+    calls: dict[str, list[float]] = {}  # call -> [count, seconds]
+
+    def call(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        out = fn(*args, **kwargs)
+        calls.setdefault(name, [0, 0.0])
+        calls[name][0] += 1
+        calls[name][1] += time.perf_counter() - began
+        return out
+
     barrier.wait()
     cpu, start = time.process_time(), time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -112,22 +123,25 @@ def client_main(uri: str, experiment_id: str, phase: str, seconds: float, barrie
             first = ops * BATCH
             values = [Metric(f"m{j % 8}", j * 0.5, timestamp, j // 8)
                       for j in range(first, first + BATCH)]  # fmt: skip
-            client.log_batch(run_id, metrics=values)
+            call("log_batch", client.log_batch, run_id, metrics=values)
             rows += BATCH
         elif phase == "runs":
-            run = client.create_run(experiment_id, run_name=f"c{index}-{ops}", tags=tags)
-            client.set_terminated(run.info.run_id)
+            run = call("create_run", client.create_run, experiment_id, run_name=f"c{index}-{ops}",
+                       tags=tags)  # fmt: skip
+            call("set_terminated", client.set_terminated, run.info.run_id)
         else:
-            run = client.create_run(experiment_id, run_name=f"c{index}-{ops}", tags=tags)
+            run = call("create_run", client.create_run, experiment_id, run_name=f"c{index}-{ops}",
+                       tags=tags)  # fmt: skip
             values = [Metric(key, 0.5, timestamp, epoch)
                       for epoch in range(EPOCHS) for key in EPOCH_KEYS]  # fmt: skip
             values += [Metric(key, 0.5, timestamp, EPOCHS - 1) for key in FINAL_KEYS]
-            client.log_inputs(run.info.run_id, inputs)
-            client.log_batch(run.info.run_id, metrics=values, params=params, tags=result_tags)
-            client.set_terminated(run.info.run_id)
+            call("log_inputs", client.log_inputs, run.info.run_id, inputs)
+            call("log_batch", client.log_batch, run.info.run_id, metrics=values, params=params,
+                 tags=result_tags)  # fmt: skip
+            call("set_terminated", client.set_terminated, run.info.run_id)
             rows += len(values)
         ops += 1
-    results.put((ops, rows, start, time.perf_counter(), time.process_time() - cpu))
+    results.put((ops, rows, start, time.perf_counter(), time.process_time() - cpu, calls))
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
@@ -204,6 +218,15 @@ def run_phase(
         "rows_per_second": round(rows / wall, 1),
         "client_cpu_seconds": round(sum(r[4] for r in reports), 2),
         "other_processes_cores": round(others.cores, 3),
+        "ms_per_call": {  # each call's mean wall time, as its client waited for it
+            name: round(
+                1000
+                * sum(r[5][name][1] for r in reports if name in r[5])
+                / sum(r[5][name][0] for r in reports if name in r[5]),
+                1,
+            )
+            for name in sorted({name for r in reports for name in r[5]})
+        },
     }
     for name in servers:
         used = sum(t - before[name].get(pid, 0.0) for pid, t in after[name].items())
@@ -289,6 +312,8 @@ def main() -> int:
                       f"{r['mlflow_server_cpu_seconds']:.1f}, PostgreSQL "
                       f"{r['postgres_cpu_seconds']:.1f}; other processes "
                       f"{r['other_processes_cores']:.2f} cores)", flush=True)  # fmt: skip
+                print("    ms per call: " + ", ".join(f"{name} {ms:.0f}"
+                                                    for name, ms in r["ms_per_call"].items()))  # fmt: skip
         if args.sweep:
             database = f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{pg_port}/mlflow"
             for uri, sql_batches, name, what in (
