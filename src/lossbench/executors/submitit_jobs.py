@@ -11,6 +11,7 @@ submission, pickles and logs, without SLURM; the tests use it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import psutil
 import submitit
 from submitit.core.utils import UncompletedJobError
 
@@ -240,6 +242,9 @@ class SlurmExecutor(StackExecutor):
         self._watcher.join(timeout=10)
         with self._lock:
             jobs, self._jobs = dict(self._jobs), {}
+        # a local job's task can outlive its controller: one that gets the cancel signal while
+        # it is still starting the task does not pass it on (submitit's race)
+        tasks = _local_tasks(jobs) if kill and self.cluster == "local" else []
         for job, future in jobs.items():
             if kill:
                 try:
@@ -248,9 +253,22 @@ class SlurmExecutor(StackExecutor):
                     log.warning("Could not cancel job %s: %s", job.job_id, err)
             future.cancel()
         # a local job's controller stops its task within a second or so: wait for that, so
-        # that no training outlives the sweep's process
+        # that no training outlives the sweep's process; then end any task left
         deadline = time.monotonic() + 10
         while self.cluster == "local" and kill and time.monotonic() < deadline:
             if all(job.done() for job in jobs):
                 break
             time.sleep(0.1)
+        _, alive = psutil.wait_procs(tasks, timeout=2)
+        for task in alive:
+            with contextlib.suppress(psutil.Error):
+                task.kill()
+
+
+def _local_tasks(jobs: Any) -> list[psutil.Process]:
+    """The processes under local jobs' controllers (a local job's id is its controller's pid)."""
+    tasks = []
+    for job in jobs:
+        with contextlib.suppress(psutil.Error, ValueError):
+            tasks += psutil.Process(int(job.job_id)).children(recursive=True)
+    return tasks
