@@ -9,9 +9,11 @@ Used by lossbench's Hydra launcher (``hydra/launcher=lossbench``, the default):
    differ only in their recipe) are grouped into stacks (one Lightning fit each, members
    trained as one batched model), sized so that every worker stays busy to the end
    (:func:`plan_stacks`);
-4. stacks train in worker processes (one torch thread each) while this process, the only MLflow
-   writer, records each run: RUNNING when its stack is handed to the workers, metrics and status
-   when it ends.
+4. stacks train on an executor's workers (:mod:`lossbench.executors`: local processes, Ray
+   tasks or SLURM jobs; one torch thread each) while this process, the only MLflow writer,
+   records each run: RUNNING when its stack is handed to the workers, its curves as they
+   arrive (:mod:`lossbench.live`), the rest and its status when it ends; a lost stack is
+   submitted again as often as its executor says.
 
 Steps 2 to 4 are :func:`run_sweep`, which ``lossbench-claims`` calls too.
 
