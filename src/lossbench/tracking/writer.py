@@ -402,10 +402,9 @@ class Tracker:
     def log_epochs(
         self, run_id: str, series: Mapping[str, Sequence[float]], start: int = 0
     ) -> None:
-        """Write per-epoch values from epoch ``start`` on, batched (step = epoch)."""
-        with timed():
-            rows = metric_rows(series, {}, start, self.log_every_n_epochs, complete=False)
-            self._log_batch(run_id, rows, {}, {})
+        """Write one training run's per-epoch values from epoch ``start`` on (see
+        :meth:`log_live`)."""
+        self.log_live([run_id], [series], [start])
 
     def log_live(
         self,
@@ -467,16 +466,8 @@ class Tracker:
 
     def finish_run(self, run_id: str, result: RunResult, written_epochs: int = 0) -> None:
         """Write what is left of a run's metrics (``written_epochs`` epochs were written by
-        :meth:`log_epochs`) and its final ones, then close it."""
-        if written_epochs == 0:
-            self.finish_runs([run_id], [result])
-            return
-        with timed():
-            if result.error:
-                self._log_traceback(run_id, result.error)
-            self._log_model(run_id, result)
-            rows = metric_rows(result.series, result.final, written_epochs, self.log_every_n_epochs)
-            self._finish(run_id, rows, result)
+        :meth:`log_epochs`) and its final ones, then close it (see :meth:`finish_runs`)."""
+        self.finish_runs([run_id], [result], [written_epochs])
 
     def _finish(self, run_id: str, rows: list[MetricRow], result: RunResult) -> None:
         """One log_batch of what is left to write, then set_terminated."""
