@@ -91,8 +91,8 @@ class LiveSender:
 class LiveRows:
     """The driver's end: accepts workers' connections and collects their rows by token.
 
-    :meth:`take` returns (and forgets) everything that arrived since the last call. Rows of
-    tokens not :meth:`expect`-ed (stacks already recorded) are dropped."""
+    :meth:`take` returns (and forgets) everything that arrived since the last call; the caller
+    drops rows of stacks it has recorded already."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.authkey = secrets.token_bytes(16)
@@ -101,26 +101,13 @@ class LiveRows:
         self.host = host
         self.port = int(self.listener.address[1])
         self._lock = threading.Lock()
-        self._expected: set[int] = set()
         self._arrived: dict[int, list[tuple[int, list[list[MemberRow]]]]] = {}
         self._closed = False
         threading.Thread(target=self._accept, name="lossbench-live", daemon=True).start()
 
     def target(self, token: int, every_s: float = SEND_EVERY_S) -> LiveTarget:
         """What a stack's task needs to send its rows, tagged with ``token``."""
-        self.expect(token)
         return LiveTarget(self.host, self.port, self.authkey, token, every_s)
-
-    def expect(self, token: int) -> None:
-        """Accept rows for ``token`` from now on."""
-        with self._lock:
-            self._expected.add(token)
-
-    def forget(self, token: int) -> None:
-        """Drop ``token``'s rows from now on (its stack is recorded)."""
-        with self._lock:
-            self._expected.discard(token)
-            self._arrived.pop(token, None)
 
     def take(self) -> dict[int, list[tuple[int, list[list[MemberRow]]]]]:
         """Rows that arrived since the last call: token -> [(first epoch, rows)]."""
@@ -146,8 +133,7 @@ class LiveRows:
                 except (EOFError, OSError):
                     return
                 with self._lock:
-                    if token in self._expected:
-                        self._arrived.setdefault(token, []).append((first_epoch, rows))
+                    self._arrived.setdefault(token, []).append((first_epoch, rows))
 
     def close(self) -> None:
         """Stop listening."""
@@ -211,7 +197,6 @@ class LiveCurves:
     def remove(self, token: int) -> list[int] | None:
         """Stack ``token`` has ended: how many epochs of each run were written (the rest is
         for the caller to write), or ``None`` if it was never added. Call holding ``lock``."""
-        self.rows.forget(token)
         training = self._training.pop(token, None)
         return None if training is None else training.written
 
