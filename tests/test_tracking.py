@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -325,3 +326,32 @@ def test_a_bad_flush_every_s_is_refused_before_training(make_spec, value: str, s
 
     with pytest.raises(ConfigError, match=rf"tracking\.flush_every_s={shown}.*>= 0.*or null"):
         check_run(make_spec([f"tracking.flush_every_s={value}"]))
+
+
+@pytest.mark.parametrize("sql", [False, True])
+def test_a_dataset_added_by_another_writer_meanwhile_is_written_again(
+    store_uri: str, sql: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sweeps writing the same dataset into one experiment at once: MLflow's lookup-then-
+    insert of the dataset breaks its unique constraint in one of them. That write is rolled
+    back and made once more; the run is created with its inputs (seen in a parallel-writers run)."""
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(store_uri, "duplicate-dataset", sql_batches=sql)
+    target = (sql_batches, "create_runs") if sql else (tracker.client, "log_inputs")
+    real, calls = getattr(*target), []
+
+    def once_a_duplicate(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                "datasets.name, datasets.digest"
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(*target, once_a_duplicate)
+    run_id = tracker.start_run(spec(), FACTS)
+    assert len(calls) == 2
+    run = MlflowClient(store_uri).get_run(run_id)
+    assert run.info.status == "RUNNING" and len(run.inputs.dataset_inputs) == 3

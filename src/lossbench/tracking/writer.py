@@ -21,9 +21,9 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
 from lossbench.interrupts import Interrupted
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # MLflow's limits for one log_batch call
 MAX_METRICS_PER_BATCH = 1000
@@ -166,6 +167,22 @@ def batches(
         )
         some_metrics, metrics = metrics[:room], metrics[room:]
         yield some_metrics, some_params, some_tags
+
+
+def once_more_if_duplicate(write: Callable[[], T]) -> T:
+    """Run a write that adds datasets, once more if another writer added one of them first.
+
+    MLflow's store looks an experiment's dataset up, then inserts it if missing (as does
+    :func:`sql_batches.create_runs`): two sweeps writing the same dataset into one experiment
+    at the same moment can both miss it, and the second insert breaks the unique constraint
+    (experiment, name, digest). Its transaction is rolled back; the second try finds it."""
+    try:
+        return write()
+    except Exception as err:
+        if "unique constraint" not in str(err).lower():
+            raise
+        log.info("A dataset was added by another writer meanwhile; writing again (%s)", err)
+        return write()
 
 
 def flush_interval(value: Any) -> float | None:
@@ -366,8 +383,10 @@ class Tracker:
             try:
                 store = self._sql_store
                 if store is not None:
-                    created = sql_batches.create_runs(
-                        store, experiment_id, names, all_tags, params, inputs
+                    created = once_more_if_duplicate(
+                        lambda: sql_batches.create_runs(
+                            store, experiment_id, names, all_tags, params, inputs
+                        )
                     )
                     for (_, artifact_uri), files in zip(created, artifacts, strict=True):
                         sql_batches.write_artifacts(artifact_uri, files, self.uri)
@@ -379,7 +398,10 @@ class Tracker:
                         created.append((run.info.run_id, run.info.artifact_uri))
                         self._params[run.info.run_id] = run_params_
                         if inputs:
-                            self.client.log_inputs(run.info.run_id, datasets=inputs)
+                            run_id = run.info.run_id
+                            once_more_if_duplicate(
+                                lambda: self.client.log_inputs(run_id, datasets=inputs)  # noqa: B023
+                            )
                         write_artifacts(self.client, run.info.run_id, files)
             except BaseException as err:  # the caller never learns these ids: close them here
                 status = "KILLED" if isinstance(err, Interrupted) else "FAILED"
