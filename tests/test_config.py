@@ -177,7 +177,7 @@ def test_classification_loss_on_regression_data(make_spec) -> None:  # noqa: ANN
             ["model.hidden=[]"],
             "model.hidden=\\[\\] is empty: an MLP needs at least one hidden layer",
         ),
-        (["+trainer.bogus=1"], "unexpected keyword argument 'bogus'.*valid keys: .*max_epochs"),
+        (["+trainer.bogus=1"], "unknown key trainer.bogus=1.*Keys under trainer: .*max_epochs"),
         (
             ["trainer.accelerator=tpu"],
             "trainer.accelerator='tpu' cannot be used here .*; usable here: auto, cpu",
@@ -216,3 +216,52 @@ def test_run_spec_keeps_choices_and_overrides(make_spec) -> None:  # noqa: ANN00
     assert spec.choices["loss"] == "focal" and spec.seed == 3
     assert spec.overrides == ["loss=focal", "seed=3"]
     assert "hydra" not in spec.cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # the hint Hydra gives for `lr=0.1`: nothing reads a top-level lr
+        ("+lr=0.1", r"unknown key lr=0.1: nothing reads it.*Did you mean optimizer.lr=0.1\?"),
+        ("+optimizer.foo=1", r"unknown key optimizer.foo=1.*Keys under optimizer: amsgrad, .*lr"),
+        ("+optimizer.lrr=0.1", r"optimizer.lrr=0.1.*Did you mean optimizer.lr=0.1\?"),
+        ("+penalty.strenght=0.1", r"Did you mean penalty.strength=0.1\?"),
+        ("+tracking.flush_every=1", r"Did you mean tracking.flush_every_s=1\?"),
+        ("+dataset.source.nois=0.1", r"Did you mean dataset.source.noise=0.1\?"),
+        ("+scheduler.eta_mn=0.1", r"unknown key scheduler.eta_mn=0.1"),
+        ("+report.scientfic=optimizer", r"Did you mean report.scientific=optimizer\?"),
+        (
+            "+metrics.e={_target_: lossbench.metrics.ece, task: classification, nbins: 3}",
+            r"unknown key metrics.e.nbins=3.*Did you mean metrics.e.n_bins=3\?",
+        ),
+        (
+            "+trainer.callbacks=[{_target_: pytorch_lightning.callbacks.EarlyStopping, "
+            "monitor: val/loss, patiense: 3}]",
+            r"trainer.callbacks\[0\].patiense=3.*Did you mean trainer.callbacks\[0\].patience=3",
+        ),
+    ],
+)
+def test_unknown_keys_are_refused_with_the_closest_real_key(
+    make_spec, override: str, message: str
+) -> None:  # noqa: ANN001
+    spec = make_spec(["scheduler=cosine", override] if "scheduler." in override else [override])
+    with pytest.raises(ConfigError, match=message):
+        check_run(spec)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+metrics.e={_target_: lossbench.metrics.ece, task: classification, n_bins: 3}"],
+        ["optimizer=sgd", "+optimizer.nesterov=true", "optimizer.momentum=0.9"],
+        ["loss=focal", "+loss.alpha=0.25"],
+        ["experiment=demo"],
+        ["dataset=regression", "dataset.outlier_fraction=0.1", "loss=mse"],
+    ],
+)
+def test_keys_that_something_reads_are_accepted(make_spec, overrides: list[str]) -> None:  # noqa: ANN001
+    try:
+        spec = make_spec(overrides)
+    except ConfigCompositionException:  # '+' on a key the option already has
+        spec = make_spec([o.lstrip("+") for o in overrides])
+    check_run(spec)

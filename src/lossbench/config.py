@@ -18,6 +18,8 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from lossbench.config_keys import UnknownKey, check_known_keys
+
 if TYPE_CHECKING:
     from lossbench.data import SplitData
 
@@ -301,6 +303,13 @@ def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
 
     seen = {} if seen is None else seen
     cfg = spec.cfg
+    keys_key = _key("keys", cfg)
+    if keys_key not in seen:
+        try:
+            check_known_keys(cfg, CONF_DIR, GROUPS)
+        except UnknownKey as err:
+            raise ConfigError(str(err)) from None
+        seen[keys_key] = True
     check_seed(cfg)
     _check_int(cfg, "data_seed", 0)
     _check_int(cfg, "threads", 1)
