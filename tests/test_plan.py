@@ -56,6 +56,7 @@ def assert_each_job_once(stacks: list[list[int]], n_jobs: int) -> None:
 
 
 SEEDS_300 = [[f"seed={seed}"] for seed in range(300)]
+EARLY_STOPPING = "{_target_: pytorch_lightning.callbacks.EarlyStopping, monitor: val/loss}"
 
 
 def test_twenty_runs_on_two_workers_train_as_two_stacks_of_ten() -> None:
@@ -106,12 +107,14 @@ def test_runs_that_must_train_alone_stay_alone() -> None:
         ["scheduler=reduce_on_plateau", "seed=0"],  # reads the fit's metric
         ["scheduler=reduce_on_plateau", "seed=1"],
         ["+trainer.gradient_clip_val=1.0", "seed=0"],  # global norm over all members
+        [f"+trainer.callbacks=[{EARLY_STOPPING}]", "seed=0"],  # would stop every member at once
+        [f"+trainer.callbacks=[{EARLY_STOPPING}]", "seed=1"],
     ]
     specs = compose(jobs)
     for n_workers in (1, 2):
         stacks = plan(specs, n_workers=n_workers, alone={5})
         assert_each_job_once(stacks, len(jobs))
-        for job in (5, 6, 7, 8):
+        for job in (5, 6, 7, 8, 9, 10):
             assert [job] in stacks, (n_workers, stacks)
     assert plan(specs, n_workers=2, stack=False) == [[job] for job in range(len(jobs))]
 

@@ -160,6 +160,9 @@ class RecipeModule(pl.LightningModule):
         self._val: EpochRow = {}
         self._lr = torch.zeros(model.n_members)
         self.diverged_at = torch.full((model.n_members,), -1, dtype=torch.long)
+        # a run alone whose config has Lightning callbacks: each epoch's row goes to
+        # self.log too, where EarlyStopping, ModelCheckpoint, ... read it
+        self.log_epoch_metrics = False
 
     @property
     def latest_val(self) -> EpochRow:
@@ -304,6 +307,9 @@ class RecipeModule(pl.LightningModule):
         self.extra_row = {}
         row = {name: value.detach().cpu() for name, value in row.items()}
         self.history.append(row)
+        if self.log_epoch_metrics:  # one member (runs with callbacks train alone)
+            for name, value in row.items():
+                self.log(name, float(value[0]))
         if self.on_epoch_end is not None and bool(self.alive.any()):
             self.on_epoch_end(self.current_epoch, row, self.alive)
 

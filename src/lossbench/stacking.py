@@ -6,7 +6,8 @@ may differ in the whole recipe: seed, loss, penalty, optimizer (kind and hyperpa
 schedule. With ``by="seed_loss"`` only in seed and loss, as before recipe stacks existed.
 
 Something that couples members makes a run train alone: a schedule reading a metric of the
-whole fit (reduce_on_plateau), global-norm gradient clipping, a line-search optimizer (LBFGS).
+whole fit (reduce_on_plateau), global-norm gradient clipping, a line-search optimizer (LBFGS),
+Lightning callbacks from ``trainer.callbacks``.
 An optimizer lossbench cannot step per member (another class, or an option it does not know)
 stacks only with runs whose optimizer config is identical.
 
@@ -70,11 +71,14 @@ def per_member_schedule(node: Any) -> bool:
 
 
 def trains_alone(cfg: dict[str, Any]) -> bool:
-    """Whether something in a run couples stacked members, so it must train alone."""
+    """Whether something in a run couples stacked members, so it must train alone: also
+    ``trainer.callbacks``, which see the fit as a whole (an EarlyStopping would stop every
+    member of a stack at once)."""
     scheduler = cfg.get("scheduler") or {}
     return (
         scheduler.get("_target_") in COUPLED_SCHEDULES
         or cfg["trainer"].get("gradient_clip_val") is not None
+        or bool(cfg["trainer"].get("callbacks"))
         or cfg["optimizer"].get("_target_") in COUPLED_OPTIMIZERS
     )
 

@@ -68,11 +68,14 @@ def fit_members(
         metrics=build_metrics(first.get("metrics"), data.task),
     )
     datamodule = InMemoryDataModule(data, seeds, batch_rows(first["batch_size"], data))
-    callbacks = []
+    trainer_cfg, callbacks = config_callbacks(first["trainer"])
+    if callbacks:  # they watch Lightning's logged metrics: only runs alone have them
+        assert len(cfgs) == 1, "runs with trainer.callbacks train alone (stacking.trains_alone)"
+        module.log_epoch_metrics = True
     if Diagnostics.wanted(first.get("diagnostics")):
         x_train = torch.from_numpy(data.x_train)
         callbacks.append(Diagnostics(first["diagnostics"], x_train, data.summary()))
-    trainer: pl.Trainer = build_trainer(first["trainer"], callbacks=callbacks)
+    trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks=callbacks)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -91,6 +94,16 @@ def fit_members(
         if log_model and results[index].status == "FINISHED":
             results[index].model_files = save_member(model, member, data)
     return results
+
+
+def config_callbacks(trainer: dict[str, Any]) -> tuple[dict[str, Any], list[pl.Callback]]:
+    """The Trainer config without its ``callbacks``, and those callbacks built: they join
+    lossbench's own (a ``callbacks=`` keyword would replace the config's list)."""
+    trainer = dict(trainer)
+    nodes = trainer.pop("callbacks", None) or []
+    if isinstance(nodes, dict):  # Lightning takes one callback as well as a list
+        nodes = [nodes]
+    return trainer, [build(node) for node in nodes]
 
 
 def _canonical(node: Any) -> str:
