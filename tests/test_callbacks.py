@@ -50,7 +50,9 @@ def test_early_stopping_of_the_config_stops_each_run_where_its_own_metric_says(
 ) -> None:
     stopped = []
     for seed in range(3):
-        early = "{_target_: pytorch_lightning.callbacks.EarlyStopping, monitor: val/loss, patience: 3}"
+        early = (
+            "{_target_: pytorch_lightning.callbacks.EarlyStopping, monitor: val/loss, patience: 3}"
+        )
         spec = make_spec([*FAST, f"seed={seed}", f"+trainer.callbacks=[{early}]"])
         [result] = fit_members([spec.cfg])
         values = result.series["val/loss"]

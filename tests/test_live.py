@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -128,3 +129,50 @@ def test_curves_grow_in_mlflow_while_stacks_train_and_ctrl_c_keeps_them(
     for run_id in first:
         steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
         assert steps == list(range(len(steps))) and len(steps) > first[run_id]
+
+
+def slow_metric(probs: Any, target: Any) -> Any:
+    """A user metric that takes a while (as a costly one would): the end of each fit is slow,
+    so live rows cover every epoch before the stack's result arrives."""
+    time.sleep(0.3)
+    return (probs.argmax(-1) == target).float().mean(-1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sql", [False, True], ids=["api", "sql"])
+def test_the_last_epoch_is_written_once_when_live_rows_covered_it(
+    make_spec,
+    store_uri: str,
+    tmp_path: Path,
+    sql: bool,  # noqa: ANN001
+) -> None:
+    """flush_every_s=0 and log_every_n_epochs=3 over 5 epochs, with a slow metric: live writes
+    cover epochs 0-4 (writing 0 and 3), and the stack's end must still write epoch 4 (it was
+    lost: the "final" val/loss was epoch 3's, and repro said NOT REPRODUCED)."""
+    from lossbench.executors import make_executor
+    from lossbench.results import RunResult
+    from lossbench.sweep import check_specs, run_sweep
+
+    experiment = f"last-epoch-{'sql' if sql else 'api'}"
+    specs = [
+        make_spec([
+            "dataset.source.n_samples=200", "trainer.max_epochs=5", f"seed={seed}",
+            f"tracking.uri={store_uri}", f"tracking.experiment={experiment}",
+            "tracking.flush_every_s=0", "tracking.log_every_n_epochs=3",
+            f"tracking.sql_batches={str(sql).lower()}",
+            f"+metrics.slow={{_target_: {__name__}.slow_metric, task: classification}}",
+        ])
+        for seed in range(3)
+    ]  # fmt: skip
+    results: dict[int, RunResult] = {}
+    run_sweep(specs, check_specs(specs), tmp_path, make_executor(1), 1, results.__setitem__)
+    client = MlflowClient(store_uri)
+    recorded = runs(store_uri, experiment)
+    assert len(recorded) == 3
+    by_seed = {int(r.data.params["seed"]): r for r in recorded}
+    for seed, run in by_seed.items():
+        result = results[seed]
+        for name in ("val/loss", "train/loss"):
+            history = client.get_metric_history(run.info.run_id, name)
+            assert [m.step for m in history] == [0, 3, 4], name
+            assert run.data.metrics[name] == result.series[name][4]  # the final is epoch 4's

@@ -288,20 +288,29 @@ LONG = RunResult(
         (1, [], list(range(23))),
         (10, [], [0, 10, 20, 22]),
         (10, [10, 20], [0, 10, 20, 22]),  # live writes of the first 10 and 20 epochs, then the rest
+        # live writes that reached the last epoch before the run ended (a slow end of fit):
+        # the last epoch is off the grid, so the end writes it (it was lost)
+        (10, [10, 20, 23], [0, 10, 20, 22]),
+        (3, [1, 4, 23], [*range(0, 23, 3), 22]),
         (11, [], [0, 11, 22]),  # the last epoch is on the grid: written once
+        (11, [23], [0, 11, 22]),
         (50, [], [0, 22]),
     ],
 )
+@pytest.mark.parametrize("sql", [False, True], ids=["api", "sql"])
 def test_log_every_n_epochs_records_every_nth_epoch_and_the_last(
-    store_uri: str, every: int, flushes: list[int], steps: list[int]
+    store_uri: str, every: int, flushes: list[int], steps: list[int], sql: bool
 ) -> None:
     """tracking.log_every_n_epochs keeps every n-th epoch of each curve and always the last
-    one (the run's latest value), whether written at the end or partly while training."""
-    tracker = Tracker(store_uri, "log-every", log_every_n_epochs=every)
+    one (the run's latest value), each once, whether written at the end or partly while
+    training, on both write paths."""
+    tracker = Tracker(store_uri, "log-every", log_every_n_epochs=every, sql_batches=sql)
     run_id = tracker.start_run(spec(), {"task": "binary", "n_train": 10})
+    written = 0
     for n in flushes:
-        tracker.log_epochs(run_id, {k: v[:n] for k, v in LONG.series.items()}, start=n - 10)
-    tracker.finish_run(run_id, LONG, written_epochs=flushes[-1] if flushes else 0)
+        tracker.log_epochs(run_id, {k: v[:n] for k, v in LONG.series.items()}, start=written)
+        written = n
+    tracker.finish_run(run_id, LONG, written_epochs=written)
     client = MlflowClient(store_uri)
     history = client.get_metric_history(run_id, "train/loss")
     assert [m.step for m in history] == steps

@@ -137,15 +137,24 @@ def metric_rows(
     no series (test/*, time/*) at the last epoch's step.
 
     With ``every`` > 1 only epochs 0, every, 2*every, ... are written, and the last epoch of a
-    ``complete`` series (a run's whole history, not a live part of it)."""
+    ``complete`` series (a run's whole history, not a live part of it). A live part never
+    writes an epoch off that grid, so a complete series writes its last epoch when it is off
+    the grid, even below ``start``: each epoch is written once, by step, whatever the live
+    parts covered."""
     now = int(time.time() * 1000)
     last = max((len(v) for v in series.values()), default=1) - 1
     rows = [
         (name, float(value), now, step)
         for name, values in series.items()
         for step, value in enumerate(values[start:], start=start)
-        if step % every == 0 or (complete and step == len(values) - 1)
+        if step % every == 0
     ]
+    if complete:
+        rows += [
+            (name, float(values[-1]), now, len(values) - 1)
+            for name, values in series.items()
+            if values and (len(values) - 1) % every != 0
+        ]
     rows += [(k, float(v), now, last) for k, v in final.items() if k not in series]
     return rows
 
