@@ -99,5 +99,7 @@ def test_gradient_descent_coefficients_approach_ols(make_spec) -> None:  # noqa:
 def test_bad_diagnostics_are_clear_errors(make_spec) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="diagnostics.target=.* must be"):
         check_run(make_spec(["+diagnostics.target={metric: val/acc}"]))
-    with pytest.raises(ConfigError, match="unknown diagnostics \\['nope'\\]"):
+    with pytest.raises(
+        ConfigError, match="unknown key diagnostics.nope=True.*Keys under diagnostics: coefficients"
+    ):
         check_run(make_spec(["+diagnostics.nope=true"]))

@@ -180,7 +180,7 @@ def test_a_regression_metric_gets_predictions_in_data_units(make_spec, user_modu
         ("metrics.ece.every_epoch=sometimes",
          r"metrics.ece.every_epoch='sometimes' must be true or false"),
         ("+metrics.ece.bins=5",
-         r"metrics.ece \(lossbench.metrics.ece\) on binary outputs \(1, 8, 2\): .*'bins'"),
+         r"unknown key metrics.ece.bins=5: .*Did you mean metrics.ece.n_bins=5\?"),
     ],
     ids=["no-module", "no-function", "not-callable", "built-in-name", "no-task", "not-per-member",
          "bad-every-epoch", "bad-argument"],

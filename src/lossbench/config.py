@@ -357,11 +357,11 @@ def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
     lr = cfg["optimizer"].get("lr")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
         raise ConfigError(f"optimizer.lr={lr!r} must be a number > 0 ({_label(spec, 'optimizer')})")
-    schedule_key = _key("schedule", cfg["optimizer"], cfg.get("scheduler"), model_key,
-                        cfg["trainer"]["max_epochs"])  # fmt: skip
-    if schedule_key not in seen:
-        _check_schedule(spec, model)
-        seen[schedule_key] = True
+    recipe_key = _key("recipe", cfg["optimizer"], cfg.get("scheduler"), loss_key,
+                      cfg["trainer"]["max_epochs"])  # fmt: skip
+    if recipe_key not in seen:
+        _check_recipe(spec, data, model)
+        seen[recipe_key] = True
 
     metrics_key = _key("metrics", cfg.get("metrics"), data_key, model_key)
     if metrics_key not in seen:
@@ -393,18 +393,19 @@ def _check_loss(spec: RunSpec, data: SplitData, model: Any) -> None:
         loss = build(spec.cfg["loss"])
     except Exception as err:
         raise ConfigError(f"{_label(spec, 'loss')}: {_unwrap(err)}") from err
-    if data.task == "regression" and loss.kind == "classification":
+    if data.task == "regression" and getattr(loss, "kind", None) == "classification":
         raise ConfigError(
             f"{_label(spec, 'loss')} is a classification loss, but {_label(spec, 'dataset')} is a "
             f"regression task. Losses for regression: {', '.join(losses_of_kind('regression'))}"
         )
+    from lossbench.recipe_checks import check_loss
+
     x = torch.from_numpy(data.x_train[:4])
     y = torch.from_numpy(data.y_train[:4])
     try:
-        value = loss(model(x), y.expand(1, -1))
+        check_loss(loss, model(x), y.expand(1, -1))
     except Exception as err:
         raise ConfigError(f"{_label(spec, 'loss')} on {data.task} data: {_unwrap(err)}") from err
-    assert value.shape == (1,), value.shape
 
 
 def _check_metrics(spec: RunSpec, data: SplitData, model: Any) -> None:
@@ -442,18 +443,26 @@ def _check_metrics(spec: RunSpec, data: SplitData, model: Any) -> None:
             ) from err
 
 
-def _check_schedule(spec: RunSpec, model: Any) -> None:
-    """The optimizer builds on the model's parameters, and the scheduler on the optimizer."""
+def _check_recipe(spec: RunSpec, data: SplitData, model: Any) -> None:
+    """The optimizer builds on the plain model's parameters and takes a step with its closure,
+    and the schedule builds on it (:mod:`lossbench.recipe_checks`)."""
+    import torch
+
+    from lossbench.recipe_checks import check_optimizer, check_schedule
+
     cfg = spec.cfg
+    plain = model.member(0).train()
+    loss = build(cfg["loss"])
+    x = torch.from_numpy(data.x_train[:8])
+    y = torch.from_numpy(data.y_train[:8])
     try:
-        optimizer = build(cfg["optimizer"])(model.parameters())
+        factory = build(cfg["optimizer"])
+        optimizer = check_optimizer(factory, plain, lambda: loss(plain(x)[None], y[None])[0])
     except Exception as err:
         raise ConfigError(f"{_label(spec, 'optimizer')}: {_unwrap(err)}") from err
     if cfg.get("scheduler"):
         try:
-            build(cfg["scheduler"])(
-                optimizer, max_epochs=int(cfg["trainer"]["max_epochs"]), steps_per_epoch=1
-            )
+            check_schedule(build(cfg["scheduler"]), optimizer, int(cfg["trainer"]["max_epochs"]))
         except Exception as err:
             raise ConfigError(f"{_label(spec, 'scheduler')}: {_unwrap(err)}") from err
 
@@ -507,4 +516,7 @@ def build_trainer(node: Mapping[str, Any], **kwargs: Any) -> Any:
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Lightning's hint where SLURM is installed but the fit was not started by srun: lossbench
+    # submits its own jobs (hydra.launcher.executor=slurm), and each fit trains on one device
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
     return build(node, **kwargs)

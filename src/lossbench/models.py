@@ -171,6 +171,11 @@ class StackedMLP(nn.Module):
                     nn.init.normal_(w, 0.0, init_std, generator=gen)
                 nn.init.zeros_(b)
 
+    def layer_parameters(self) -> list[nn.Parameter]:
+        """The stacked parameters in the plain model's order: each layer's weight, then its
+        bias (``nn.Sequential`` of ``nn.Linear``: what an optimizer of one member sees)."""
+        return [p for pair in zip(self.weights, self.biases, strict=True) for p in pair]
+
     def weight_matrices(self) -> list[Tensor]:
         """The stacked weight matrices, first layer first (biases excluded)."""
         return list(self.weights)

@@ -163,6 +163,9 @@ class RecipeModule(pl.LightningModule):
         # a run alone whose config has Lightning callbacks: each epoch's row goes to
         # self.log too, where EarlyStopping, ModelCheckpoint, ... read it
         self.log_epoch_metrics = False
+        self._objectives = torch.zeros(model.n_members)
+        self._evaluated: tuple[int, int] | None = None  # (epoch, batch) last counted
+        self._norm_step = -1  # the optimizer step whose gradient norm was counted
 
     @property
     def latest_val(self) -> EpochRow:
@@ -228,8 +231,11 @@ class RecipeModule(pl.LightningModule):
     # -- Lightning hooks -------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
-        """Bind the optimizer to the stacked parameters; build the schedule for this fit."""
-        optimizer = self.optimizer_factory(self.parameters())
+        """Bind the optimizer to the stacked parameters (in the plain model's order: each
+        layer's weight, then its bias); build the schedule for this fit."""
+        optimizer = self.optimizer_factory(self.model.layer_parameters())
+        if hasattr(optimizer, "objectives"):  # a StackedOptimizer's per-member optimizers
+            optimizer.objectives = self.member_objectives
         if self.scheduler_factory is None:
             return optimizer
         max_epochs = int(self.trainer.max_epochs or 1)
@@ -237,10 +243,15 @@ class RecipeModule(pl.LightningModule):
         schedules = self.scheduler_factory(
             optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch
         )
-        if isinstance(schedules, dict):
-            self._monitor = schedules.get("monitor")
-            return {"optimizer": optimizer, "lr_scheduler": schedules}
-        return [optimizer], schedules
+        configs = [schedules] if isinstance(schedules, dict) else list(schedules)
+        self._monitor = next((c["monitor"] for c in configs if c.get("monitor")), None)
+        if len(configs) == 1:
+            return {"optimizer": optimizer, "lr_scheduler": configs[0]}
+        return [optimizer], configs
+
+    def member_objectives(self) -> Tensor:
+        """Each member's objective (loss + penalty) at the latest evaluation, ``[K]``."""
+        return self._objectives
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
         """Step a schedule as Lightning does: also the members' own schedules of a stack
@@ -266,20 +277,28 @@ class RecipeModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """Sum of the members' losses: its gradient is each member's own gradient. Diverged
-        members contribute nothing."""
+        members contribute nothing. An optimizer that evaluates its closure again at the same
+        batch (a line search) does not count that evaluation in train/loss."""
         x, y = batch
         losses = self.member_losses(self.model(x), y)
         penalty = member_penalty(self.model.weight_matrices(), self.penalties)
         objective = losses if penalty is None else losses + penalty
-        self._mark_diverged(torch.isfinite(objective.detach()))
+        self._objectives = objective.detach()
+        self._mark_diverged(torch.isfinite(self._objectives))
         alive = self.alive
-        self.last_step_losses = losses.detach()
-        self._sums["train/loss"] += torch.where(alive, losses.detach(), 0.0)
-        self._steps += 1
+        if (self.current_epoch, batch_idx) != self._evaluated:
+            self._evaluated = (self.current_epoch, batch_idx)
+            self.last_step_losses = losses.detach()
+            self._sums["train/loss"] += torch.where(alive, losses.detach(), 0.0)
+            self._steps += 1
         return torch.where(alive, objective, 0.0).sum()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Accumulate each member's gradient norm (over all its parameters)."""
+        """Accumulate each member's gradient norm (over all its parameters), once per
+        optimizer step (Lightning calls this after each evaluation of the closure)."""
+        if self._norm_step == self.trainer.global_step:
+            return
+        self._norm_step = self.trainer.global_step
         squares = [
             p.grad.square().flatten(1).sum(1) for p in self.parameters() if p.grad is not None
         ]

@@ -137,6 +137,51 @@ def warmup_cosine(
     return _config(sched.LambdaLR(optimizer, lr_lambda=factor), "step")
 
 
+class WarmupStableDecay:
+    """Factor of the base rate at a step: linear warm-up to 1 over ``warmup`` steps, 1 until
+    ``decay_start``, then linear decay to ``final`` at ``total`` (a class, not a closure:
+    picklable, as a schedule's state must be)."""
+
+    def __init__(self, warmup: int, decay_start: int, total: int, final: float) -> None:
+        self.warmup, self.decay_start, self.total, self.final = warmup, decay_start, total, final
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if step < self.decay_start:
+            return 1.0
+        progress = min(1.0, (step - self.decay_start) / max(1, self.total - self.decay_start))
+        return 1.0 + (self.final - 1.0) * progress
+
+
+def wsd(
+    optimizer: Optimizer,
+    *,
+    max_epochs: int,
+    steps_per_epoch: int,
+    warmup_fraction: float = 0.05,
+    decay_fraction: float = 0.2,
+    final_factor: float = 0.0,
+) -> SchedulerConfig:
+    """Warmup-stable-decay, per step: a linear warm-up over ``warmup_fraction`` of the steps, the
+    base rate, then a linear decay to ``final_factor`` times it over the last
+    ``decay_fraction``. Written as a user would write a schedule of their own: the signature
+    every schedule has, torch's ``LambdaLR``, and the Lightning scheduler config it returns."""
+    if not (
+        warmup_fraction >= 0.0 and decay_fraction >= 0.0 and warmup_fraction + decay_fraction <= 1.0
+    ):
+        raise ValueError(
+            f"scheduler.warmup_fraction={warmup_fraction} and decay_fraction={decay_fraction} must "
+            "be >= 0 with a sum <= 1"
+        )
+    total = max(1, max_epochs * steps_per_epoch)
+    warmup = round(warmup_fraction * total)
+    decay_start = total - round(decay_fraction * total)
+    factor = WarmupStableDecay(warmup, decay_start, total, float(final_factor))
+    scheduler = sched.LambdaLR(optimizer, lr_lambda=factor)
+    return {"scheduler": scheduler, "interval": "step", "frequency": 1}
+
+
 def onecycle(
     optimizer: Optimizer,
     *,

@@ -1,22 +1,24 @@
-"""One optimizer for a stack whose members differ in their recipe: optimizer kind, learning
-rate and other hyperparameters, and schedule.
+"""One optimizer for a stack: each member steps with its own recipe (optimizer class, learning
+rate and other hyperparameters, schedule), exactly as the plain model would alone.
 
-Each member steps exactly as ``torch.optim`` steps it when it trains alone (the single-tensor
-updates of SGD, RMSprop, Adagrad, Adam/AdamW and NAdam, written once with a column of
-hyperparameters per member), up to float rounding: within 1e-5 relative over a run, tested
-against training alone in ``tests/test_recipe_stacks.py``.
+Two ways to step a member, chosen per recipe (:attr:`Recipe.vectorized`):
 
-Hyperparameters and schedules are not re-implemented: each distinct recipe gets a *shadow*
-``torch.optim`` optimizer on a dummy parameter, built from the member's own config, and the
-member's own ``lossbench.optim`` schedule steps that shadow. At every step the stacked update
-reads each member's current lr (and momentum or betas, which OneCycle cycles) from its shadow,
-so defaults, validation and every schedule behave as they do alone.
+- **vectorized** (SGD, RMSprop, Adagrad, Adam/AdamW, NAdam with the options
+  :mod:`lossbench.stacked_updates` implements): one update for a whole group of members, a
+  column of hyperparameters per member. Each distinct recipe gets a *shadow* ``torch.optim``
+  optimizer on a dummy parameter, built from its config, which its own schedule steps: at
+  every step the update reads each member's current lr (and momentum or betas, which
+  OneCycle cycles) from its shadow, so defaults, validation and schedules behave as alone.
+- **per member** (any other optimizer: Adafactor, Muon, a user's class): each member has its
+  own instance of its optimizer, over views of its rows of the stack that look exactly like
+  the plain model's parameters (weights ``[out, in]``, biases ``[out]``, layer by layer), so
+  anything it computes over a whole tensor (a norm, a factored moment, an orthogonalization)
+  sees that member alone. Its schedule steps that instance. Its ``step`` gets a closure: the
+  first call returns the member's loss of this step (the gradients are in place); a further
+  call evaluates the stack again at the current weights (an optimizer that re-evaluates, such
+  as a line search, costs a whole stack's step per call).
 
-Members are grouped by update and options (SGD with Nesterov momentum, AdamW, ...): a group's
-update is a handful of tensor ops on its rows of one ``[K, P]`` buffer, of which the parameters
-are views, whatever the number of layers, with a column of hyperparameters (one value per
-member). Each update does its arithmetic in torch's order (``addcdiv(p, a, b, value=v)`` is
-``p + v * a / b``), so members round as they do alone.
+The parameters and their gradients are views of two ``[K, P]`` buffers (members are rows).
 """
 
 from __future__ import annotations
@@ -31,258 +33,71 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-Hyper = dict[str, Tensor]  # hyperparameter -> one value per member of a group, [k, 1]
-State = dict[str, Tensor]  # a group's optimizer state, [k, P] tensors
-Flags = frozenset[str]  # the options on in a group, e.g. {"momentum", "nesterov"}
-Update = Callable[[Tensor, Tensor, State, Hyper, int, Flags], Tensor]
+from lossbench.stacked_updates import VectorGroup, variant
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """What a member trains with: a ``torch.optim`` partial and a ``lossbench.optim``
-    schedule partial (``None``: a constant rate)."""
+    """What a member trains with: an optimizer partial (binds parameters), a
+    ``lossbench.optim``-style schedule partial (``None``: a constant rate), and whether
+    lossbench's vectorized update steps it (else its own instance per member)."""
 
     optimizer: Callable[[Iterable[Tensor]], Optimizer]
     scheduler: Callable[..., dict[str, Any]] | None = None
+    vectorized: bool = True
 
 
-def _kept(state: State, key: str, new: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
-    """``state[key]``, or ``new(like)`` at the first step (built only then)."""
-    return state[key] if key in state else new(like)
-
-
-def _signed(grad: Tensor, f: Flags) -> Tensor:
-    return -grad if "maximize" in f else grad
-
-
-def _l2(grad: Tensor, param: Tensor, h: Hyper, f: Flags) -> Tensor:
-    """``grad + weight_decay * param``: L2 weight decay, added to the gradient as torch does."""
-    return grad.addcmul(param, h["weight_decay"]) if "weight_decay" in f else grad
-
-
-def _sgd(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
-    g = _l2(_signed(g, f), p, h, f)
-    if "momentum" in f:
-        if "momentum_buffer" not in state:
-            buf = g.clone()
-        else:
-            buf = torch.addcmul(state["momentum_buffer"] * h["momentum"], g, h["1-dampening"])
-        state["momentum_buffer"] = buf
-        g = g.addcmul(buf, h["momentum"]) if "nesterov" in f else buf
-    return p.addcmul(g, -h["lr"])
-
-
-def _decay(p: Tensor, g: Tensor, h: Hyper, f: Flags) -> tuple[Tensor, Tensor]:
-    """Weight decay as Adam, AdamW and NAdam apply it: decoupled (the weights shrink by
-    ``1 - lr * weight_decay``) or L2 (added to the gradient)."""
-    if "decoupled" in f and "weight_decay" in f:
-        return p * (1 - h["lr_64"] * h["weight_decay_64"]).to(p.dtype), g
-    return p, _l2(g, p, h, f)
-
-
-def _moments(g: Tensor, state: State, h: Hyper) -> tuple[Tensor, Tensor]:
-    exp_avg = _kept(state, "exp_avg", torch.zeros_like, g).lerp(g, h["1-beta1"])
-    exp_avg_sq = _kept(state, "exp_avg_sq", torch.zeros_like, g) * h["beta2"]
-    exp_avg_sq = torch.addcmul(exp_avg_sq, g, g * h["1-beta2"])
-    state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
-    return exp_avg, exp_avg_sq
-
-
-def _adam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
-    p, g = _decay(p, _signed(g, f), h, f)
-    exp_avg, second = _moments(g, state, h)
-    step_size = (h["lr_64"] / (1 - h["beta1_64"] ** step)).to(p.dtype)
-    correction2 = (1 - h["beta2_64"] ** step).sqrt().to(p.dtype)
-    if "amsgrad" in f:
-        second = torch.maximum(state.get("max_exp_avg_sq", second), second)
-        state["max_exp_avg_sq"] = second
-    denom = second.sqrt() / correction2 + h["eps"]
-    return p + (-step_size * exp_avg) / denom
-
-
-def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
-    p, g = _decay(p, _signed(g, f), h, f)
-    beta1, decay = h["beta1_64"], h["momentum_decay_64"]
-    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * decay))
-    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * decay))
-    # torch keeps the product of the mu's as a float32 state tensor
-    previous = _kept(state, "mu_product", lambda m: torch.ones_like(m, dtype=p.dtype), mu)
-    mu_product = previous * mu.to(p.dtype)
-    state["mu_product"] = mu_product
-    exp_avg, exp_avg_sq = _moments(g, state, h)
-    correction2 = (1 - h["beta2_64"] ** step).to(p.dtype)
-    denom = (exp_avg_sq / correction2).sqrt() + h["eps"]
-    product = mu_product.double()
-    now = (-h["lr_64"] * (1.0 - mu) / (1.0 - product)).to(p.dtype)
-    ahead = (-h["lr_64"] * mu_next / (1.0 - product * mu_next)).to(p.dtype)
-    return p + (now * g) / denom + (ahead * exp_avg) / denom
-
-
-def _rmsprop(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
-    g = _l2(_signed(g, f), p, h, f)
-    square_avg = _kept(state, "square_avg", torch.zeros_like, g) * h["alpha"]
-    square_avg = torch.addcmul(square_avg, g, g * h["1-alpha"])
-    state["square_avg"] = square_avg
-    if "centered" in f:
-        grad_avg = _kept(state, "grad_avg", torch.zeros_like, g).lerp(g, h["1-alpha"])
-        state["grad_avg"] = grad_avg
-        avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt() + h["eps"]
-    else:
-        avg = square_avg.sqrt() + h["eps"]
-    if "momentum" not in f:
-        return p + (-h["lr"] * g) / avg
-    buf = _kept(state, "momentum_buffer", torch.zeros_like, g) * h["momentum"] + g / avg
-    state["momentum_buffer"] = buf
-    return p.addcmul(buf, -h["lr"])
-
-
-def _adagrad(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
-    g = _l2(_signed(g, f), p, h, f)
-    if "sum" not in state:
-        state["sum"] = h["initial_accumulator_value"].expand_as(g).clone()
-    state["sum"] = state["sum"].addcmul(g, g)
-    rate = (h["lr_64"] / (1 + (step - 1) * h["lr_decay_64"])).to(p.dtype)
-    return p + (-rate * g) / (state["sum"].sqrt() + h["eps"])
-
-
-# torch.optim class -> its update and the param-group values it reads (AdamW is Adam with
-# decoupled weight decay: one update for both).
-_ADAM_KEYS = ("beta1", "beta2", "eps", "weight_decay")
-KINDS: dict[type[Optimizer], tuple[Update, tuple[str, ...]]] = {
-    torch.optim.SGD: (_sgd, ("momentum", "dampening", "weight_decay")),
-    torch.optim.Adam: (_adam, _ADAM_KEYS),
-    torch.optim.AdamW: (_adam, _ADAM_KEYS),
-    torch.optim.NAdam: (_nadam, (*_ADAM_KEYS, "momentum_decay")),
-    torch.optim.RMSprop: (_rmsprop, ("alpha", "eps", "weight_decay", "momentum")),
-    torch.optim.Adagrad: (
-        _adagrad,
-        ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
-    ),  # fmt: skip
-}
-_COMPLEMENTS = ("beta1", "beta2", "alpha", "dampening")  # also as 1 - value
-_DOUBLES = ("lr", "beta1", "beta2", "weight_decay", "momentum_decay", "lr_decay")  # also as f64
-
-
-def _values(group: dict[str, Any], keys: Sequence[str]) -> tuple[float, ...]:
-    """A param group's ``lr`` and ``keys`` (``beta1``, ``beta2``: its betas), as floats."""
-    betas = group.get("betas", (math.nan, math.nan))
-    named = {**group, "beta1": betas[0], "beta2": betas[1]}
-    return (float(group["lr"]), *(float(named[key]) for key in keys))
-
-
-def variant(shadow: Optimizer) -> tuple[Update, tuple[str, ...], Flags]:
-    """How a member steps: its update, the values it reads, and the options that change the
-    update's form (they never change during a run: schedules change values, not options)."""
-    if type(shadow) not in KINDS:
-        supported = ", ".join(sorted(k.__name__ for k in KINDS))
-        raise ValueError(
-            f"{type(shadow).__name__} cannot train as a stack member; supported: {supported}"
-        )
-    update, keys = KINDS[type(shadow)]
-    group = shadow.param_groups[0]
-    flags = {
-        "maximize": group.get("maximize"),
-        "weight_decay": group.get("weight_decay"),
-        "momentum": group.get("momentum"),
-        "nesterov": group.get("nesterov"),
-        "decoupled": group.get("decoupled_weight_decay"),
-        "amsgrad": group.get("amsgrad"),
-        "centered": group.get("centered"),
-    }
-    return update, keys, frozenset(name for name, on in flags.items() if on)
-
-
-def group_key(optimizer: Callable[[Iterable[Tensor]], Optimizer]) -> str:
+def group_key(recipe: Recipe) -> str:
     """Members with equal keys are stepped as one group (the same update, in the same form):
     a stack steps fastest with each group's members next to each other."""
-    update, _, flags = variant(optimizer([torch.zeros(1, requires_grad=True)]))
+    if not recipe.vectorized:
+        return "per-member"
+    update, _, flags = variant(recipe.optimizer([torch.zeros(1, requires_grad=True)]))
     return ":".join((update.__name__, *sorted(flags)))
 
 
-class _Group:
-    """Members stepped by the same update in the same form: their rows of the stack and the
-    recipes they use."""
+class _Member:
+    """A member stepped by its own optimizer instance, over views of its rows."""
 
-    def __init__(self, update: Update, keys: tuple[str, ...], flags: Flags) -> None:
-        self.update, self.keys, self.flags = update, keys, flags
-        self.rows: list[int] = []
-        self.recipes: list[int] = []  # distinct recipes of the group
-        self.slots: list[int] = []  # each row's index into recipes
-        self.span = slice(0)  # the group's rows, once the stack is ordered by group
-        self._values: list[tuple[float, ...]] = []
-        self._hyper: Hyper = {}
-        self._slots: Tensor | None = None  # self.slots as a tensor, once built
+    def __init__(self, row: int, recipe: Recipe, params: Sequence[Tensor]) -> None:
+        self.row = row
+        self.params = [p.detach()[row].requires_grad_() for p in params]  # views, plain shapes
+        self.optimizer = recipe.optimizer(self.params)
+        if not isinstance(self.optimizer, Optimizer):
+            raise TypeError(
+                f"{type(self.optimizer).__name__} is not a torch.optim.Optimizer: an optimizer "
+                "_target_ must build one from the parameters"
+            )
 
-    def add(self, member: int, recipe: int) -> None:
-        """Add a member that trains with ``recipe``."""
-        if recipe not in self.recipes:
-            self.recipes.append(recipe)
-        self.rows.append(member)
-        self.slots.append(self.recipes.index(recipe))
-
-    def hyper(self, shadows: Sequence[Optimizer], like: Tensor) -> Hyper:
-        """This step's hyperparameters, a column ``[k, 1]`` each, read from the recipes'
-        shadows (a column is rebuilt only when a schedule has changed one of its values)."""
-        values = [_values(shadows[r].param_groups[0], self.keys) for r in self.recipes]
-        if values == self._values:
-            return self._hyper
-        if self._slots is None or self._slots.device != like.device:
-            self._slots = torch.tensor(self.slots, device=like.device)
-        slots = self._slots
-
-        def column(per_recipe: list[float], dtype: torch.dtype) -> Tensor:
-            return torch.tensor(per_recipe, dtype=dtype, device=like.device)[slots].unsqueeze(1)
-
-        for i, name in enumerate(("lr", *self.keys)):
-            per_recipe = [v[i] for v in values]
-            if self._values and per_recipe == [v[i] for v in self._values]:
-                continue
-            self._hyper[name] = column(per_recipe, like.dtype)
-            if name in _COMPLEMENTS:  # 1 - beta in double precision, then rounded, as torch
-                self._hyper[f"1-{name}"] = column([1 - v for v in per_recipe], like.dtype)
-            if name in _DOUBLES:  # torch computes its scalars in double precision
-                self._hyper[f"{name}_64"] = column(per_recipe, torch.float64)
-        self._values = values
-        return self._hyper
+    def attach(self, grads: Sequence[Tensor]) -> None:
+        """Point each view's gradient at the member's rows of the stacked gradients (again:
+        an optimizer may have set them to None)."""
+        for p, grad in zip(self.params, grads, strict=True):
+            p.grad = grad[self.row]
 
 
 class StackedOptimizer(Optimizer):
-    """Steps K stacked members (parameters ``[K, ...]``), member ``k`` with
-    ``recipes[member_recipe[k]]``'s optimizer and hyperparameters.
+    """Steps K stacked members (parameters ``[K, ...]``, in the plain model's order), member
+    ``k`` with ``recipes[member_recipe[k]]``.
 
-    The schedules are built by :func:`member_schedules`, which Lightning steps. Raises
-    ``ValueError`` for an optimizer class it cannot step per member.
+    The schedules are built by :func:`member_schedules`, which Lightning steps. ``objectives``
+    (set by the LightningModule) returns each member's objective of the latest evaluation,
+    ``[K]``: what a per-member optimizer's closure returns.
     """
 
     def __init__(
         self, params: Iterable[Tensor], recipes: Sequence[Recipe], member_recipe: Sequence[int]
     ) -> None:
         params = list(params)
-        super().__init__(params, {"lr": math.nan})  # the rates live in the shadows
+        super().__init__(params, {"lr": math.nan})  # the rates live in shadows and members
         self.recipes = list(recipes)
         self.member_recipe = list(member_recipe)
         self.n_members = len(self.member_recipe)
+        self.objectives: Callable[[], Tensor] | None = None
+        self._closure: Callable[[], Any] | None = None
         for p in params:
             if p.dim() == 0 or p.shape[0] != self.n_members:
                 raise ValueError(f"a parameter of shape {tuple(p.shape)} is not stacked [K, ...]")
-        # torch builds (and validates) each recipe's hyperparameters on a dummy parameter
-        self.shadows = [r.optimizer([torch.zeros(1, requires_grad=True)]) for r in self.recipes]
-        variants = [variant(shadow) for shadow in self.shadows]
-        self.groups: dict[str, _Group] = {}
-        for member, r in enumerate(self.member_recipe):
-            update, keys, flags = variants[r]
-            key = ":".join((update.__name__, *sorted(flags)))  # as group_key's
-            self.groups.setdefault(key, _Group(update, keys, flags)).add(member, r)
-        # The update sees the members ordered by group, so that each group's rows are a slice.
-        order = [member for group in self.groups.values() for member in group.rows]
-        start = 0
-        for group in self.groups.values():
-            group.span = slice(start, start + len(group.rows))
-            start += len(group.rows)
-        identity = order == sorted(order)
-        self.order = None if identity else torch.tensor(order)
-        self.unorder = None if identity else torch.argsort(torch.tensor(order))
-        self.steps = 0
         # The parameters and their gradients become views of two [K, P] buffers, so that
         # each step updates whole rows without gathering and scattering every parameter.
         # Autograd adds each gradient into its view in place, and warns that the view's
@@ -300,22 +115,41 @@ class StackedOptimizer(Optimizer):
             p.grad = self.flat_grad[:, start : start + width].view(p.shape)
             self._grads.append(p.grad)
             start += width
+        # vectorized recipes: a shadow each (torch builds and validates its hyperparameters)
+        self.shadows: list[Optimizer | None] = [
+            r.optimizer([torch.zeros(1, requires_grad=True)]) if r.vectorized else None
+            for r in self.recipes
+        ]
+        self.groups: dict[str, VectorGroup] = {}
+        self.members: dict[int, _Member] = {}
+        for member, r in enumerate(self.member_recipe):
+            shadow = self.shadows[r]
+            if shadow is None:
+                self.members[member] = _Member(member, self.recipes[r], params)
+                continue
+            update, keys, flags = variant(shadow)
+            key = ":".join((update.__name__, *sorted(flags)))  # as group_key's
+            self.groups.setdefault(key, VectorGroup(update, keys, flags)).add(member, r)
+        for group in self.groups.values():  # a slice where the rows are next to each other
+            rows = group.rows
+            contiguous = rows == list(range(rows[0], rows[-1] + 1))
+            group.span = slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)
+        self.steps = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the gradients in place (their buffer stays; ``set_to_none`` is ignored)."""
         self.flat_grad.zero_()
 
     def member_lrs(self) -> Tensor:
-        """Each member's current learning rate, ``[K]``."""
-        return torch.tensor([self.shadows[r].param_groups[0]["lr"] for r in self.member_recipe])
+        """Each member's current learning rate (its first parameter group's), ``[K]``."""
+        lrs = []
+        for member, r in enumerate(self.member_recipe):
+            shadow = self.shadows[r]
+            owner = shadow if shadow is not None else self.members[member].optimizer
+            lrs.append(float(owner.param_groups[0]["lr"]))
+        return torch.tensor(lrs)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One update of every member, each with its own optimizer and current rate."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _reattach(self) -> None:
         params = self.param_groups[0]["params"]
         for p, grad in zip(params, self._grads, strict=True):
             if p.grad is None:
@@ -323,24 +157,66 @@ class StackedOptimizer(Optimizer):
             if p.grad is not grad:  # replaced by someone else: back into the buffer
                 grad.copy_(p.grad)
                 p.grad = grad
-        flat, grads = self.flat, self.flat_grad
-        if self.order is not None:
-            self.order, self.unorder = self.order.to(flat.device), self.unorder.to(flat.device)
-            flat, grads = flat.index_select(0, self.order), grads.index_select(0, self.order)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One update of every member, each with its own optimizer and current rate."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._reattach()
         self.steps += 1
-        updated = []
+        flat, grads = self.flat, self.flat_grad
         for key, group in self.groups.items():
             rows = group.span
-            hyper, state = group.hyper(self.shadows, flat), self.state[key]
-            updated.append(
-                group.update(flat[rows], grads[rows], state, hyper, self.steps, group.flags)
+            if isinstance(rows, Tensor) and rows.device != flat.device:
+                group.span = rows = rows.to(flat.device)
+            params, group_grads = (
+                (flat[rows], grads[rows])
+                if isinstance(rows, slice)
+                else (flat.index_select(0, rows), grads.index_select(0, rows))
             )
-        if self.unorder is None:
-            for group, rows in zip(self.groups.values(), updated, strict=True):
-                self.flat[group.span] = rows
-        else:
-            self.flat.copy_(torch.cat(updated).index_select(0, self.unorder))
+            hyper, state = group.hyper(self.shadows, flat), self.state[key]
+            updated = group.update(params, group_grads, state, hyper, self.steps, group.flags)
+            if isinstance(rows, slice):
+                flat[rows] = updated
+            else:
+                flat.index_copy_(0, rows, updated)
+        if self.members:
+            first = self.objectives() if self.objectives is not None else None
+            for member in self.members.values():
+                member.attach(self._grads)
+                member.optimizer.step(self._member_closure(member, closure, first))
         return loss
+
+    def _member_closure(
+        self, member: _Member, closure: Callable[[], Any] | None, first: Tensor | None
+    ) -> Callable[[], Tensor]:
+        """A per-member optimizer's closure: the member's objective of this step, then, on each
+        further call, the stack evaluated again (gradients included) at the current weights."""
+        calls = 0
+
+        def member_closure() -> Tensor:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                if closure is None or self.objectives is None:
+                    raise RuntimeError(
+                        f"{type(member.optimizer).__name__} evaluates its closure again, which "
+                        "needs the stacked fit's closure"
+                    )
+                with torch.enable_grad():
+                    closure()
+                self._reattach()
+                for m in self.members.values():
+                    m.attach(self._grads)
+                return self.objectives()[member.row]
+            if first is None:
+                raise RuntimeError("the stacked optimizer has no objectives to give its members")
+            return first[member.row]
+
+        return member_closure
 
 
 class MemberSchedules:
@@ -351,13 +227,17 @@ class MemberSchedules:
         self.optimizer = optimizer  # Lightning checks that a schedule belongs to the optimizer
         self.schedulers = list(schedulers)
 
-    def step(self) -> None:
-        """Advance every member's schedule by one step (or epoch)."""
+    def step(self, metric: Any = None) -> None:
+        """Advance every member's schedule by one step (or epoch); ``metric``: the monitored
+        value, for a schedule that reads one (a run alone's)."""
         with warnings.catch_warnings():
             # the shadow optimizers never step themselves (the stacked one does their work)
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
             for scheduler in self.schedulers:
-                scheduler.step()
+                if metric is None:
+                    scheduler.step()
+                else:
+                    scheduler.step(metric)
 
     def state_dict(self) -> dict[str, Any]:
         """The members' schedulers' states."""
@@ -372,14 +252,23 @@ class MemberSchedules:
 def member_schedules(
     optimizer: StackedOptimizer, *, max_epochs: int, steps_per_epoch: int
 ) -> list[dict[str, Any]]:
-    """Each recipe's schedule on its shadow optimizer, as Lightning scheduler configs: one per
-    interval (``step``, ``epoch``) that some member's schedule uses."""
-    by_interval: dict[str, list[Any]] = {}
+    """Each recipe's schedule on its shadow optimizer (vectorized recipes) or on each member's
+    own optimizer, as Lightning scheduler configs: one per interval (``step``, ``epoch``) that
+    some member's schedule uses."""
+    owners: list[tuple[Recipe, Optimizer]] = []
     for recipe, shadow in zip(optimizer.recipes, optimizer.shadows, strict=True):
+        if shadow is not None:
+            owners.append((recipe, shadow))
+    for member in optimizer.members.values():
+        owners.append((optimizer.recipes[optimizer.member_recipe[member.row]], member.optimizer))
+    by_interval: dict[str, list[Any]] = {}
+    for recipe, owner in owners:
         if recipe.scheduler is None:
             continue
-        config = recipe.scheduler(shadow, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
+        config = recipe.scheduler(owner, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
         if config.get("monitor") or int(config.get("frequency", 1)) != 1:
+            if optimizer.n_members == 1:  # a run alone: Lightning steps it with its metric
+                return [{**config, "scheduler": MemberSchedules(optimizer, [config["scheduler"]])}]
             raise ValueError("a schedule reading a metric cannot step a stack member")
         by_interval.setdefault(config["interval"], []).append(config["scheduler"])
     return [

@@ -1,15 +1,19 @@
 """Which runs may train together as members of one stacked model.
 
 Members of a stack share the problem and the fit: dataset and data_seed, architecture, batch
-size, Trainer settings (max_epochs, ...), diagnostics, the ``metrics`` recorded. With ``by="recipe"`` (the default) they
-may differ in the whole recipe: seed, loss, penalty, optimizer (kind and hyperparameters) and
-schedule. With ``by="seed_loss"`` only in seed and loss, as before recipe stacks existed.
+size, Trainer settings (max_epochs, ...), diagnostics, the ``metrics`` recorded. With
+``by="recipe"`` (the default) they may differ in the whole recipe: seed, loss, penalty,
+optimizer (class and hyperparameters: any optimizer, a user's included) and schedule. With
+``by="seed_loss"`` only in seed and loss, as before recipe stacks existed.
 
 Something that couples members makes a run train alone: a schedule reading a metric of the
-whole fit (reduce_on_plateau), global-norm gradient clipping, a line-search optimizer (LBFGS),
+whole fit (reduce_on_plateau), global-norm gradient clipping, an optimizer that evaluates the
+loss many times per step (LBFGS: in a stack, each evaluation of one member is a step of all),
 Lightning callbacks from ``trainer.callbacks``.
-An optimizer lossbench cannot step per member (another class, or an option it does not know)
-stacks only with runs whose optimizer config is identical.
+
+Optimizers with :data:`VECTORIZED_OPTIMIZERS`' options are stepped by lossbench's vectorized
+update (:mod:`lossbench.stacked_updates`); any other by its own instance per member
+(:mod:`lossbench.stacked_optim`), which is exact for any optimizer and slower.
 
 Light: no torch, Lightning or Hydra imports (the sweep's main process plans stacks).
 """
@@ -28,11 +32,11 @@ RECIPE_KEYS = ("seed", "loss", "penalty", "optimizer", "scheduler")
 COUPLED_OPTIMIZERS = ("torch.optim.LBFGS",)
 COUPLED_SCHEDULES = ("lossbench.optim.reduce_on_plateau",)
 
-# Optimizers whose members lossbench steps one by one inside a stack
-# (lossbench.stacked_optim), with the options it implements. Options that change nothing
-# computed (foreach, fused, capturable) are accepted and ignored.
+# Optimizers lossbench's vectorized update steps (lossbench.stacked_updates), with the options
+# it implements. Options that change nothing computed (foreach, fused, capturable) are
+# accepted and ignored.
 _IGNORED = ("foreach", "fused", "capturable")
-MEMBER_OPTIMIZERS: dict[str, tuple[str, ...]] = {
+VECTORIZED_OPTIMIZERS: dict[str, tuple[str, ...]] = {
     "torch.optim.SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"),
     "torch.optim.Adam": (
         "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay",
@@ -51,23 +55,15 @@ MEMBER_OPTIMIZERS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def per_member_optimizer(node: Any) -> bool:
-    """Whether an optimizer config can differ from its stack's other members'."""
+def vectorized_optimizer(node: Any) -> bool:
+    """Whether lossbench's vectorized update steps this optimizer config (else each member
+    steps with its own instance)."""
     if not isinstance(node, dict) or not node.get("_partial_"):
         return False
-    known = MEMBER_OPTIMIZERS.get(str(node.get("_target_")))
+    known = VECTORIZED_OPTIMIZERS.get(str(node.get("_target_")))
     if known is None:
         return False
     return all(k in known or k in _IGNORED or k in ("_target_", "_partial_") for k in node)
-
-
-def per_member_schedule(node: Any) -> bool:
-    """Whether a scheduler config can differ from its stack's other members' (none, or a
-    ``lossbench.optim`` schedule that reads no metric)."""
-    if not node:
-        return True
-    target = str(node.get("_target_", ""))
-    return target.startswith("lossbench.optim.") and target not in COUPLED_SCHEDULES
 
 
 def trains_alone(cfg: dict[str, Any]) -> bool:
@@ -93,9 +89,4 @@ def stack_key(spec: RunSpec, by: str = "recipe") -> str | None:
         return None
     members = SEED_LOSS_KEYS if by == "seed_loss" else RECIPE_KEYS
     shared = {k: v for k, v in cfg.items() if k not in members}
-    if by == "recipe":
-        if not per_member_optimizer(cfg["optimizer"]):
-            shared["optimizer"] = cfg["optimizer"]
-        if not per_member_schedule(cfg.get("scheduler")):
-            shared["scheduler"] = cfg["scheduler"]
     return json.dumps(shared, sort_keys=True, default=str)

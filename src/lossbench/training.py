@@ -24,6 +24,7 @@ from lossbench.module import EpochRow, InMemoryDataModule, RecipeModule
 from lossbench.platform_facts import float_tags
 from lossbench.results import RunResult
 from lossbench.stacked_optim import Recipe, StackedOptimizer, group_key, member_schedules
+from lossbench.stacking import vectorized_optimizer
 
 
 def fit_members(
@@ -119,7 +120,7 @@ def _member_order(cfgs: Sequence[dict[str, Any]]) -> list[int]:
         for cfg in cfgs:
             key = _canonical(cfg["optimizer"])
             if key not in groups:
-                groups[key] = group_key(build(cfg["optimizer"]))
+                groups[key] = group_key(_recipe(cfg))
 
     def position(i: int) -> tuple[str, str]:
         return groups.get(_canonical(cfgs[i]["optimizer"]), ""), _canonical(cfgs[i]["loss"])
@@ -127,21 +128,23 @@ def _member_order(cfgs: Sequence[dict[str, Any]]) -> list[int]:
     return sorted(range(len(cfgs)), key=position)
 
 
+def _recipe(cfg: dict[str, Any]) -> Recipe:
+    scheduler = build(cfg["scheduler"]) if cfg.get("scheduler") else None
+    return Recipe(build(cfg["optimizer"]), scheduler, vectorized_optimizer(cfg["optimizer"]))
+
+
 def _recipes(cfgs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The module's ``optimizer`` and ``scheduler``: torch.optim and the schedule itself when
-    every member has the same recipe, else a :class:`StackedOptimizer` that steps each member
-    with its own (built once per distinct recipe)."""
+    every member has the same recipe and lossbench's vectorized update implements it (its
+    update is elementwise: the stacked tensors step as the plain model's would), else a
+    :class:`StackedOptimizer` that steps each member with its own (built once per distinct
+    recipe; an optimizer it does not vectorize gets an instance per member, over the plain
+    model's shapes)."""
     keys = [_canonical([c["optimizer"], c.get("scheduler")]) for c in cfgs]
-    first = cfgs[0]
-    if len(set(keys)) == 1:
-        scheduler = build(first["scheduler"]) if first.get("scheduler") else None
-        return {"optimizer": build(first["optimizer"]), "scheduler": scheduler}
     distinct = list(dict.fromkeys(keys))
-    recipes = []
-    for key in distinct:
-        cfg = cfgs[keys.index(key)]
-        scheduler = build(cfg["scheduler"]) if cfg.get("scheduler") else None
-        recipes.append(Recipe(build(cfg["optimizer"]), scheduler))
+    recipes = [_recipe(cfgs[keys.index(key)]) for key in distinct]
+    if len(recipes) == 1 and recipes[0].vectorized:
+        return {"optimizer": recipes[0].optimizer, "scheduler": recipes[0].scheduler}
     member_recipe = [distinct.index(key) for key in keys]
     return {
         "optimizer": functools.partial(

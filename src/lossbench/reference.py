@@ -1,0 +1,205 @@
+"""The reference of every run: the plain model, trained by a plain PyTorch loop.
+
+A run's reference is the model ``tracking.log_model`` exports (an ``nn.Sequential`` of
+``nn.Linear``, weights ``[out, in]``, biases ``[out]``, in that parameter order), with the
+run's init (its seed's stream 0), data order (stream 1: a new permutation each epoch) and
+dropout masks (stream 2), its loss and penalty, its optimizer on the plain model's parameters
+(``step(closure)``, the closure computing the gradients) and its schedule, stepped per step or
+per epoch as it says (after the epoch's validation, with the monitored value for one that
+reads a metric). No Lightning, no stacking, no tracking: a stacked fit is a faster way to
+compute exactly this, and the tests and the sweep's audit compare the two.
+
+Recorded as a fit records them: per epoch train/loss (the mean of the steps' losses, at each
+step's first evaluation), train/grad_norm (the mean over optimizer steps of the norm of all
+gradients), lr (the first param group's, as the epoch starts), val/* (eval mode); at the end
+train/final_loss, test/*, and the config's metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lossbench.config import batch_rows, build
+from lossbench.data import SplitData, load_dataset
+from lossbench.losses import member_penalty
+from lossbench.metrics import (
+    build_metrics,
+    classification_metrics,
+    member_values,
+    metric_inputs,
+    regression_metrics,
+)
+from lossbench.models import member_generators
+from lossbench.results import RunResult
+
+
+class PlainModel:
+    """Member 0 of the run's model alone (``StackedMLP.member``), trained as an ordinary
+    ``nn.Sequential``; dropout masks come from the member's own generator, as in a stack."""
+
+    def __init__(self, cfg: Mapping[str, Any], data: SplitData) -> None:
+        seed = int(cfg["seed"])
+        stacked = build(cfg["model"])(
+            in_features=data.n_features, out_features=data.n_outputs, seeds=[seed]
+        )
+        self.net: nn.Sequential = stacked.member(0)
+        self.dropout = stacked.dropout
+        self.dropout_generator = member_generators([seed], stream=2)[0] if self.dropout else None
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Each layer's weight, then its bias."""
+        return list(self.net.parameters())
+
+    def weight_matrices(self) -> list[Tensor]:
+        """The weight matrices, first layer first."""
+        return [layer.weight for layer in self.net if isinstance(layer, nn.Linear)]
+
+    def __call__(self, x: Tensor, training: bool) -> Tensor:
+        """Outputs ``[B, out]``; dropout (where the model has it) only while ``training``."""
+        h = x
+        for layer in self.net:
+            if isinstance(layer, nn.Dropout):
+                if training:
+                    keep = 1.0 - self.dropout
+                    mask = torch.rand(h.shape, generator=self.dropout_generator) < keep
+                    h = h * mask / keep
+                continue
+            h = layer(h)
+        return h
+
+
+def _evaluate(
+    output: Tensor,
+    target: Tensor,
+    prefix: str,
+    loss: Callable[[Tensor, Tensor], Tensor],
+    data: SplitData,
+    metrics: Mapping[str, Any],
+) -> dict[str, float]:
+    """Loss, the task's metrics and ``metrics`` (name -> Metric) of one split, as floats."""
+    out = output.unsqueeze(0)  # one member; the split's targets are shared, as in a fit
+    row = {f"{prefix}/loss": loss(out, target.unsqueeze(0))}
+    if data.task == "regression":
+        row.update(regression_metrics(out, target, data.y_mean, data.y_std))
+    else:
+        row.update(classification_metrics(out, target, data.n_classes))
+    if metrics:
+        inputs, true = metric_inputs(out, target, data.task, data.y_mean, data.y_std)
+        for name, metric in metrics.items():
+            row[f"{prefix}/{name}"] = member_values(name, metric.fn(inputs, true), 1)
+    return {
+        (name if name.startswith(f"{prefix}/") else f"{prefix}/{name}"): float(value.reshape(-1)[0])
+        for name, value in row.items()
+    }
+
+
+def _step(
+    optimizer: torch.optim.Optimizer,
+    model: PlainModel,
+    objective: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    xb: Tensor,
+    yb: Tensor,
+) -> tuple[Tensor, Tensor, float]:
+    """One optimizer step with a closure that computes the gradients; the loss, objective and
+    gradient norm of the step's first evaluation (an optimizer may evaluate again)."""
+    first: list[Any] = []
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss, total = objective(xb, yb)
+        total.backward()
+        if not first:
+            squares = [p.grad.square().sum() for p in model.parameters() if p.grad is not None]
+            first.extend([loss.detach(), total.detach(), float(torch.stack(squares).sum().sqrt())])
+        return total
+
+    optimizer.step(closure)
+    if not first:
+        raise RuntimeError(f"{type(optimizer).__name__}.step() did not call its closure")
+    return first[0], first[1], first[2]
+
+
+def train_plain(cfg: Mapping[str, Any], data: SplitData | None = None) -> RunResult:
+    """Train one run's plain model with a plain loop; its per-epoch series and final metrics
+    (a run whose objective becomes NaN or inf stops there, as a diverged member does)."""
+    torch.set_num_threads(int(cfg["threads"]))
+    torch.manual_seed(int(cfg["seed"]))  # as Lightning's seed_everything, for a user's code
+    if data is None:
+        data = load_dataset(cfg["dataset"], int(cfg["data_seed"]))
+    model = PlainModel(cfg, data)
+    loss_fn = build(cfg["loss"])
+    penalty = (str(cfg["penalty"]["kind"]), float(cfg["penalty"]["strength"]))
+    metrics = build_metrics(cfg.get("metrics"), data.task)
+    every_epoch = {n: m for n, m in metrics.items() if m.every_epoch}
+    split = {name: torch.from_numpy(getattr(data, name)) for name in
+             ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}  # fmt: skip
+    x, y = split["x_train"], split["y_train"]
+    n, batch = len(y), batch_rows(cfg["batch_size"], data)
+    steps_per_epoch = math.ceil(n / batch)
+    max_epochs = int(cfg["trainer"]["max_epochs"])
+    optimizer = build(cfg["optimizer"])(model.parameters())
+    schedule = None
+    if cfg.get("scheduler"):
+        schedule = build(cfg["scheduler"])(
+            optimizer, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch
+        )
+    order = member_generators([int(cfg["seed"])], stream=1)[0]
+
+    def objective(xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+        loss = loss_fn(model(xb, training=True).unsqueeze(0), yb.unsqueeze(0))[0]
+        extra = member_penalty([w.unsqueeze(0) for w in model.weight_matrices()], [penalty])
+        return loss, loss if extra is None else loss + extra[0]
+
+    series: dict[str, list[float]] = {}
+    diverged_at = -1
+    for epoch in range(max_epochs):
+        lr = float(optimizer.param_groups[0]["lr"])
+        losses, norms = [], []
+        batches = [slice(None)] if batch >= n else torch.randperm(n, generator=order).split(batch)
+        for rows in batches:
+            loss, total, norm = _step(optimizer, model, objective, x[rows], y[rows])
+            losses.append(loss)
+            norms.append(norm)
+            if not math.isfinite(float(total)):
+                diverged_at = epoch
+                break
+            if schedule is not None and schedule["interval"] == "step":
+                schedule["scheduler"].step()
+        if diverged_at >= 0:
+            break
+        with torch.no_grad():
+            val = _evaluate(model(split["x_val"], training=False), split["y_val"], "val",
+                            loss_fn, data, every_epoch)  # fmt: skip
+        if not math.isfinite(val["val/loss"]):
+            diverged_at = epoch
+            break
+        row = {"train/loss": float(torch.stack(losses).mean()), "lr": lr, **val}
+        row["train/grad_norm"] = sum(norms) / len(norms)
+        for name, value in row.items():
+            series.setdefault(name, []).append(value)
+        if schedule is not None and schedule["interval"] == "epoch":
+            monitor = schedule.get("monitor")
+            if monitor:
+                schedule["scheduler"].step(row[monitor])
+            else:
+                schedule["scheduler"].step()
+    final = {name: values[-1] for name, values in series.items()}
+    if diverged_at >= 0:
+        return RunResult(series, final, status="FAILED",
+                         tags={"lossbench.status": "diverged",
+                               "lossbench.diverged_epoch": str(diverged_at)})  # fmt: skip
+    with torch.no_grad():
+        final["train/final_loss"] = float(loss_fn(model(x, training=False)[None], y[None])[0])
+        final.update(_evaluate(model(split["x_test"], training=False), split["y_test"], "test",
+                               loss_fn, data, metrics))  # fmt: skip
+        at_end = {n: m for n, m in metrics.items() if not m.every_epoch}
+        if at_end:
+            val_end = _evaluate(model(split["x_val"], training=False), split["y_val"], "val",
+                                loss_fn, data, at_end)  # fmt: skip
+            final.update({k: v for k, v in val_end.items() if k[4:] in at_end})
+    return RunResult(series, final)
