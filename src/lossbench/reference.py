@@ -124,14 +124,25 @@ def _step(
     return first[0], first[1], first[2]
 
 
-def train_plain(cfg: Mapping[str, Any], data: SplitData | None = None) -> RunResult:
+def train_plain(
+    cfg: Mapping[str, Any], data: SplitData | None = None, nudged: bool = False
+) -> RunResult:
     """Train one run's plain model with a plain loop; its per-epoch series and final metrics
-    (a run whose objective becomes NaN or inf stops there, as a diverged member does)."""
+    (a run whose objective becomes NaN or inf stops there, as a diverged member does).
+
+    ``nudged``: start from weights moved by one float32 rounding (each to the next float up or
+    down, from a fixed generator), to see what rounding becomes in this training (the audit)."""
     torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(int(cfg["seed"]))  # as Lightning's seed_everything, for a user's code
     if data is None:
         data = load_dataset(cfg["dataset"], int(cfg["data_seed"]))
     model = PlainModel(cfg, data)
+    if nudged:
+        signs = torch.Generator().manual_seed(2**31 - 1)
+        with torch.no_grad():
+            for p in model.parameters():
+                up = torch.randint(0, 2, p.shape, generator=signs).bool()
+                p.copy_(torch.nextafter(p, torch.where(up, math.inf, -math.inf)))
     loss_fn = build(cfg["loss"])
     penalty = (str(cfg["penalty"]["kind"]), float(cfg["penalty"]["strength"]))
     metrics = build_metrics(cfg.get("metrics"), data.task)

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossbench.audit import TAG as AUDIT_TAG
+from lossbench.audit import audit_stack, wants_audit
 from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash
 from lossbench.interrupts import Interrupted
 from lossbench.live import LiveCurves, LiveSender, LiveTarget
@@ -237,19 +239,32 @@ def check_all(specs: Sequence[RunSpec], executor: Executor, n_workers: int) -> l
     return [facts[key] for key in keys]
 
 
-def train_stack(cfgs: list[dict[str, Any]], live: LiveTarget | None = None) -> list[RunResult]:
+def train_stack(
+    cfgs: list[dict[str, Any]], live: LiveTarget | None = None, audit: str = "off"
+) -> list[RunResult]:
     """Worker entry point: train one stack, sending its epochs' rows to ``live`` as it trains
-    (see :mod:`lossbench.live`). If the stacked fit raises, each member is trained alone, so
-    that only the members that fail by themselves are FAILED (with their traceback)."""
+    (see :mod:`lossbench.live`), then audit one member against its plain model if ``audit``
+    (a mode of :mod:`lossbench.audit`) asks for it. If the stacked fit raises, each member is
+    trained alone, so that only the members that fail by themselves are FAILED (with their
+    traceback)."""
     from lossbench.training import fit_members
 
     sender = LiveSender(live) if live is not None else None
     try:
-        return fit_members(cfgs, on_epoch_end=sender)
+        results = fit_members(cfgs, on_epoch_end=sender)
     except Exception:
         if len(cfgs) == 1:
             return [RunResult.failed(traceback.format_exc())]
         log.warning("A stack of %d runs failed; training its runs one by one", len(cfgs))
+    else:
+        if wants_audit(cfgs, audit):
+            try:
+                audit_stack(cfgs, results)
+            except Exception as err:  # the runs trained: their results are kept, unaudited
+                log.warning("The audit of a stack could not run: %s", _reason(err))
+                for result in results:
+                    result.tags.update({AUDIT_TAG: "skipped", f"{AUDIT_TAG}_detail": _reason(err)})
+        return results
     finally:
         if sender is not None:
             sender.close()
@@ -268,9 +283,17 @@ class StackRunner:
     """Trains stacks on an executor and records each run as its stack starts and ends; the
     only MLflow writer of a sweep run by lossbench's launcher."""
 
-    def __init__(self, sweep_dir: str | Path, on_result: Callable[[int, RunResult], None]) -> None:
+    def __init__(
+        self,
+        sweep_dir: str | Path,
+        on_result: Callable[[int, RunResult], None],
+        audit: str = "auto",
+    ) -> None:
         self.sweep_dir = sweep_dir
         self.on_result = on_result
+        self.audit = audit
+        self.audits: Counter[str] = Counter()  # stacks audited: passed, failed, skipped
+        self.audit_failures: list[str] = []  # what failed, for the sweep's last message
         self.trackers: dict[tuple[Any, ...], Tracker | None] = {}
         self.sweeps: dict[str, SweepInfo] = {}
         self.done = 0
@@ -358,6 +381,19 @@ class StackRunner:
 
     def _finish(self, stack: Stack, results: Sequence[RunResult], total: int, t0: float) -> None:
         self._record(stack, results)
+        outcome = results[0].tags.get(AUDIT_TAG) if results else None
+        if outcome is not None:
+            self.audits[outcome] += 1
+        if outcome == "failed":
+            tags = results[0].tags
+            member = int(tags[f"{AUDIT_TAG}_member"].split()[0])
+            run_id = stack.run_ids[member] if stack.run_ids else None
+            message = (
+                f"stack {stack.label()}: member {tags[f'{AUDIT_TAG}_member']}"
+                f"{f', run {run_id}' if run_id else ''}: {tags[f'{AUDIT_TAG}_detail']}"
+            )
+            self.audit_failures.append(message)
+            log.error("AUDIT FAILED: %s", message)
         for job, result in zip(stack.jobs, results, strict=True):
             self.on_result(job, result)
         self.done += len(results)
@@ -400,7 +436,8 @@ class StackRunner:
         def submit(stack: Stack) -> None:
             stack.attempts += 1
             live = self.live.target(id(stack)) if self.live is not None else None
-            running[executor.submit(train_stack, [s.cfg for s in stack.specs], live)] = stack
+            cfgs = [s.cfg for s in stack.specs]
+            running[executor.submit(train_stack, cfgs, live, self.audit)] = stack
 
         self._open_live(stacks, executor)
         try:
@@ -464,6 +501,8 @@ class SweepPlan:
     stacks: list[Stack]  # the jobs that train
     n_workers: int
     statuses: Counter[str] = field(default_factory=Counter)  # outcomes of the runs trained
+    audits: Counter[str] = field(default_factory=Counter)  # stacks audited, by outcome
+    audit_failures: list[str] = field(default_factory=list)  # what failed, stack by stack
 
     @property
     def trained(self) -> int:
@@ -488,6 +527,7 @@ def run_sweep(
     stack_by: str = STACK_BY_DEFAULT,
     alone: Collection[int] = (),
     on_plan: Callable[[SweepPlan], None] | None = None,
+    audit: str = "auto",
 ) -> SweepPlan:
     """Run checked jobs (``facts``: see :func:`check_all`) and record them in their stores.
 
@@ -501,7 +541,9 @@ def run_sweep(
       completed run that was trained in a stack does not count as done for them.
 
     ``on_result(job, result)`` is called for every job: at once for those already done, as
-    its stack ends for the others. ``on_plan`` sees the plan before anything trains.
+    its stack ends for the others. ``on_plan`` sees the plan before anything trains. ``audit``:
+    which stacks check one member against its plain model (:mod:`lossbench.audit`); the plan
+    returned says which failed.
     """
     copies: dict[int, list[int]] = {}
 
@@ -510,7 +552,8 @@ def run_sweep(
         for other in copies.get(job, []):
             on_result(other, result)
 
-    runner = StackRunner(sweep_dir, deliver)
+    wants_audit([], audit)  # a bad mode fails before anything trains
+    runner = StackRunner(sweep_dir, deliver, audit)
     done = runner.skip_completed(specs)
     for job in set(alone) & set(done):  # a run trained in a stack does not time a run alone
         if done[job].tags.get("lossbench.members", "1") != "1":
@@ -534,4 +577,5 @@ def run_sweep(
     gc.freeze()
     runner.run(stacks, executor, plan.n_workers)
     plan.statuses = runner.statuses
+    plan.audits, plan.audit_failures = runner.audits, runner.audit_failures
     return plan

@@ -27,6 +27,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from hydra_plugins.lossbench_plugins.job_return import hand_over as hand_over_job
+from lossbench.audit import AUDIT_MODES
 from lossbench.stacking import STACK_BY
 from lossbench.sweep import MAX_MEMBERS, STACK_BY_DEFAULT, SweepPlan
 
@@ -71,6 +72,9 @@ class LossbenchLauncherConf:
     # where stacks train: local (worker processes here), ray (tasks on a Ray cluster) or
     # slurm (jobs through submitit); this process records every run whichever it is
     executor: str = "local"
+    # check one member of each stack against its plain model trained alone: auto (stacks with
+    # anything outside lossbench's tested menu: a user's _target_, callbacks), all, or off
+    audit: str = "auto"
     ray: RayExecutorConf = field(default_factory=RayExecutorConf)
     slurm: SlurmExecutorConf = field(default_factory=SlurmExecutorConf)
 
@@ -106,10 +110,12 @@ class LossbenchLauncher(Launcher):
         max_members: int = MAX_MEMBERS,
         stack_by: str = STACK_BY_DEFAULT,
         executor: str = "local",
+        audit: str = "auto",
         ray: Optional[Any] = None,  # noqa: UP045
         slurm: Optional[Any] = None,  # noqa: UP045
     ) -> None:
         self.n_jobs = n_jobs
+        self.audit = audit
         self.executor = executor
         self.executor_options = {"ray": dict(ray or {}), "slurm": dict(slurm or {})}
         self.stack = stack
@@ -146,6 +152,10 @@ class LossbenchLauncher(Launcher):
         if self.stack_by not in STACK_BY:
             raise ConfigError(
                 f"hydra.launcher.stack_by={self.stack_by!r} is not one of: {', '.join(STACK_BY)}"
+            )
+        if self.audit not in AUDIT_MODES:
+            raise ConfigError(
+                f"hydra.launcher.audit={self.audit!r} is not one of: {', '.join(AUDIT_MODES)}"
             )
 
         # Workers start importing torch and Lightning now, while jobs are composed and checked.
@@ -220,6 +230,7 @@ class LossbenchLauncher(Launcher):
         plan = sw.run_sweep(
             specs, facts, sweep_dir, executor, n_workers, hand_over, stack=self.stack,
             max_members=self.max_members, stack_by=self.stack_by, on_plan=announce,
+            audit=self.audit,
         )  # fmt: skip
 
         summary = {
@@ -235,6 +246,8 @@ class LossbenchLauncher(Launcher):
             "check_seconds": round(checked - ready, 3),
             "train_seconds": round(time.perf_counter() - checked, 3),
             "mlflow_seconds": round(mlflow_seconds(), 3),
+            "audit": self.audit,
+            "audits": dict(plan.audits),  # stacks, by outcome
         }
         (sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         log.info(
@@ -244,4 +257,20 @@ class LossbenchLauncher(Launcher):
             summary["train_seconds"],
             summary["mlflow_seconds"],
         )
+        if plan.audits:
+            log.info(
+                "Audit (%s): %s of %d stack(s) against their plain models",
+                self.audit,
+                ", ".join(f"{n} {outcome}" for outcome, n in sorted(plan.audits.items())),
+                len(plan.stacks),
+            )
+        if plan.audit_failures:  # every run is recorded; the sweep itself fails
+            raise CompactHydraException(
+                f"{len(plan.audit_failures)} stack(s) failed the audit: a stacked member did not "
+                "train as its plain model alone, so these runs are not what their configs say "
+                "(they are tagged lossbench.audit=failed, and claims refuse them). "
+                + " | ".join(plan.audit_failures)
+                + " Re-run with hydra.launcher.stack=false to train each run alone, and report "
+                "this with the recipe."
+            )
         return [returns[job] for job in range(len(jobs))]

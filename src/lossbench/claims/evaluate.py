@@ -56,9 +56,20 @@ def combine(verdicts: Sequence[str]) -> str:
 
 
 def evaluate(claim: Claim, runs: Runs) -> Verdict:
-    """Judge a claim on its runs."""
+    """Judge a claim on its runs; refuse to (INCONCLUSIVE, saying why) where any of them
+    failed the audit (a stacked member that did not train as its plain model alone)."""
+    mine = {key: r for key, r in runs.items() if key[0] == claim.id}
+    run_ids = sorted({r.run_id for r in mine.values() if r.run_id})
+    failed = sorted({r.run_id or "?" for r in mine.values() if r.audit == "failed"})
+    if failed:
+        why = (
+            f"refused: {len(failed)} run(s) failed the audit (a stacked member did not train as "
+            f"its plain model alone: {', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}"
+            "); re-run them with hydra.launcher.stack=false (rerun=true)"
+        )
+        evidence = [Evidence(a, INCONCLUSIVE, why) for a in claim.assertions]
+        return Verdict(claim, INCONCLUSIVE, evidence, run_ids)
     evidence = [evaluate_assertion(claim, a, runs) for a in claim.assertions]
-    run_ids = sorted({r.run_id for key, r in runs.items() if key[0] == claim.id and r.run_id})
     return Verdict(claim, combine([e.verdict for e in evidence]), evidence, run_ids)
 
 

@@ -26,6 +26,7 @@ class RunData:
     histories: dict[str, list[float]]
     max_epochs: int
     run_id: str | None = None
+    audit: str | None = None  # lossbench.audit: passed, failed, skipped; None: not audited
 
 
 Runs = Mapping[RunKey, RunData]

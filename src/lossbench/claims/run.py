@@ -75,7 +75,10 @@ def run_claims(
         if record is None:
             data[key] = RunData("missing", {}, {}, max_epochs)
         else:
-            data[key] = RunData(record.outcome, record.metrics, {}, max_epochs, record.run_id)
+            audit = record.tags.get("lossbench.audit")
+            data[key] = RunData(
+                record.outcome, record.metrics, {}, max_epochs, record.run_id, audit
+            )
     needed: dict[str, set[str]] = {}
     for claim in claims:
         selectors = [a.metric for a in claim.assertions if a.metric is not None]
