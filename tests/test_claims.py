@@ -537,7 +537,7 @@ def test_equivalence_and_best_lr_end_to_end(
     make_spec,  # noqa: ANN001
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lossbench.config import config_hash
+    from lossbench.identity import config_hash
 
     written = [make_spec([*TINY, "optimizer.lr=0.05", *o, "seed=0"]).cfg for o in
                (["optimizer=momentum"], ["optimizer=sgd", "optimizer.momentum=0.9"])]  # fmt: skip

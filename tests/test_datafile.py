@@ -13,8 +13,9 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_diabetes, load_iris
 
 from lossbench import datafile
-from lossbench.config import ConfigError, check_run, config_hash
+from lossbench.config import ConfigError, check_run
 from lossbench.data import load_dataset
+from lossbench.identity import config_hash
 from lossbench.repro import main as repro_main
 from lossbench.tracking.writer import Tracker
 

@@ -18,8 +18,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 from conftest import FAST
-from lossbench.config import CONF_DIR, ConfigError, RunSpec, config_hash
+from lossbench.config import CONF_DIR, ConfigError, RunSpec
 from lossbench.executors import make_executor
+from lossbench.identity import config_hash
 from lossbench.jobs import compose_jobs
 from lossbench.results import RunResult
 from lossbench.sweep import check_specs, plan_stacks, run_sweep
@@ -288,3 +289,21 @@ def test_handing_over_a_job_gives_what_hydras_run_job_gives(composed, tmp_path: 
             dirs["runtime"] = hydra_cfg["hydra"]["runtime"].pop("output_dir")
             assert dirs["runtime"].endswith(f"/{i}")
         assert outs["hydra"][3] == outs["lossbench"][3]
+
+
+def test_equal_numbers_are_one_config(make_spec, store_uri: str, tmp_path) -> None:  # noqa: ANN001
+    """optimizer.lr=1 and optimizer.lr=1.0 are one value: one config hash, and the second
+    sweep adopts the first's run instead of training it again."""
+    base = [*FAST, f"tracking.uri={store_uri}", "tracking.experiment=equal-numbers"]
+    one = make_spec([*base, "optimizer=sgd", "optimizer.lr=1"])
+    one_point_oh = make_spec([*base, "optimizer=sgd", "optimizer.lr=1.0"])
+    assert one.cfg["optimizer"]["lr"] == 1 and isinstance(one.cfg["optimizer"]["lr"], int)
+    assert config_hash(one.cfg) == config_hash(one_point_oh.cfg)
+    assert config_hash(one.cfg) != config_hash(make_spec([*base, "optimizer.lr='1'"]).cfg)
+    results: dict[int, RunResult] = {}
+    first = run_sweep([one], check_specs([one]), tmp_path / "a", make_executor(1), 1,
+                      results.__setitem__)  # fmt: skip
+    assert first.trained == 1
+    second = run_sweep([one_point_oh], check_specs([one_point_oh]), tmp_path / "b",
+                       make_executor(1), 1, results.__setitem__)  # fmt: skip
+    assert second.trained == 0 and list(second.done) == [0]

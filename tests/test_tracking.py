@@ -344,19 +344,21 @@ def test_a_dataset_added_by_another_writer_meanwhile_is_written_again(
     """Two sweeps writing the same dataset into one experiment at once: MLflow's lookup-then-
     insert of the dataset breaks its unique constraint in one of them. That write is rolled
     back and made once more; the run is created with its inputs (seen in a parallel-writers run)."""
-    from mlflow.exceptions import MlflowException
-
-    tracker = Tracker(store_uri, "duplicate-dataset", sql_batches=sql)
+    tracker = Tracker(store_uri, f"duplicate-dataset-{sql}", sql_batches=sql)
     target = (sql_batches, "create_runs") if sql else (tracker.client, "log_inputs")
     real, calls = getattr(*target), []
 
+    store = tracker.client._tracking_client.store  # the SQL store behind the client
+
     def once_a_duplicate(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        if len(calls) == 1:
-            raise MlflowException(
-                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
-                "datasets.name, datasets.digest"
-            )
+        if len(calls) == 1:  # a real constraint violation, wrapped as MLflow's store wraps it
+            from mlflow.store.tracking.dbmodels.models import SqlExperimentTag
+            from sqlalchemy import insert
+
+            row = {"key": "duplicate", "value": "x", "experiment_id": tracker.experiment_id}
+            with store.ManagedSessionMaker() as session:
+                session.execute(insert(SqlExperimentTag.__table__), [row, row])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(*target, once_a_duplicate)
@@ -364,3 +366,56 @@ def test_a_dataset_added_by_another_writer_meanwhile_is_written_again(
     assert len(calls) == 2
     run = MlflowClient(store_uri).get_run(run_id)
     assert run.info.status == "RUNNING" and len(run.inputs.dataset_inputs) == 3
+
+
+def test_only_an_integrity_error_is_written_again() -> None:
+    """By the database's error class in the chain, not by its words (MySQL says "Duplicate
+    entry", SQLite "UNIQUE constraint failed")."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from lossbench.tracking.writer import integrity_error
+
+    def wrapped(cause: Exception) -> MlflowException:
+        try:
+            raise MlflowException(str(cause)) from cause
+        except MlflowException as err:
+            return err
+
+    mysql = IntegrityError("INSERT INTO datasets ...", {}, Exception("1062, Duplicate entry"))
+    assert integrity_error(wrapped(mysql))
+    assert not integrity_error(wrapped(OperationalError("SELECT", {}, Exception("locked"))))
+    assert not integrity_error(MlflowException("UNIQUE constraint failed: datasets.name"))
+
+
+def test_a_sweeps_state_is_never_read_half_written(tmp_path: Path) -> None:
+    """Jobs read the sweep's file without its lock while the launcher rewrites it: each write
+    replaces the file whole."""
+    import threading
+
+    from lossbench.tracking import sweeps
+
+    sweeps.open_sweep(tmp_path, ["seed=" + "1," * 2000], {"metric": "val/acc"})
+    stop, errors = threading.Event(), []
+
+    def rewrite() -> None:
+        while not stop.is_set():
+            with sweeps._locked_state(tmp_path) as state:
+                state["overrides"] = list(reversed(state["overrides"]))
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(300):
+            try:
+                assert sweeps._read(tmp_path)["report"] == {"metric": "val/acc"}
+            except ValueError as err:  # a JSON decode error: a half-written file
+                errors.append(err)
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lossbench-sweep.json",
+        "lossbench-sweep.lock",
+    ]

@@ -34,7 +34,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import CONF_DIR, config_hash
+from lossbench.config import CONF_DIR
+from lossbench.identity import config_hash
 from lossbench.results import RunResult
 
 AUDIT_MODES = ("auto", "all", "off")

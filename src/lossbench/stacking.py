@@ -20,8 +20,9 @@ Light: no torch, Lightning or Hydra imports (the sweep's main process plans stac
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
+
+from lossbench.identity import canonical
 
 if TYPE_CHECKING:  # lossbench.config imports Hydra
     from lossbench.config import RunSpec
@@ -89,4 +90,4 @@ def stack_key(spec: RunSpec, by: str = "recipe") -> str | None:
         return None
     members = SEED_LOSS_KEYS if by == "seed_loss" else RECIPE_KEYS
     shared = {k: v for k, v in cfg.items() if k not in members}
-    return json.dumps(shared, sort_keys=True, default=str)
+    return canonical(shared)

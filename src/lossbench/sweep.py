@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import json
 import logging
 import math
 import threading
@@ -39,7 +38,8 @@ from typing import Any
 
 from lossbench.audit import TAG as AUDIT_TAG
 from lossbench.audit import audit_stack, wants_audit
-from lossbench.config import ConfigError, RunSpec, check_run, check_seed, config_hash
+from lossbench.config import ConfigError, RunSpec, check_run, check_seed
+from lossbench.identity import canonical, config_hash
 from lossbench.interrupts import Interrupted
 from lossbench.live import LiveCurves, LiveSender, LiveTarget
 from lossbench.results import RunResult
@@ -216,10 +216,7 @@ def check_all(specs: Sequence[RunSpec], executor: Executor, n_workers: int) -> l
     Runs that differ only in their seed are checked once; each seed is checked here. Returns
     the facts of each run's data; the first bad run raises.
     """
-    keys = [
-        json.dumps({k: v for k, v in spec.cfg.items() if k != "seed"}, sort_keys=True, default=str)
-        for spec in specs
-    ]
+    keys = [canonical({k: v for k, v in spec.cfg.items() if k != "seed"}) for spec in specs]
     first: dict[str, RunSpec] = {}
     for key, spec in zip(keys, specs, strict=True):
         first.setdefault(key, spec)

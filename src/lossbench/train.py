@@ -23,7 +23,8 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench.config import CONF_DIR, RunSpec, check_run, config_hash
+from lossbench.config import CONF_DIR, RunSpec, check_run
+from lossbench.identity import config_hash
 from lossbench.interrupts import Interrupted, interrupts
 from lossbench.live import MemberRow
 from lossbench.results import RunResult

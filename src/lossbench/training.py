@@ -6,7 +6,6 @@ This module imports Lightning; light commands and the sweep's main process never
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from lossbench.config import batch_rows, build, build_trainer
 from lossbench.data import SplitData, load_dataset
 from lossbench.diagnostics import Diagnostics
+from lossbench.identity import canonical
 from lossbench.live import MemberRow, member_rows
 from lossbench.metrics import build_metrics
 from lossbench.model_export import save_member, wants_models
@@ -107,23 +107,19 @@ def config_callbacks(trainer: dict[str, Any]) -> tuple[dict[str, Any], list[pl.C
     return trainer, [build(node) for node in nodes]
 
 
-def _canonical(node: Any) -> str:
-    return json.dumps(node, sort_keys=True, default=str)
-
-
 def _member_order(cfgs: Sequence[dict[str, Any]]) -> list[int]:
     """The order of the members in the stack: by optimizer group where recipes differ (each
     group's update then works on one slice of the parameters), then by loss (each loss sees a
     slice of the outputs, or, across groups, a few gathered rows: far fewer values)."""
     groups: dict[str, str] = {}
-    if len({_canonical(c["optimizer"]) for c in cfgs}) > 1:
+    if len({canonical(c["optimizer"]) for c in cfgs}) > 1:
         for cfg in cfgs:
-            key = _canonical(cfg["optimizer"])
+            key = canonical(cfg["optimizer"])
             if key not in groups:
                 groups[key] = group_key(_recipe(cfg))
 
     def position(i: int) -> tuple[str, str]:
-        return groups.get(_canonical(cfgs[i]["optimizer"]), ""), _canonical(cfgs[i]["loss"])
+        return groups.get(canonical(cfgs[i]["optimizer"]), ""), canonical(cfgs[i]["loss"])
 
     return sorted(range(len(cfgs)), key=position)
 
@@ -140,7 +136,7 @@ def _recipes(cfgs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     :class:`StackedOptimizer` that steps each member with its own (built once per distinct
     recipe; an optimizer it does not vectorize gets an instance per member, over the plain
     model's shapes)."""
-    keys = [_canonical([c["optimizer"], c.get("scheduler")]) for c in cfgs]
+    keys = [canonical([c["optimizer"], c.get("scheduler")]) for c in cfgs]
     distinct = list(dict.fromkeys(keys))
     recipes = [_recipe(cfgs[keys.index(key)]) for key in distinct]
     if len(recipes) == 1 and recipes[0].vectorized:

@@ -12,7 +12,8 @@ from typing import Any
 from lossbench.claims.evidence import RunData
 from lossbench.claims.select import selects
 from lossbench.claims.spec import Claim, ClaimError, RunKey, job_key
-from lossbench.config import CONF_DIR, RunSpec, config_hash, recorded_metrics
+from lossbench.config import CONF_DIR, RunSpec, recorded_metrics
+from lossbench.identity import config_hash
 
 
 def run_claims(

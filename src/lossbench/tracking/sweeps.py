@@ -10,6 +10,7 @@ job, or the first job), so that a sweep stopped by bad input writes nothing to t
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -68,7 +69,10 @@ def _locked_state(sweep_dir: str | Path) -> Iterator[dict[str, Any]]:
     with FileLock(path.with_suffix(".lock")):
         state = _read(sweep_dir)
         yield state
-        path.write_text(json.dumps(state, indent=2))
+        # a reader (a job, unlocked) sees the old file or the new one, never half of one
+        partial = path.with_suffix(f".tmp{os.getpid()}")
+        partial.write_text(json.dumps(state, indent=2))
+        os.replace(partial, path)
 
 
 def open_sweep(

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lossbench.config import NON_RESULT_KEYS, RunSpec, config_hash
+from lossbench.config import RunSpec
+from lossbench.identity import NON_RESULT_KEYS, config_hash
 from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
 from lossbench.tracking import reaping, records, sql_batches
@@ -188,10 +189,27 @@ def once_more_if_duplicate(write: Callable[[], T]) -> T:
     try:
         return write()
     except Exception as err:
-        if "unique constraint" not in str(err).lower():
+        if not integrity_error(err):
             raise
         log.info("A dataset was added by another writer meanwhile; writing again (%s)", err)
         return write()
+
+
+def integrity_error(err: BaseException) -> bool:
+    """Whether the database refused a write for a broken constraint: an SQLAlchemy
+    ``IntegrityError`` anywhere in the exception's chain (MLflow's store wraps it in an
+    ``MlflowException``), whatever the database's words for it (SQLite's "UNIQUE constraint
+    failed", MySQL's "Duplicate entry")."""
+    from sqlalchemy.exc import IntegrityError
+
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, IntegrityError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def flush_interval(value: Any) -> float | None:
