@@ -17,10 +17,10 @@ from lossbench.config import (
     ConfigError,
     RunSpec,
     check_run,
-    config_hash,
     losses_of_kind,
 )
 from lossbench.hydra_private import BasicSweeper
+from lossbench.identity import config_hash
 from lossbench.jobs import compose_jobs
 from lossbench.tracking.writer import Tracker
 

@@ -29,9 +29,12 @@ class _Recorder:
         run_ids: Sequence[str],
         series: Sequence[Mapping[str, Sequence[float]]],
         written: Sequence[int],
+        steps: Sequence[Mapping[str, Sequence[int]]],
     ) -> None:
         copies = [{k: list(v) for k, v in s.items()} for s in series]
         self.calls.append((list(run_ids), copies, list(written)))
+        for values, epochs in zip(series, steps, strict=True):  # each value's epoch
+            assert {k: len(v) for k, v in values.items()} == {k: len(e) for k, e in epochs.items()}
 
 
 def _sent_and_flushed(curves: LiveCurves, token: int, batches: list[tuple[int, list]]) -> None:

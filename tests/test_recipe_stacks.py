@@ -189,7 +189,13 @@ def test_members_differing_in_schedule_loss_penalty_and_seed_train_as_alone(make
         ["optimizer=momentum", "scheduler=onecycle", "penalty.kind=l2", "penalty.strength=0.01"],
         ["optimizer=adam", "scheduler=cosine", "loss=focal", "penalty.kind=l1"],
         ["optimizer=adam", "scheduler=cosine", "loss=focal", "penalty.kind=l1", "seed=3"],
-        ["optimizer=sgd", "scheduler=step", "loss=mse", "penalty.strength=0.001"],
+        [
+            "optimizer=sgd",
+            "scheduler=step",
+            "loss=mse",
+            "penalty.kind=l2",
+            "penalty.strength=0.001",
+        ],
         ["optimizer=rmsprop", "scheduler=warmup_cosine", "optimizer.momentum=0.5"],
     ]
     for o in overrides:

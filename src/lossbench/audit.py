@@ -124,35 +124,39 @@ class Finding:
 
 
 def _values(result: RunResult, names: Sequence[str]) -> dict[str, float]:
-    values = {
-        f"{name}[{epoch}]": value
-        for name in names
-        for epoch, value in enumerate(result.series.get(name, []))
-    }
+    """``metric[epoch]`` -> value of the per-epoch metrics ``names``, and the final values."""
+    values = {f"{name}[{epoch}]": value for name in names for epoch, value in result.points(name)}
     values.update({k: v for k, v in result.final.items() if not k.startswith("time/")})
     return values
 
 
 def compare(stacked: RunResult, plain: RunResult, nudged: RunResult) -> Finding:
-    """Every value the plain model records, stacked against plain, allowing the larger of the
-    tolerance policy and :data:`NOISE_FACTOR` times the nudged run's difference."""
+    """Every value the stacked run records of what the plain model records (the plain loop
+    validates every epoch; a fit may validate less often), stacked against plain, allowing
+    the larger of the tolerance policy and :data:`NOISE_FACTOR` times the nudged run's
+    difference."""
     names = sorted(plain.series)
     mine, reference, noisy = (_values(r, names) for r in (stacked, plain, nudged))
     worst = noise = 0.0
     where, failure = "", ""
-    for key, expected in reference.items():
-        if key not in mine:
-            return Finding(False, float("inf"), 0.0, f"{key}: not recorded by the stacked run")
+    missing = sorted(set(plain.series) - set(stacked.series))
+    missing += sorted(k for k in plain.final if k not in stacked.final and k in reference)
+    if missing:
+        return Finding(False, float("inf"), 0.0, f"{missing[0]}: not recorded by the stacked run")
+    for key, value in mine.items():
+        if key not in reference:  # a metric of the fit's own (diagnostics): not the plain model's
+            continue
+        expected = reference[key]
         scale = max(abs(expected), 1e-12)
-        difference = abs(mine[key] - expected)
+        difference = abs(value - expected)
         spread = abs(noisy.get(key, expected) - expected)
         allowed = max(ATOL, RTOL * abs(expected), NOISE_FACTOR * spread)
         noise = max(noise, spread / scale)
         if difference / scale > worst:
-            worst, where = difference / scale, f"{key}: {mine[key]:.6g} vs plain {expected:.6g}"
+            worst, where = difference / scale, f"{key}: {value:.6g} vs plain {expected:.6g}"
         if difference > allowed and not failure:
             failure = (
-                f"{key}: {mine[key]:.6g} stacked vs {expected:.6g} plain (relative "
+                f"{key}: {value:.6g} stacked vs {expected:.6g} plain (relative "
                 f"{difference / scale:.2e}; allowed {allowed / scale:.2e})"
             )
     return Finding(not failure, worst, noise, failure or where)

@@ -19,6 +19,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from lossbench.config_keys import UnknownKey, check_known_keys
 from lossbench.identity import canonical
+from lossbench.trainer_options import check_trainer_options
 
 if TYPE_CHECKING:
     from lossbench.data import SplitData
@@ -371,6 +372,10 @@ def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
 
     trainer_key = _key("trainer", cfg["trainer"])
     if trainer_key not in seen:
+        try:
+            check_trainer_options(cfg["trainer"])
+        except ValueError as err:
+            raise ConfigError(f"{_label(spec, 'trainer')}: {err}") from None
         _check_trainer(spec)
         seen[trainer_key] = True
     return data

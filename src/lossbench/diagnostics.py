@@ -77,6 +77,7 @@ class Diagnostics(pl.Callback):
         self._before: list[Tensor] = []
         self._step_losses: list[Tensor] = []
         self._reached: Tensor | None = None
+        self._counted = -1  # the global step whose gradient was measured
 
     @staticmethod
     def wanted(cfg: Mapping[str, Any] | None) -> bool:
@@ -84,12 +85,16 @@ class Diagnostics(pl.Callback):
         return bool(cfg) and (any(cfg.get(f) for f in FLAGS) or cfg.get("target") is not None)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: Any) -> None:  # noqa: D102
-        self._sums, self._steps = {}, 0
+        self._sums, self._steps = {}, 0  # _steps: optimizer steps (not batches)
 
     def _add(self, name: str, value: Tensor) -> None:
         self._sums[name] = self._sums.get(name, 0) + value.detach()
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, module: Any, optimizer: Any) -> None:  # noqa: D102
+        if self._counted == trainer.global_step:  # the closure evaluated again: counted once
+            return
+        self._counted = trainer.global_step
+        self._steps += 1
         model = module.model
         if self.cfg.get("layer_grad_norms"):
             for i, (w, b) in enumerate(zip(model.weights, model.biases, strict=True)):
@@ -101,13 +106,13 @@ class Diagnostics(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:  # noqa: D102
-        self._steps += 1
-        if self.cfg.get("update_size") and self._before:
+        if self.cfg.get("update_size") and self._before and trainer.global_step != self._counted:
             moved = sum(
                 (p.detach() - old).square().flatten(1).sum(1)
                 for p, old in zip(module.model.parameters(), self._before, strict=True)
             )
             self._add("update/size", moved.sqrt())
+            self._before = []
         if (
             self.cfg.get("step_loss_noise")
             and trainer.current_epoch >= (trainer.max_epochs or 1) // 2

@@ -163,7 +163,8 @@ class _Training:
 
     tracker: Any  # lossbench.tracking.writer.Tracker
     run_ids: list[str]
-    series: list[dict[str, list[float]]]  # per run: metric -> value per epoch, as arrived
+    series: list[dict[str, list[float]]]  # per run: metric -> its values, as arrived
+    steps: list[dict[str, list[int]]]  # per run: metric -> each value's epoch
     written: list[int]  # per run: epochs written to the store
 
 
@@ -192,7 +193,9 @@ class LiveCurves:
     def add(self, token: int, tracker: Any, run_ids: Sequence[str]) -> None:
         """Stack ``token``'s runs (created RUNNING) start training. Call holding ``lock``."""
         n = len(run_ids)
-        self._training[token] = _Training(tracker, list(run_ids), [{} for _ in range(n)], [0] * n)
+        self._training[token] = _Training(
+            tracker, list(run_ids), [{} for _ in range(n)], [{} for _ in range(n)], [0] * n
+        )
 
     def remove(self, token: int) -> list[int] | None:
         """Stack ``token`` has ended: how many epochs of each run were written (the rest is
@@ -208,17 +211,23 @@ class LiveCurves:
                 continue
             for first_epoch, rows in parts:
                 for offset, members in enumerate(rows):
-                    for series, values in zip(training.series, members, strict=True):
+                    epoch = first_epoch + offset
+                    for series, steps, values in zip(
+                        training.series, training.steps, members, strict=True
+                    ):
                         # a retried stack sends its first epochs again: they are kept once
-                        if values is not None and first_epoch + offset == _epochs(series):
+                        if values is not None and epoch == _epochs(series):
                             for name, value in values.items():
                                 series.setdefault(name, []).append(value)
+                                steps.setdefault(name, []).append(epoch)
         for training in self._training.values():
             lengths = [_epochs(series) for series in training.series]
             if lengths == training.written:
                 continue
             try:
-                training.tracker.log_live(training.run_ids, training.series, training.written)
+                training.tracker.log_live(
+                    training.run_ids, training.series, training.written, training.steps
+                )
             except Exception as err:  # the store is busy or gone: the runs' ends write it all
                 log.warning("Live curves: could not write to the store (%s)", err)
                 continue

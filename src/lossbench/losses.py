@@ -290,6 +290,11 @@ def check_penalty(kind: str, strength: float) -> None:
         raise ValueError(f"penalty.kind={kind!r} is not one of {', '.join(PENALTIES)}")
     if not strength >= 0:
         raise ValueError(f"penalty.strength must be >= 0, got {strength}")
+    if kind == "none" and strength != 0:
+        raise ValueError(
+            f"penalty.strength={strength} with penalty.kind=none: no penalty would be applied; "
+            "set penalty.kind=l1 or l2, or leave penalty.strength at 0"
+        )
 
 
 def weight_penalty(weights: list[Tensor], kind: str, strength: float) -> Tensor | None:

@@ -157,7 +157,9 @@ class RecipeModule(pl.LightningModule):
         self._monitor: str | None = None
         self._sums: dict[str, Tensor] = {}
         self._steps = 0
+        self._optimizer_steps = 0
         self._val: EpochRow = {}
+        self._val_at = -1  # the optimizer step (global_step) whose weights _val describes
         self._lr = torch.zeros(model.n_members)
         self.diverged_at = torch.full((model.n_members,), -1, dtype=torch.long)
         # a run alone whose config has Lightning callbacks: each epoch's row goes to
@@ -169,8 +171,32 @@ class RecipeModule(pl.LightningModule):
 
     @property
     def latest_val(self) -> EpochRow:
-        """The last validation loss and metrics, ``[K]`` each."""
+        """The validation loss and metrics of the current weights, ``[K]`` each, as an epoch
+        ends: Lightning's validation if it ran after the epoch's last step; at the fit's last
+        epoch, one run now if it did not; else empty (this epoch has no validation)."""
+        if self._val and self._val_at == self.trainer.global_step:
+            return self._val
+        if not self._fit_ending():
+            return {}
+        x, y = self.trainer.datamodule.split("val")
+        training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            self._val = self.evaluate(self.model(x), y, "val", self._every_epoch)
+        self._val_at = self.trainer.global_step
+        self.model.train(training)
+        self._val_at = self.trainer.global_step
         return self._val
+
+    def _fit_ending(self) -> bool:
+        """Whether the epoch ending now is the fit's last (max_epochs, max_steps, or stopped)."""
+        trainer = self.trainer
+        max_steps = trainer.max_steps if trainer.max_steps is not None else -1
+        return (
+            trainer.should_stop
+            or self.current_epoch + 1 >= int(trainer.max_epochs or 1)
+            or (max_steps >= 0 and trainer.global_step >= max_steps)
+        )
 
     @property
     def alive(self) -> Tensor:
@@ -269,6 +295,7 @@ class RecipeModule(pl.LightningModule):
             "train/grad_norm": torch.zeros(k, device=self.device),
         }
         self._steps = 0
+        self._optimizer_steps = 0
         optimizer = self.trainer.optimizers[0]
         if hasattr(optimizer, "member_lrs"):
             self._lr = optimizer.member_lrs()
@@ -299,6 +326,7 @@ class RecipeModule(pl.LightningModule):
         if self._norm_step == self.trainer.global_step:
             return
         self._norm_step = self.trainer.global_step
+        self._optimizer_steps += 1
         squares = [
             p.grad.square().flatten(1).sum(1) for p in self.parameters() if p.grad is not None
         ]
@@ -308,6 +336,7 @@ class RecipeModule(pl.LightningModule):
         """Validation loss and metrics of every member."""
         x, y = batch
         self._val = self.evaluate(self.model(x), y, "val", self._every_epoch)
+        self._val_at = self.trainer.global_step
 
     def on_validation_epoch_end(self) -> None:
         """Expose the monitored metric to Lightning (reduce_on_plateau runs alone, K=1)."""
@@ -316,12 +345,14 @@ class RecipeModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """Close the epoch's row (validation has run by now) and hand it on."""
-        if "val/loss" in self._val:
-            self._mark_diverged(torch.isfinite(self._val["val/loss"]))
-        steps = max(self._steps, 1)
-        row = {name: total / steps for name, total in self._sums.items()}
+        val = self.latest_val  # empty for an epoch without validation of its last weights
+        if "val/loss" in val:
+            self._mark_diverged(torch.isfinite(val["val/loss"]))
+        row = {"train/loss": self._sums["train/loss"] / max(self._steps, 1)}
+        # a norm per optimizer step (accumulate_grad_batches: one per several batches)
+        row["train/grad_norm"] = self._sums["train/grad_norm"] / max(self._optimizer_steps, 1)
         row["lr"] = self._lr
-        row.update(self._val)
+        row.update(val)
         row.update(self.extra_row)
         self.extra_row = {}
         row = {name: value.detach().cpu() for name, value in row.items()}

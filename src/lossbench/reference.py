@@ -9,16 +9,19 @@ per epoch as it says (after the epoch's validation, with the monitored value for
 reads a metric). No Lightning, no stacking, no tracking: a stacked fit is a faster way to
 compute exactly this, and the tests and the sweep's audit compare the two.
 
-Recorded as a fit records them: per epoch train/loss (the mean of the steps' losses, at each
+Recorded as a fit records them: per epoch train/loss (the mean of the batches' losses, at each
 step's first evaluation), train/grad_norm (the mean over optimizer steps of the norm of all
-gradients), lr (the first param group's, as the epoch starts), val/* (eval mode); at the end
-train/final_loss, test/*, and the config's metrics.
+gradients, before clipping), lr (the first param group's, as the epoch starts), val/* (eval
+mode, every epoch: a fit that validates less often records a subset); at the end
+train/final_loss, test/*, and the config's metrics. ``trainer.max_steps``,
+``accumulate_grad_batches`` and gradient clipping are followed as Lightning follows them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -98,30 +101,74 @@ def _evaluate(
     }
 
 
+@dataclass
+class Fit:
+    """The Trainer options a plain loop follows as Lightning does (the others that change the
+    computation are refused by :mod:`lossbench.trainer_options`)."""
+
+    max_epochs: int
+    max_steps: int = -1  # optimizer steps; -1: none
+    accumulate: int = 1  # accumulate_grad_batches
+    clip_value: float | None = None  # gradient_clip_val
+    clip_algorithm: str = "norm"
+
+    @classmethod
+    def of(cls, trainer: Mapping[str, Any]) -> Fit:
+        """From a ``trainer`` config."""
+        return cls(
+            int(trainer["max_epochs"]),
+            int(trainer.get("max_steps") or -1),
+            int(trainer.get("accumulate_grad_batches") or 1),
+            trainer.get("gradient_clip_val"),
+            str(trainer.get("gradient_clip_algorithm") or "norm"),
+        )
+
+    def clip(self, params: list[nn.Parameter]) -> None:
+        """Clip the gradients as Lightning does before an optimizer step."""
+        if self.clip_value is None:
+            return
+        if self.clip_algorithm == "value":
+            nn.utils.clip_grad_value_(params, self.clip_value)
+        else:
+            nn.utils.clip_grad_norm_(params, self.clip_value)
+
+
 def _step(
     optimizer: torch.optim.Optimizer,
     model: PlainModel,
     objective: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
-    xb: Tensor,
-    yb: Tensor,
-) -> tuple[Tensor, Tensor, float]:
-    """One optimizer step with a closure that computes the gradients; the loss, objective and
-    gradient norm of the step's first evaluation (an optimizer may evaluate again)."""
+    window: list[tuple[Tensor, Tensor]],
+    fit: Fit,
+) -> tuple[list[Tensor], Tensor, float]:
+    """One optimizer step over a window of ``fit.accumulate`` batches, as Lightning takes it:
+    gradients zeroed at the window's first batch, each batch's objective divided by the
+    window's size, the last one's backward in the step's closure, clipped after it. Returns
+    the batches' losses, the last objective and the gradient norm of the step's first
+    evaluation (an optimizer may evaluate its closure again)."""
+    losses: list[Tensor] = []
+    optimizer.zero_grad()
+    for xb, yb in window[:-1]:
+        loss, total = objective(xb, yb)
+        (total / fit.accumulate).backward()
+        losses.append(loss.detach())
     first: list[Any] = []
+    xb, yb = window[-1]
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
+        if len(window) == 1:
+            optimizer.zero_grad()
         loss, total = objective(xb, yb)
-        total.backward()
+        (total / fit.accumulate).backward()
         if not first:
             squares = [p.grad.square().sum() for p in model.parameters() if p.grad is not None]
             first.extend([loss.detach(), total.detach(), float(torch.stack(squares).sum().sqrt())])
+        fit.clip(model.parameters())
         return total
 
     optimizer.step(closure)
     if not first:
         raise RuntimeError(f"{type(optimizer).__name__}.step() did not call its closure")
-    return first[0], first[1], first[2]
+    return [*losses, first[0]], first[1], first[2]
 
 
 def train_plain(
@@ -151,8 +198,9 @@ def train_plain(
              ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}  # fmt: skip
     x, y = split["x_train"], split["y_train"]
     n, batch = len(y), batch_rows(cfg["batch_size"], data)
-    steps_per_epoch = math.ceil(n / batch)
-    max_epochs = int(cfg["trainer"]["max_epochs"])
+    fit = Fit.of(cfg["trainer"])
+    steps_per_epoch = math.ceil(math.ceil(n / batch) / fit.accumulate)
+    max_epochs = fit.max_epochs
     optimizer = build(cfg["optimizer"])(model.parameters())
     schedule = None
     if cfg.get("scheduler"):
@@ -167,20 +215,27 @@ def train_plain(
         return loss, loss if extra is None else loss + extra[0]
 
     series: dict[str, list[float]] = {}
-    diverged_at = -1
+    diverged_at, steps = -1, 0
     for epoch in range(max_epochs):
         lr = float(optimizer.param_groups[0]["lr"])
-        losses, norms = [], []
+        losses: list[Tensor] = []
+        norms: list[float] = []
         batches = [slice(None)] if batch >= n else torch.randperm(n, generator=order).split(batch)
-        for rows in batches:
-            loss, total, norm = _step(optimizer, model, objective, x[rows], y[rows])
-            losses.append(loss)
+        windows = [batches[i : i + fit.accumulate] for i in range(0, len(batches), fit.accumulate)]
+        for window in windows:
+            batch_losses, total, norm = _step(
+                optimizer, model, objective, [(x[rows], y[rows]) for rows in window], fit
+            )
+            losses += batch_losses
             norms.append(norm)
+            steps += 1
             if not math.isfinite(float(total)):
                 diverged_at = epoch
                 break
             if schedule is not None and schedule["interval"] == "step":
                 schedule["scheduler"].step()
+            if steps == fit.max_steps:
+                break
         if diverged_at >= 0:
             break
         with torch.no_grad():
@@ -199,6 +254,8 @@ def train_plain(
                 schedule["scheduler"].step(row[monitor])
             else:
                 schedule["scheduler"].step()
+        if steps == fit.max_steps:
+            break
     final = {name: values[-1] for name, values in series.items()}
     if diverged_at >= 0:
         return RunResult(series, final, status="FAILED",

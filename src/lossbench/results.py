@@ -20,6 +20,9 @@ class RunResult:
     # tracking.log_model: the member's saved MLflow model, relative path -> bytes (so that a
     # worker on another machine can hand it over), logged under the run's artifacts/model
     model_files: dict[str, bytes] | None = None
+    # metric -> the epoch of each value, for a metric not recorded every epoch (val/* with
+    # trainer.check_val_every_n_epoch > 1); a metric absent here has one value per epoch
+    steps: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
@@ -34,6 +37,11 @@ class RunResult:
     def outcome(self) -> str:
         """finished, diverged, failed or killed."""
         return "diverged" if self.diverged else self.status.lower()
+
+    def points(self, name: str) -> list[tuple[int, float]]:
+        """``(epoch, value)`` of one metric's series."""
+        values = self.series.get(name, [])
+        return list(zip(self.steps.get(name, range(len(values))), values, strict=True))
 
     @property
     def epochs(self) -> int:
@@ -57,17 +65,21 @@ class RunResult:
         """
         kept = rows if diverged_at < 0 else rows[:diverged_at]
         series: dict[str, list[float]] = {}
-        for row in kept:
+        epochs: dict[str, list[int]] = {}
+        for epoch, row in enumerate(kept):
             for name, values in row.items():
                 series.setdefault(name, []).append(float(values[member]))
+                epochs.setdefault(name, []).append(epoch)
+        steps = {name: e for name, e in epochs.items() if e != list(range(len(e)))}
         final = {name: values[-1] for name, values in series.items()}
         final["time/seconds"] = seconds
         final["time/epoch_seconds"] = seconds / max(len(rows), 1)
         if diverged_at < 0:
             final.update({name: float(values[member]) for name, values in end.items()})
-            return cls(series=series, final=final, seconds=seconds)
+            return cls(series=series, steps=steps, final=final, seconds=seconds)
         return cls(
             series=series,
+            steps=steps,
             final=final,
             seconds=seconds,
             status="FAILED",

@@ -89,15 +89,17 @@ def train(
     run_id = tracker.start_run(spec, facts, sweep)
     written = 0
     series: dict[str, list[float]] = {}
+    steps: dict[str, list[int]] = {}
     last_flush = time.monotonic()
 
     def flush(epoch: int, rows: Sequence[MemberRow]) -> None:
         nonlocal written, last_flush
         for name, value in (rows[0] or {}).items():
             series.setdefault(name, []).append(value)
+            steps.setdefault(name, []).append(epoch)
         every = tracker.flush_every_s
         if every is not None and time.monotonic() - last_flush >= every:
-            tracker.log_epochs(run_id, series, start=written)
+            tracker.log_epochs(run_id, series, start=written, steps=steps)
             written = epoch + 1
             last_flush = time.monotonic()
             log.info("epoch %d: %s", epoch + 1, _summary(series))
@@ -107,13 +109,12 @@ def train(
             [result] = fit_members([spec.cfg], data, on_epoch_end=flush)
     except Interrupted as interrupt:
         mark_interrupted()
-        tracker.finish_run(
-            run_id, RunResult(series, status="KILLED", error=str(interrupt)), written
-        )
+        killed = RunResult(series, steps=steps, status="KILLED", error=str(interrupt))
+        tracker.finish_run(run_id, killed, written)
         log.error("Run %s %s: recorded KILLED", run_id, interrupt)
         raise
     except Exception:
-        failed = RunResult(series, status="FAILED", error=traceback.format_exc())
+        failed = RunResult(series, steps=steps, status="FAILED", error=traceback.format_exc())
         tracker.finish_run(run_id, failed, written)
         raise
     tracker.finish_run(run_id, result, written)

@@ -133,9 +133,11 @@ def metric_rows(
     start: int = 0,
     every: int = 1,
     complete: bool = True,
+    steps: Mapping[str, Sequence[int]] | None = None,
 ) -> list[MetricRow]:
-    """Per-epoch values from epoch ``start`` (step = epoch), then the final values that have
-    no series (test/*, time/*) at the last epoch's step.
+    """Per-epoch values of epochs ``start`` on (step = epoch: a value's position in its series,
+    or its entry in ``steps`` for a metric not recorded every epoch), then the final values that
+    have no series (test/*, time/*) at the last epoch's step.
 
     With ``every`` > 1 only epochs 0, every, 2*every, ... are written, and the last epoch of a
     ``complete`` series (a run's whole history, not a live part of it). A live part never
@@ -143,18 +145,23 @@ def metric_rows(
     the grid, even below ``start``: each epoch is written once, by step, whatever the live
     parts covered."""
     now = int(time.time() * 1000)
-    last = max((len(v) for v in series.values()), default=1) - 1
+    steps = steps or {}
+    points = {
+        name: list(zip(steps.get(name, range(len(values))), values, strict=True))
+        for name, values in series.items()
+    }
+    last = max((p[-1][0] for p in points.values() if p), default=0)
     rows = [
         (name, float(value), now, step)
-        for name, values in series.items()
-        for step, value in enumerate(values[start:], start=start)
-        if step % every == 0
+        for name, pairs in points.items()
+        for step, value in pairs
+        if step >= start and step % every == 0
     ]
     if complete:
         rows += [
-            (name, float(values[-1]), now, len(values) - 1)
-            for name, values in series.items()
-            if values and (len(values) - 1) % every != 0
+            (name, float(pairs[-1][1]), now, pairs[-1][0])
+            for name, pairs in points.items()
+            if pairs and pairs[-1][0] % every != 0
         ]
     rows += [(k, float(v), now, last) for k, v in final.items() if k not in series]
     return rows
@@ -449,24 +456,31 @@ class Tracker:
         return self.start_runs([spec], facts, sweep, tags)[0]
 
     def log_epochs(
-        self, run_id: str, series: Mapping[str, Sequence[float]], start: int = 0
+        self,
+        run_id: str,
+        series: Mapping[str, Sequence[float]],
+        start: int = 0,
+        steps: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         """Write one training run's per-epoch values from epoch ``start`` on (see
         :meth:`log_live`)."""
-        self.log_live([run_id], [series], [start])
+        self.log_live([run_id], [series], [start], [steps or {}])
 
     def log_live(
         self,
         run_ids: Sequence[str],
         series: Sequence[Mapping[str, Sequence[float]]],
         written: Sequence[int],
+        steps: Sequence[Mapping[str, Sequence[int]]] | None = None,
     ) -> None:
         """Write the per-epoch values that arrived while runs (one stack's) train: run i's
-        from epoch ``written[i]`` on; in one transaction on the SQL path."""
+        from epoch ``written[i]`` on (``steps[i]``: each value's epoch, where not its position);
+        in one transaction on the SQL path."""
         every = self.log_every_n_epochs
+        steps = steps or [{} for _ in series]
         rows = [
-            metric_rows(s, {}, start, every, complete=False)
-            for s, start in zip(series, written, strict=True)
+            metric_rows(s, {}, start, every, complete=False, steps=st)
+            for s, start, st in zip(series, written, steps, strict=True)
         ]
         with timed():
             store = self._sql_store
@@ -489,7 +503,7 @@ class Tracker:
         last line as a tag."""
         starts = written or [0] * len(results)
         metrics = [
-            metric_rows(r.series, r.final, start, self.log_every_n_epochs)
+            metric_rows(r.series, r.final, start, self.log_every_n_epochs, steps=r.steps)
             for r, start in zip(results, starts, strict=True)
         ]
         with timed():
