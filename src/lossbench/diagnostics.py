@@ -155,7 +155,7 @@ class Diagnostics(pl.Callback):
                     (w.abs() < threshold).float().mean(dim=(1, 2))
                 )
         if self.cfg.get("dead_units") and len(model.weights) > 1:
-            x = self.x_train.to(module.device)
+            x = self.x_train.to(module.device, model.weights[0].dtype)
             dead, units = 0, 0
             h = x
             for w, b in zip(model.weights[:-1], model.biases[:-1], strict=True):

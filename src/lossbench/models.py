@@ -183,15 +183,15 @@ class StackedMLP(nn.Module):
     def hidden_activations(self, x: Tensor) -> list[Tensor]:
         """Post-activation outputs of each hidden layer, ``[K, B, width]`` each (no dropout)."""
         outs = []
-        h = x
+        h = x.to(self.weights[0].dtype)
         for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
             h = self.activation(_linear(h, weight, bias))
             outs.append(h)
         return outs
 
     def forward(self, x: Tensor) -> Tensor:
-        """Outputs of all members, ``[K, B, out]``."""
-        h = x
+        """Outputs of all members, ``[K, B, out]`` (inputs in the weights' precision)."""
+        h = x.to(self.weights[0].dtype)
         last = len(self.weights) - 1
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = _linear(h, weight, bias)

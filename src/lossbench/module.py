@@ -290,9 +290,10 @@ class RecipeModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         """Reset the epoch's accumulators; note the rate in effect as the epoch starts."""
         k = self.model.n_members
+        dtype = self.model.weights[0].dtype  # float64 in the audit's fit
         self._sums = {
-            "train/loss": torch.zeros(k, device=self.device),
-            "train/grad_norm": torch.zeros(k, device=self.device),
+            "train/loss": torch.zeros(k, device=self.device, dtype=dtype),
+            "train/grad_norm": torch.zeros(k, device=self.device, dtype=dtype),
         }
         self._steps = 0
         self._optimizer_steps = 0

@@ -172,30 +172,29 @@ def _step(
 
 
 def train_plain(
-    cfg: Mapping[str, Any], data: SplitData | None = None, nudged: bool = False
+    cfg: Mapping[str, Any], data: SplitData | None = None, exact: bool = False
 ) -> RunResult:
     """Train one run's plain model with a plain loop; its per-epoch series and final metrics
     (a run whose objective becomes NaN or inf stops there, as a diverged member does).
 
-    ``nudged``: start from weights moved by one float32 rounding (each to the next float up or
-    down, from a fixed generator), to see what rounding becomes in this training (the audit)."""
+    ``exact``: in float64 (the same init, data and masks, the arithmetic 2^29 times finer), to
+    see how far float32 rounding moves this training (the audit's allowance)."""
     torch.set_num_threads(int(cfg["threads"]))
     torch.manual_seed(int(cfg["seed"]))  # as Lightning's seed_everything, for a user's code
     if data is None:
         data = load_dataset(cfg["dataset"], int(cfg["data_seed"]))
     model = PlainModel(cfg, data)
-    if nudged:
-        signs = torch.Generator().manual_seed(2**31 - 1)
-        with torch.no_grad():
-            for p in model.parameters():
-                up = torch.randint(0, 2, p.shape, generator=signs).bool()
-                p.copy_(torch.nextafter(p, torch.where(up, math.inf, -math.inf)))
+    dtype = torch.float64 if exact else torch.float32
+    model.net.to(dtype)
     loss_fn = build(cfg["loss"])
     penalty = (str(cfg["penalty"]["kind"]), float(cfg["penalty"]["strength"]))
     metrics = build_metrics(cfg.get("metrics"), data.task)
     every_epoch = {n: m for n, m in metrics.items() if m.every_epoch}
     split = {name: torch.from_numpy(getattr(data, name)) for name in
              ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}  # fmt: skip
+    for name, tensor in split.items():
+        if tensor.is_floating_point():
+            split[name] = tensor.to(dtype)
     x, y = split["x_train"], split["y_train"]
     n, batch = len(y), batch_rows(cfg["batch_size"], data)
     fit = Fit.of(cfg["trainer"])

@@ -31,6 +31,7 @@ def fit_members(
     cfgs: Sequence[dict[str, Any]],
     data: SplitData | None = None,
     on_epoch_end: Callable[[int, list[MemberRow]], None] | None = None,
+    exact: bool = False,
 ) -> list[RunResult]:
     """Train the runs described by ``cfgs`` together, as stacked members of one model.
 
@@ -40,6 +41,7 @@ def fit_members(
     equally among its members, and tags naming what decided its floating-point results
     (:func:`lossbench.platform_facts.float_tags`). ``on_epoch_end(epoch, rows)`` gets each
     epoch's values as they come, one row per config (``None`` for a member that has diverged).
+    ``exact``: the same fit in float64 (the audit's: see :mod:`lossbench.audit`).
     """
     order = _member_order(cfgs)
     stacked = [cfgs[i] for i in order]
@@ -76,6 +78,8 @@ def fit_members(
     if Diagnostics.wanted(first.get("diagnostics")):
         x_train = torch.from_numpy(data.x_train)
         callbacks.append(Diagnostics(first["diagnostics"], x_train, data.summary()))
+    if exact:
+        trainer_cfg["precision"] = "64-true"
     trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks=callbacks)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
