@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from lossbench.data import SplitData
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "tracking")
+GROUPS = (
+    "dataset", "model", "loss", "optimizer", "scheduler", "trainer", "early_stopping", "tracking",
+)  # fmt: skip
 
 
 class ConfigError(CompactHydraException, ValueError):
@@ -226,6 +228,22 @@ def config_metrics(cfg: Mapping[str, Any], task: str) -> list[str]:
     ]
 
 
+def epoch_metrics(cfg: Mapping[str, Any], task: str) -> set[str]:
+    """The metrics a run of this config records every epoch (what early stopping may watch)."""
+    every_epoch = [
+        name
+        for name in config_metrics(cfg, task)
+        if (cfg.get("metrics") or {})[name].get("every_epoch")
+    ]
+    builtin = ("rmse", "mae", "r2") if task == "regression" else ("acc", "balanced_acc", "f1_macro")
+    return {
+        "train/loss",
+        "train/grad_norm",
+        "lr",
+        *(f"val/{m}" for m in ("loss", *builtin, *every_epoch)),
+    }
+
+
 def recorded_metrics(cfg: Mapping[str, Any], task: str) -> set[str]:
     """The metric names a run of this config records (per epoch and at the end), for claims to
     check their metrics against before anything trains."""
@@ -360,6 +378,14 @@ def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
         _check_metrics(spec, data, model)
         seen[metrics_key] = True
 
+    if cfg.get("early_stopping"):
+        from lossbench.early_stopping import StoppingRule
+
+        try:
+            StoppingRule.of(cfg["early_stopping"], epoch_metrics(cfg, data.task))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from None
+
     diagnostics_key = _key("diagnostics", cfg.get("diagnostics"))
     if diagnostics_key not in seen:
         try:
@@ -463,9 +489,37 @@ def _check_recipe(spec: RunSpec, data: SplitData, model: Any) -> None:
             raise ConfigError(f"{_label(spec, 'scheduler')}: {_unwrap(err)}") from err
 
 
+# Callbacks lossbench does the work of: refused, saying what to use instead
+REPLACED_CALLBACKS = {
+    "LearningRateMonitor": "lossbench records each member's learning rate every epoch as the "
+    "metric lr (its first param group's, as the epoch starts); remove LearningRateMonitor (it "
+    "needs a Lightning logger, which lossbench's MLflow recording replaces)",
+    "ModelCheckpoint": "use tracking.log_model=true: each run logs its trained member as an "
+    "MLflow model (the best epoch's with early_stopping.restore=best); remove ModelCheckpoint",
+}
+MEMBER_SAFE = "lossbench_member_safe"  # a callback class's declaration that it may stack
+
+
+def callbacks_member_safe(trainer: Mapping[str, Any]) -> bool:
+    """Whether every callback of a ``trainer`` config declares itself safe in a stack (its
+    class has ``lossbench_member_safe = True``: it observes the fit and acts on no member);
+    ``ValueError`` for a callback lossbench replaces. Builds the callbacks."""
+    nodes = trainer.get("callbacks") or []
+    built = [build(node) for node in ([nodes] if isinstance(nodes, Mapping) else nodes)]
+    for callback in built:
+        for name, why in REPLACED_CALLBACKS.items():
+            if any(c.__name__ == name for c in type(callback).__mro__):
+                raise ValueError(f"trainer.callbacks: {type(callback).__name__}: {why}")
+    return bool(built) and all(getattr(type(c), MEMBER_SAFE, False) is True for c in built)
+
+
 def _check_trainer(spec: RunSpec) -> None:
     """Lightning builds the Trainer (it checks its own arguments: accelerator, ...)."""
     cfg = spec.cfg
+    try:
+        callbacks_member_safe(cfg["trainer"])
+    except ValueError as err:
+        raise ConfigError(f"{_label(spec, 'trainer')}: {err}") from None
     try:
         build_trainer(cfg["trainer"])
     except Exception as err:

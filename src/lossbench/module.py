@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from lossbench.data import SplitData
+from lossbench.early_stopping import MemberStopping
 from lossbench.losses import Loss, member_penalty
 from lossbench.metrics import (
     Metric,
@@ -121,9 +122,12 @@ class RecipeModule(pl.LightningModule):
 
     A member whose loss becomes NaN or inf has diverged: from that step on its loss is masked
     out (no gradient reaches it; its siblings train on), ``diverged_at`` holds the epoch, and
-    the fit stops as soon as every member has diverged. ``on_epoch_end(epoch, row, alive)``
-    gets each row, and which members are alive, while some member is alive (live curves send
-    metrics as they come through it).
+    the fit stops as soon as every member has diverged. With ``stopping`` (per-member early
+    stopping, :mod:`lossbench.early_stopping`), a member that stops is masked out likewise,
+    ``stopped_at`` holds the epoch, and at the fit's end it gets back the weights the rule
+    keeps (of that epoch, or of its best). ``on_epoch_end(epoch, row, alive)`` gets each row,
+    and which members are alive, while some member is alive (live curves send metrics as they
+    come through it).
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class RecipeModule(pl.LightningModule):
         penalties: Sequence[tuple[str, float]] = (),
         on_epoch_end: Callable[[int, EpochRow, Tensor], None] | None = None,
         metrics: Mapping[str, Metric] | None = None,
+        stopping: MemberStopping | None = None,
     ) -> None:
         super().__init__()
         if len(losses) != model.n_members:
@@ -162,6 +167,9 @@ class RecipeModule(pl.LightningModule):
         self._val_at = -1  # the optimizer step (global_step) whose weights _val describes
         self._lr = torch.zeros(model.n_members)
         self.diverged_at = torch.full((model.n_members,), -1, dtype=torch.long)
+        self.stopping = stopping
+        self.stopped_at = torch.full((model.n_members,), -1, dtype=torch.long)
+        self._kept: dict[int, list[Tensor]] = {}  # member -> weights to restore at the end
         # a run alone whose config has Lightning callbacks: each epoch's row goes to
         # self.log too, where EarlyStopping, ModelCheckpoint, ... read it
         self.log_epoch_metrics = False
@@ -200,8 +208,8 @@ class RecipeModule(pl.LightningModule):
 
     @property
     def alive(self) -> Tensor:
-        """Which members have not diverged, ``[K]`` bool."""
-        return self.diverged_at < 0
+        """Which members still train (neither diverged nor stopped early), ``[K]`` bool."""
+        return (self.diverged_at < 0) & (self.stopped_at.to(self.diverged_at.device) < 0)
 
     def _mark_diverged(self, finite: Tensor) -> None:
         """Record the current epoch for members whose values just became non-finite."""
@@ -209,6 +217,27 @@ class RecipeModule(pl.LightningModule):
         self.diverged_at = torch.where(newly, self.current_epoch, self.diverged_at)
         if not bool(self.alive.any()):
             self.trainer.should_stop = True
+
+    def _check_stopping(self, row: EpochRow) -> None:
+        """One early-stopping check of the epoch's row: members that stop are masked out from
+        now on, and the weights the rule keeps are set aside for the fit's end."""
+        rule = self.stopping.rule if self.stopping is not None else None
+        if rule is None or not rule.due(self.current_epoch) or rule.monitor not in row:
+            return
+        improved, stop = self.stopping.update(row[rule.monitor], self.alive)
+        keep = improved if rule.restore == "best" else stop
+        for member in keep.nonzero().flatten().tolist():
+            self._kept[member] = [p[member].detach().clone() for p in self.model.parameters()]
+        self.stopped_at = torch.where(stop, self.current_epoch, self.stopped_at)
+        if not bool(self.alive.any()):
+            self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def _restore_kept(self) -> None:
+        """Give members the weights early stopping kept for them."""
+        for member, kept in self._kept.items():
+            for p, value in zip(self.model.parameters(), kept, strict=True):
+                p[member] = value.to(p.device)
 
     def on_fit_start(self) -> None:
         """Divergence bookkeeping lives on the training device."""
@@ -363,10 +392,13 @@ class RecipeModule(pl.LightningModule):
                 self.log(name, float(value[0]))
         if self.on_epoch_end is not None and bool(self.alive.any()):
             self.on_epoch_end(self.current_epoch, row, self.alive)
+        self._check_stopping(row)
 
     @torch.no_grad()
     def on_fit_end(self) -> None:
-        """The final model's loss on the whole training split (no dropout)."""
+        """Members stopped early get the weights their rule kept; then the final model's loss
+        on the whole training split (no dropout)."""
+        self._restore_kept()
         x, y = self.trainer.datamodule.split("train")
         self.model.eval()
         self.end_metrics["train/final_loss"] = self.member_losses(self.model(x), y)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from lossbench.config import batch_rows, build
 from lossbench.data import SplitData, load_dataset
+from lossbench.early_stopping import member_stopping
 from lossbench.losses import member_penalty
 from lossbench.metrics import (
     build_metrics,
@@ -213,6 +214,9 @@ def train_plain(
         extra = member_penalty([w.unsqueeze(0) for w in model.weight_matrices()], [penalty])
         return loss, loss if extra is None else loss + extra[0]
 
+    stopping = member_stopping(cfg, data.task, 1)
+    kept: list[Tensor] | None = None  # early stopping's weights, restored at the end
+    stopped_at = -1
     series: dict[str, list[float]] = {}
     diverged_at, steps = -1, 0
     for epoch in range(max_epochs):
@@ -253,8 +257,20 @@ def train_plain(
                 schedule["scheduler"].step(row[monitor])
             else:
                 schedule["scheduler"].step()
+        if stopping is not None and stopping.rule.due(epoch):
+            current = torch.tensor([row[stopping.rule.monitor]])
+            improved, stop = stopping.update(current, torch.tensor([True]))
+            if bool(stop[0] if stopping.rule.restore == "final" else improved[0]):
+                kept = [p.detach().clone() for p in model.parameters()]
+            if bool(stop[0]):
+                stopped_at = epoch
+                break
         if steps == fit.max_steps:
             break
+    if kept is not None:
+        with torch.no_grad():
+            for p, value in zip(model.parameters(), kept, strict=True):
+                p.copy_(value)
     final = {name: values[-1] for name, values in series.items()}
     if diverged_at >= 0:
         return RunResult(series, final, status="FAILED",
@@ -269,4 +285,5 @@ def train_plain(
             val_end = _evaluate(model(split["x_val"], training=False), split["y_val"], "val",
                                 loss_fn, data, at_end)  # fmt: skip
             final.update({k: v for k, v in val_end.items() if k[4:] in at_end})
-    return RunResult(series, final)
+    tags = {"lossbench.stopped_epoch": str(stopped_at)} if stopped_at >= 0 else {}
+    return RunResult(series, final, tags=tags)

@@ -56,14 +56,19 @@ class RunResult:
         member: int,
         seconds: float,
         diverged_at: int = -1,
+        stopped_at: int = -1,
     ) -> RunResult:
         """Pick one member's values out of per-epoch rows and end-of-fit metrics, ``[K]``
         tensors each. ``seconds`` is the member's share of the fit's time.
 
         A member that diverged in epoch ``diverged_at`` keeps the epochs before it (its last
         finite metrics) and no end metrics, and is FAILED with ``lossbench.status=diverged``.
+        A member that early stopping stopped at epoch ``stopped_at`` keeps the epochs up to it
+        and is FINISHED with ``lossbench.stopped_epoch``.
         """
         kept = rows if diverged_at < 0 else rows[:diverged_at]
+        if stopped_at >= 0 and diverged_at < 0:
+            kept = rows[: stopped_at + 1]
         series: dict[str, list[float]] = {}
         epochs: dict[str, list[int]] = {}
         for epoch, row in enumerate(kept):
@@ -76,7 +81,8 @@ class RunResult:
         final["time/epoch_seconds"] = seconds / max(len(rows), 1)
         if diverged_at < 0:
             final.update({name: float(values[member]) for name, values in end.items()})
-            return cls(series=series, steps=steps, final=final, seconds=seconds)
+            tags = {"lossbench.stopped_epoch": str(stopped_at)} if stopped_at >= 0 else {}
+            return cls(series=series, steps=steps, final=final, seconds=seconds, tags=tags)
         return cls(
             series=series,
             steps=steps,

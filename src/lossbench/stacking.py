@@ -67,26 +67,27 @@ def vectorized_optimizer(node: Any) -> bool:
     return all(k in known or k in _IGNORED or k in ("_target_", "_partial_") for k in node)
 
 
-def trains_alone(cfg: dict[str, Any]) -> bool:
+def trains_alone(cfg: dict[str, Any], member_safe_callbacks: bool = False) -> bool:
     """Whether something in a run couples stacked members, so it must train alone: also
-    ``trainer.callbacks``, which see the fit as a whole (an EarlyStopping would stop every
-    member of a stack at once)."""
+    ``trainer.callbacks``, which see the fit as a whole (Lightning's EarlyStopping would stop
+    every member of a stack at once), unless every one of them declares itself member-safe
+    (``member_safe_callbacks``: the checks, which build them, say so)."""
     scheduler = cfg.get("scheduler") or {}
     return (
         scheduler.get("_target_") in COUPLED_SCHEDULES
         or cfg["trainer"].get("gradient_clip_val") is not None
-        or bool(cfg["trainer"].get("callbacks"))
+        or (bool(cfg["trainer"].get("callbacks")) and not member_safe_callbacks)
         or cfg["optimizer"].get("_target_") in COUPLED_OPTIMIZERS
     )
 
 
-def stack_key(spec: RunSpec, by: str = "recipe") -> str | None:
+def stack_key(spec: RunSpec, by: str = "recipe", member_safe_callbacks: bool = False) -> str | None:
     """Runs with equal keys can train as members of one stacked model; ``None`` if this run
     must train alone. ``by`` is one of :data:`STACK_BY`."""
     if by not in STACK_BY:
         raise ValueError(f"stack_by={by!r} is not one of {', '.join(STACK_BY)}")
     cfg = spec.cfg
-    if trains_alone(cfg):
+    if trains_alone(cfg, member_safe_callbacks):
         return None
     members = SEED_LOSS_KEYS if by == "seed_loss" else RECIPE_KEYS
     shared = {k: v for k, v in cfg.items() if k not in members}

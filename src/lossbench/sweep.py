@@ -38,7 +38,14 @@ from typing import Any
 
 from lossbench.audit import TAG as AUDIT_TAG
 from lossbench.audit import audit_stack, wants_audit
-from lossbench.config import ConfigError, RunSpec, check_run, check_seed
+from lossbench.config import (
+    MEMBER_SAFE,
+    ConfigError,
+    RunSpec,
+    callbacks_member_safe,
+    check_run,
+    check_seed,
+)
 from lossbench.identity import canonical, config_hash
 from lossbench.interrupts import Interrupted
 from lossbench.live import LiveCurves, LiveSender, LiveTarget
@@ -140,7 +147,8 @@ def plan_stacks(
     groups: list[list[int]] = []
     keyed: dict[str, list[int]] = {}
     for job in jobs:
-        key = stack_key(specs[job], by) if stack and job not in alone else None
+        safe = bool(facts[job].get(MEMBER_SAFE))
+        key = stack_key(specs[job], by, safe) if stack and job not in alone else None
         if key is None:
             groups.append([job])
         elif key in keyed:
@@ -204,7 +212,10 @@ def check_specs(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
                 described[id(data)] = run_facts(
                     spec.cfg["dataset"], int(spec.cfg["data_seed"]), data
                 )
-            facts.append(described[id(data)])
+            fact = described[id(data)]
+            if spec.cfg["trainer"].get("callbacks") and callbacks_member_safe(spec.cfg["trainer"]):
+                fact = {**fact, MEMBER_SAFE: True}  # its runs may stack (see stack_key)
+            facts.append(fact)
         except ConfigError as err:
             raise _job_error(spec, err) from None
     return facts

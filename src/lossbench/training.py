@@ -13,9 +13,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lossbench.config import batch_rows, build, build_trainer
+from lossbench.config import MEMBER_SAFE, batch_rows, build, build_trainer
 from lossbench.data import SplitData, load_dataset
 from lossbench.diagnostics import Diagnostics
+from lossbench.early_stopping import member_stopping
 from lossbench.identity import canonical
 from lossbench.live import MemberRow, member_rows
 from lossbench.metrics import build_metrics
@@ -69,12 +70,14 @@ def fit_members(
         penalties=[(str(c["penalty"]["kind"]), float(c["penalty"]["strength"])) for c in stacked],
         on_epoch_end=epoch_rows if on_epoch_end is not None else None,
         metrics=build_metrics(first.get("metrics"), data.task),
+        stopping=member_stopping(first, data.task, len(stacked)),
     )
     datamodule = InMemoryDataModule(data, seeds, batch_rows(first["batch_size"], data))
     trainer_cfg, callbacks = config_callbacks(first["trainer"])
-    if callbacks:  # they watch Lightning's logged metrics: only runs alone have them
-        assert len(cfgs) == 1, "runs with trainer.callbacks train alone (stacking.trains_alone)"
+    if callbacks and len(cfgs) == 1:  # they may watch metrics Lightning has logged
         module.log_epoch_metrics = True
+    elif callbacks and not all(getattr(type(c), MEMBER_SAFE, False) is True for c in callbacks):
+        raise ValueError("callbacks that are not member-safe cannot see a stack (they train alone)")
     if Diagnostics.wanted(first.get("diagnostics")):
         x_train = torch.from_numpy(data.x_train)
         callbacks.append(Diagnostics(first["diagnostics"], x_train, data.summary()))
@@ -86,14 +89,14 @@ def fit_members(
     trainer.test(module, datamodule=datamodule, verbose=False)
     seconds = (time.perf_counter() - start) / len(cfgs)
     results: list[RunResult] = [RunResult()] * len(cfgs)
-    diverged_at = module.diverged_at.tolist()
+    diverged_at, stopped_at = module.diverged_at.tolist(), module.stopped_at.tolist()
     end = {name: value.detach().cpu() for name, value in module.end_metrics.items()}
     # the device the strategy trained on: the module itself is moved back to the CPU after fit
     facts = float_tags(trainer.strategy.root_device)
     log_model = wants_models(first)
     for member, index in enumerate(order):
         results[index] = RunResult.from_rows(
-            module.history, end, member, seconds, diverged_at[member]
+            module.history, end, member, seconds, diverged_at[member], stopped_at[member]
         )
         results[index].tags.update(facts)
         if log_model and results[index].status == "FINISHED":

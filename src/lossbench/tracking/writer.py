@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lossbench.config import RunSpec
+from lossbench.config import MEMBER_SAFE, RunSpec
 from lossbench.identity import NON_RESULT_KEYS, config_hash
 from lossbench.interrupts import Interrupted
 from lossbench.results import RunResult
@@ -83,7 +83,9 @@ def run_params(spec: RunSpec, facts: Mapping[str, Any] | None = None) -> dict[st
     kept = {k: v for k, v in spec.cfg.items() if k not in NON_RESULT_KEYS}
     params = flatten(kept)
     if facts is not None:  # the dataset's description goes in its inputs, not in params
-        params.update({f"data.{k}": str(v) for k, v in facts.items() if k != "dataset"})
+        params.update(
+            {f"data.{k}": str(v) for k, v in facts.items() if k not in ("dataset", MEMBER_SAFE)}
+        )
     return {k: v[:MAX_PARAM_LENGTH] for k, v in params.items()}
 
 
