@@ -124,7 +124,9 @@ def test_no_member_stops_with_a_patience_longer_than_the_fit_and_best_weights_ar
     ],
 )  # fmt: skip
 def test_bad_early_stopping_is_refused_before_training(
-    make_spec, overrides: list[str], message: str  # noqa: ANN001
+    make_spec,
+    overrides: list[str],
+    message: str,  # noqa: ANN001
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         check_run(make_spec([*FAST, "early_stopping=val_loss", *overrides]))
@@ -138,7 +140,9 @@ def test_bad_early_stopping_is_refused_before_training(
     ],
 )
 def test_callbacks_lossbench_replaces_are_refused_saying_what_to_use(
-    make_spec, callback: str, message: str  # noqa: ANN001
+    make_spec,
+    callback: str,
+    message: str,  # noqa: ANN001
 ) -> None:
     spec = make_spec([*FAST, f"+trainer.callbacks=[{{_target_: {callback}}}]"])
     with pytest.raises(ConfigError, match=f"trainer.callbacks: .*{message}"):

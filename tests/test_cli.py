@@ -96,23 +96,34 @@ def test_bad_choice_fails_before_anything_runs(tmp_path: Path, store_uri: str) -
 
 
 @pytest.mark.slow
-def test_bad_value_in_one_job_fails_the_sweep_before_training(
-    tmp_path: Path, store_uri: str
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimizer.lr=-1"], "optimizer.lr=-1 must be a number > 0"),
+        (["+lr=0.1"], "unknown key lr=0.1: .*Did you mean optimizer.lr=0.1\\?"),
+        (["-m", "optimizer.lr=0.1,-1"], "job #1 .*optimizer.lr=-1 must be a number > 0"),
+        (["-m", "seed=0,1", "hydra.launcher.stack_by=optimizer"],
+         "hydra.launcher.stack_by='optimizer' is not one of: recipe, seed_loss"),
+        (["tracking.uri=http://127.0.0.1:9"], "tracking store http://127.0.0.1:9 is unreachable"),
+        (["-m", "hydra/launcher=basic", "optimizer.lr=0.1,-1"], "optimizer.lr=-1 must be"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_its_message_and_writes_nothing(
+    tmp_path: Path, args: list[str], message: str
 ) -> None:
-    done = sweep(tmp_path, store_uri, "cli-badlr", "optimizer.lr=0.1,-1")
-    assert done.returncode != 0
-    assert "optimizer.lr=-1 must be a number > 0" in done.stderr
-    assert "job #" in done.stderr and "Traceback" not in done.stderr  # names the job, no noise
-    assert MlflowClient(store_uri).get_experiment_by_name("cli-badlr") is None  # nothing written
+    """From the README's bad-input list: the message alone on stderr, as argparse's errors
+    (no traceback, no HYDRA_FULL_ERROR hint), exit code 2, and no file left: no outputs or
+    multirun folder, no sweep state, no store."""
+    import re
 
-
-@pytest.mark.slow
-def test_bad_stack_by_fails_before_anything_runs(tmp_path: Path, store_uri: str) -> None:
-    done = sweep(tmp_path, store_uri, "cli-stack-by", "hydra.launcher.stack_by=optimizer")
-    assert done.returncode != 0
-    assert "hydra.launcher.stack_by='optimizer' is not one of: recipe, seed_loss" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert MlflowClient(store_uri).get_experiment_by_name("cli-stack-by") is None
+    cmd = [sys.executable, "-m", "lossbench.train", *args, "trainer=smoke",
+           "dataset.source.n_samples=200"]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert re.search(f"lossbench-train: error: .*{message}", done.stderr), done.stderr[-3000:]
+    assert "HYDRA_FULL_ERROR" not in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

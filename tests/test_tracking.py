@@ -166,7 +166,7 @@ def test_sql_batches_read_back_as_mlflow_api_writes(
         assert Path(client.download_artifacts(batched, "traceback.txt")).read_text() == error
 
 
-def test_a_run_is_one_create_one_log_inputs_one_log_batch_and_one_terminate(
+def test_a_run_is_one_create_its_params_its_inputs_one_log_batch_and_one_terminate(
     store_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
@@ -184,7 +184,22 @@ def test_a_run_is_one_create_one_log_inputs_one_log_batch_and_one_terminate(
     tracker.experiment_id  # noqa: B018 (create the experiment before counting)
     calls.clear()
     record(tracker)
-    assert calls == ["create_run", "log_inputs", "log_batch", "set_terminated"]
+    # params at creation (a running run shows its config), metrics and result tags at the end
+    assert calls == ["create_run", "log_batch", "log_inputs", "log_batch", "set_terminated"]
+
+
+@pytest.mark.parametrize("sql", [False, True], ids=["api", "sql"])
+def test_a_running_run_has_its_params_and_is_found_by_them(store_uri: str, sql: bool) -> None:
+    tracker = Tracker(store_uri, f"params-at-start-{sql}", sql_batches=sql)
+    run_id = tracker.start_run(spec(), FACTS)
+    client = MlflowClient(store_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.data.params["optimizer.lr"] == "0.1"
+    assert run.data.params["data.task"] == "binary"  # the data's facts too
+    [found] = client.search_runs([tracker.experiment_id], "params.`optimizer.lr` = '0.1'")
+    assert found.info.run_id == run_id
+    tracker.finish_run(run_id, RESULT)
+    assert client.get_run(run_id).data.params == run.data.params  # not written again
 
 
 def test_an_unverified_mlflow_writes_through_the_api_with_a_notice(

@@ -45,9 +45,17 @@ def runs_of(store_uri: str, experiment: str) -> list:
 
 
 @pytest.mark.slow
-def test_run_is_fully_recorded(make_spec, store_uri: str) -> None:  # noqa: ANN001
-    result = run_once(make_spec, store_uri, "e2e", "loss=focal", "optimizer=adamw", "seed=3")
+def test_run_is_fully_recorded(
+    make_spec,
+    store_uri: str,
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+) -> None:
+    with caplog.at_level("INFO", logger="lossbench.train"):
+        result = run_once(make_spec, store_uri, "e2e", "loss=focal", "optimizer=adamw", "seed=3")
     [run] = runs_of(store_uri, "e2e")
+    # the run ends by saying where it went and how to look at it
+    assert f"Recorded as run {run.info.run_id} in experiment 'e2e' of {store_uri}" in caplog.text
+    assert "lossbench-ui" in caplog.text and f"lossbench-repro {run.info.run_id}" in caplog.text
     client = MlflowClient(store_uri)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "moons-focal-adamw-constant-s3"

@@ -8,12 +8,16 @@ checked against: importing this module on any other version fails, naming the su
 - ``get_overrides_dirname``: a job composed by :mod:`lossbench.jobs` must get the
   ``hydra.job.override_dirname`` Hydra itself would give it (people put it in
   ``hydra.sweep.subdir``); Hydra has no public function for it.
+- ``get_args_parser``: ``lossbench-train`` checks a single run before Hydra makes its output
+  directory (bad input writes nothing), so it reads the command line as ``@hydra.main`` will;
+  Hydra has no public parser.
 """
 
 from __future__ import annotations
 
 import re
 from importlib.metadata import version
+from typing import Any
 
 SUPPORTED = ">=1.3.2,<1.4"  # as pyproject.toml requires
 
@@ -33,6 +37,17 @@ def _check_version() -> None:
 _check_version()
 
 from hydra._internal.config_loader_impl import get_overrides_dirname  # noqa: E402
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
+from hydra._internal.utils import get_args_parser  # noqa: E402
 
-__all__ = ["SUPPORTED", "BasicSweeper", "get_overrides_dirname"]
+__all__ = ["SUPPORTED", "BasicSweeper", "get_args_parser", "get_overrides_dirname"]  # noqa: F822
+
+
+def __getattr__(name: str) -> Any:
+    # BasicSweeper only when asked for: Hydra's plugin scan loads its core plugins' modules
+    # again, and a BasicSweeper imported before that scan (lossbench-train's check of a single
+    # run, before Hydra starts) would no longer be the one its own __init__ names
+    if name == "BasicSweeper":
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        return BasicSweeper
+    raise AttributeError(name)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from lossbench.tracking.reaping import experiment_ids, reap, stale_runs
+from lossbench.tracking.records import NotInStore, require_store
 from lossbench.tracking.store import StoreUnreachable, check_reachable, open_client, tracking_uri
 
 
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     uri = args.tracking_uri or tracking_uri({"root": "mlruns"})
     try:
         check_reachable(uri)
+        require_store(uri)  # reaping an empty location creates no store there
         client = open_client(uri)
         ids = experiment_ids(client, args.experiment)
         if args.experiment is not None and not ids:
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(stale)} stale RUNNING run(s) in {uri} (dry run: nothing changed)")
             return 0
         reaped = reap(client, ids, args.older_than)
-    except StoreUnreachable as err:
+    except (StoreUnreachable, NotInStore) as err:
         print(f"lossbench-reap: {err}", file=sys.stderr)
         return 2
     print(f"Marked {len(reaped)} stale RUNNING run(s) KILLED in {uri}")

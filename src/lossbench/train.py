@@ -124,6 +124,14 @@ def train(
         )
     else:
         log.info("Run %s finished: %s", run_id, _summary(result.series))
+    log.info(
+        "Recorded as run %s in experiment %r of %s. Browse it: lossbench-ui (or make ui), then "
+        "http://127.0.0.1:5000; train it again and compare: lossbench-repro %s",
+        run_id,
+        tracker.experiment,
+        tracker.uri,
+        run_id,
+    )
     return result
 
 
@@ -137,6 +145,13 @@ def main(cfg: DictConfig) -> dict[str, float]:
     """Train one run (a job of a multirun, or a single run) and record it in MLflow."""
     hydra_cfg = HydraConfig.get()
     sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if sweep_dir is None:  # a single run: bad input exits 2 (normally caught by preflight)
+        from lossbench.bad_input import clean_errors
+
+        with clean_errors():
+            return train(
+                cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task)
+            ).job_return()
     try:
         result = train(cfg, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task), sweep_dir)
     except StoreUnreachable as err:  # Hydra prints a CompactHydraException without a traceback
@@ -144,10 +159,51 @@ def main(cfg: DictConfig) -> dict[str, float]:
     return result.job_return()
 
 
-def cli() -> None:
-    """Entry point of ``lossbench-train``: Hydra's, exiting 130/143 on Ctrl+C/SIGTERM once the
-    interrupted runs are recorded KILLED."""
+def preflight(argv: Sequence[str]) -> None:
+    """Check a single run's config (and that its store can be reached) before Hydra makes its
+    output directory, so that bad input leaves no file behind; exits 2 with the message.
+    Multiruns are checked by the launcher or sweeper, before they write anything; anything this
+    cannot compose as ``main`` would (another config path or name) is left to ``main``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    from lossbench.bad_input import clean_errors
+    from lossbench.hydra_private import get_args_parser
+
     try:
+        args = get_args_parser().parse_args(list(argv))
+    except SystemExit:  # Hydra's own parser will say what is wrong
+        return
+    other = (args.multirun, args.help, args.hydra_help, args.cfg, args.info, args.config_path,
+             args.config_name, args.config_dir, args.shell_completion, args.experimental_rerun)  # fmt: skip
+    if any(other):
+        return
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=list(args.overrides), return_hydra_config=True)
+    except HydraException:  # a bad override: Hydra says so, before making any directory
+        return
+    finally:
+        GlobalHydra.instance().clear()
+    if cfg.hydra.mode == RunMode.MULTIRUN:  # an experiment preset that sweeps
+        return
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} and usual_lr_times
+    with clean_errors():
+        spec = RunSpec.from_hydra_config(cfg)
+        check_run(spec)
+        tracker = Tracker.from_config(spec.cfg["tracking"])
+        if tracker is not None:
+            tracker.check_reachable()
+
+
+def cli() -> None:
+    """Entry point of ``lossbench-train``: bad input exits 2 with its message before anything
+    is written; otherwise Hydra's, exiting 130/143 on Ctrl+C/SIGTERM once the interrupted runs
+    are recorded KILLED."""
+    try:
+        preflight(sys.argv[1:])
         main()
     except Interrupted as interrupt:
         sys.exit(interrupt.exit_code)

@@ -25,20 +25,16 @@ class SweepCallback(Callback):
         self._sweep_dir: Optional[str] = None  # noqa: UP045
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Start the sweep's file; the store is not touched until a run is written."""
-        from lossbench.tracking.store import tracking_uri
-        from lossbench.tracking.sweeps import open_sweep
-
+        """Start the sweep's file; the store is not touched until a run is written. With
+        lossbench's launcher or sweeper, they start it once the jobs are checked (bad input
+        writes nothing)."""
         self._sweep_dir = str(config.hydra.sweep.dir)
-        report = OmegaConf.to_container(config.report, resolve=True) if "report" in config else None
-        overrides = [str(o) for o in config.hydra.overrides.task]
-        tracking = (
-            OmegaConf.to_container(config.tracking, resolve=True) if "tracking" in config else {}
-        )
-        store = tracking_uri(tracking) if tracking.get("enabled", True) else None  # type: ignore[union-attr]
-        sweep_id = open_sweep(self._sweep_dir, overrides, report, store)  # type: ignore[arg-type]
         atexit.register(self._close_at_exit)
-        log.info("Sweep %s; outputs in %s", sweep_id, self._sweep_dir)
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        sweeper = str(config.hydra.sweeper.get("_target_", ""))
+        if launcher.endswith("LossbenchLauncher") or sweeper.endswith("LossbenchSweeper"):
+            return
+        start_sweep_file(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """End the parent run: the sweep completed."""
@@ -53,3 +49,20 @@ class SweepCallback(Callback):
 
         if self._sweep_dir is not None:
             close_sweep(self._sweep_dir, exit_status())
+
+
+def start_sweep_file(config: DictConfig) -> None:
+    """Start a sweep's file from its composed config (overrides, report settings, store), if
+    it has none yet; see :func:`lossbench.tracking.sweeps.open_sweep`."""
+    from lossbench.tracking.store import tracking_uri
+    from lossbench.tracking.sweeps import open_sweep, sweep_started
+
+    sweep_dir = str(config.hydra.sweep.dir)
+    if sweep_started(sweep_dir):
+        return
+    report = OmegaConf.to_container(config.report, resolve=True) if "report" in config else None
+    overrides = [str(o) for o in config.hydra.overrides.task]
+    tracking = OmegaConf.to_container(config.tracking, resolve=True) if "tracking" in config else {}
+    store = tracking_uri(tracking) if tracking.get("enabled", True) else None  # type: ignore[union-attr]
+    sweep_id = open_sweep(sweep_dir, overrides, report, store)  # type: ignore[arg-type]
+    log.info("Sweep %s; outputs in %s", sweep_id, sweep_dir)

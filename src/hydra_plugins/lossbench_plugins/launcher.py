@@ -21,10 +21,9 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
-from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.lossbench_plugins.job_return import hand_over as hand_over_job
 from lossbench.audit import AUDIT_MODES
@@ -136,17 +135,24 @@ class LossbenchLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        """Run one batch of jobs; returns their JobReturns in job order."""
+        """Run one batch of jobs; returns their JobReturns in job order. Bad input (any job's)
+        exits 2 with its message before anything is written, the sweep's directory included."""
+        from lossbench.bad_input import clean_errors
+
+        with clean_errors():
+            return self._checked_launch(job_overrides, initial_job_idx)
+
+    def _checked_launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         from lossbench.config import ConfigError
         from lossbench.executors import open_executor
         from lossbench.interrupts import interrupts
-        from lossbench.tracking.store import StoreUnreachable
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         if self.max_members < 1:
             raise ConfigError(f"hydra.launcher.max_members={self.max_members} must be >= 1")
         if self.stack_by not in STACK_BY:
@@ -168,8 +174,6 @@ class LossbenchLauncher(Launcher):
                 returns = self._launch(job_overrides, initial_job_idx, sweep_dir, executor)
             finished = True
             return returns
-        except StoreUnreachable as err:  # Hydra prints a CompactHydraException without a traceback
-            raise CompactHydraException(str(err)) from None
         finally:
             executor.stop(kill=not finished)
 
@@ -198,6 +202,13 @@ class LossbenchLauncher(Launcher):
         facts = sw.check_all(specs, checker, checker.n_workers)
         n_workers = executor.n_workers
         checked = time.perf_counter()
+        # every job passed: now the sweep's directory, its multirun.yaml and its file
+        from hydra_plugins.lossbench_plugins.callback import start_sweep_file
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if not (sweep_dir / "multirun.yaml").exists():
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        start_sweep_file(self.config)
 
         returns: dict[int, JobReturn] = {}
 
@@ -265,12 +276,15 @@ class LossbenchLauncher(Launcher):
                 len(plan.stacks),
             )
         if plan.audit_failures:  # every run is recorded; the sweep itself fails
-            raise CompactHydraException(
-                f"{len(plan.audit_failures)} stack(s) failed the audit: a stacked member did not "
+            from lossbench.bad_input import fail
+
+            fail(
+                code=1,
+                message=f"{len(plan.audit_failures)} stack(s) failed the audit: a stacked member did not "
                 "train as its plain model alone, so these runs are not what their configs say "
                 "(they are tagged lossbench.audit=failed, and claims refuse them). "
                 + " | ".join(plan.audit_failures)
                 + " Re-run with hydra.launcher.stack=false to train each run alone, and report "
-                "this with the recipe."
+                "this with the recipe.",
             )
         return [returns[job] for job in range(len(jobs))]

@@ -80,17 +80,32 @@ class LossbenchSweeper(BasicSweeper):
         self.optuna = dict(optuna or {})
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Check every job of the batch before any trains (unless the launcher does)."""
-        if getattr(self.launcher, "checks_jobs", False):
-            return
-        super().validate_batch_is_legal(batch)
-        from lossbench.executors import InlineExecutor
-        from lossbench.jobs import compose_jobs
-        from lossbench.sweep import check_all
+        """Check every job of the batch before any trains (unless the launcher does); bad
+        input exits 2 with its message. Then the sweep's multirun.yaml is written."""
+        if not getattr(self.launcher, "checks_jobs", False):
+            super().validate_batch_is_legal(batch)
+            from lossbench.bad_input import clean_errors
+            from lossbench.executors import InlineExecutor
+            from lossbench.jobs import compose_jobs
+            from lossbench.sweep import check_all
 
-        assert self.hydra_context is not None and self.config is not None
-        jobs = compose_jobs(self.hydra_context.config_loader, self.config, batch, 0)
-        check_all([job.spec for job in jobs], InlineExecutor(), 1)
+            assert self.hydra_context is not None and self.config is not None
+            with clean_errors():
+                jobs = compose_jobs(self.hydra_context.config_loader, self.config, batch, 0)
+                check_all([job.spec for job in jobs], InlineExecutor(), 1)
+            self._start_sweep_dir()
+
+    def _start_sweep_dir(self) -> None:
+        """The sweep's directory, multirun.yaml and file, once its first batch is checked
+        (lossbench's launcher does this itself, after its own checks)."""
+        from hydra_plugins.lossbench_plugins.callback import start_sweep_file
+
+        assert self.config is not None
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        if not (sweep_dir / "multirun.yaml").exists():
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        start_sweep_file(self.config)
 
     def sweep(self, arguments: List[str]) -> Any:  # noqa: UP006
         """Run every batch of jobs, then report the failed ones (see the module docstring)."""
@@ -102,9 +117,7 @@ class LossbenchSweeper(BasicSweeper):
         params.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         self.overrides = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = Path(self.config.hydra.sweep.dir)  # made once the first batch is checked
 
         returns: List[Sequence[JobReturn]] = []  # noqa: UP006
         initial_job_idx = 0

@@ -183,10 +183,24 @@ def _experiments(client: MlflowClient, experiment: str | None) -> list[Any]:
     return [found]
 
 
+def require_store(uri: str) -> None:
+    """Raise :class:`NotInStore` for a local store whose database does not exist: a command
+    that only reads never creates one (MLflow's client would)."""
+    from lossbench.tracking.store import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise NotInStore(
+            f"no MLflow store at {db}: train something first (lossbench-train), or point "
+            "MLFLOW_TRACKING_URI (or --uri) at your store"
+        )
+
+
 def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = None) -> SweepRecord:
     """A sweep and its runs: ``sweep_id``, or the latest sweep (of ``experiment``, if given)."""
     from mlflow import MlflowClient
 
+    require_store(uri)
     client = MlflowClient(uri)
     experiments = _experiments(client, experiment)
     ids = [e.experiment_id for e in experiments]

@@ -9,6 +9,7 @@ leave it unusable.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -122,10 +123,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     db = sqlite_path(uri)
     scheme = uri.split(":", 1)[0].lower()
     try:
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
-            if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-                raise StoreUnreachable(f"tracking store {uri}: {db.parent} is not writable")
+        if db is not None:  # checked leaving nothing behind: the writer creates the store
+            existing = next(p for p in (db.parent, *db.parent.parents) if p.exists())
+            try:  # a directory can be made there (os.access says yes to root even in /proc)
+                os.rmdir(tempfile.mkdtemp(prefix=".lossbench-check-", dir=existing))
+            except OSError as err:
+                raise StoreUnreachable(
+                    f"tracking store {uri}: {existing} is not writable ({err})"
+                ) from err
+            if db.exists() and not os.access(db, os.W_OK):
+                raise StoreUnreachable(f"tracking store {uri}: {db} is not writable")
         elif scheme in ("http", "https"):
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
         elif scheme.startswith(("postgresql", "mysql", "mssql")):

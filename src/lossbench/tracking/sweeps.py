@@ -85,7 +85,10 @@ def open_sweep(
     store as the launching process resolved it, for jobs that run elsewhere (see
     :func:`sweep_store`)."""
     with _locked_state(sweep_dir) as state:
+        studies = state.get("studies")  # an HPO sweep's, recorded before its first round
         state.clear()
+        if studies is not None:
+            state["studies"] = studies
         state.update(
             sweep_id=new_sweep_id(),
             overrides=list(overrides),
@@ -94,6 +97,11 @@ def open_sweep(
             store_uri=store_uri,
         )
         return state["sweep_id"]
+
+
+def sweep_started(sweep_dir: str | Path) -> bool:
+    """Whether the sweep's file has been started (:func:`open_sweep`)."""
+    return bool(_read(sweep_dir).get("sweep_id"))
 
 
 def sweep_store(sweep_dir: str | Path) -> str | None:

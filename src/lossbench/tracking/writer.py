@@ -244,7 +244,6 @@ class Tracker:
         self.flush_every_s = flush_every_s
         self.log_every_n_epochs = log_every_n_epochs  # per-epoch values: every n-th and the last
         self.sql_batches = sql_batches  # ask for batched SQL writes (see module docstring)
-        self._params: dict[str, dict[str, str]] = {}  # run -> params not yet written (API path)
 
     @classmethod
     def from_config(cls, tracking: Mapping[str, Any], uri: str | None = None) -> Tracker | None:
@@ -389,8 +388,8 @@ class Tracker:
         sweep: SweepInfo | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Create RUNNING runs (one stack's) with their tags and config artifacts; their params
-        are written with their metrics (or at once, on the SQL path).
+        """Create RUNNING runs (one stack's) with their tags, params and config artifacts (so a
+        running run shows its config in the UI and answers ``params.x = ...`` searches).
 
         ``facts`` describe their data (``SplitData.summary()``, and under ``dataset`` what
         :func:`lossbench.tracking.datasets.dataset_facts` says: each run then gets one
@@ -432,7 +431,8 @@ class Tracker:
                     ):
                         run = self.client.create_run(experiment_id, run_name=name, tags=run_tags)
                         created.append((run.info.run_id, run.info.artifact_uri))
-                        self._params[run.info.run_id] = run_params_
+                        # params at once: a RUNNING run shows its config and is searchable
+                        self._log_batch(run.info.run_id, [], run_params_, {})
                         if inputs:
                             run_id = run.info.run_id
                             once_more_if_duplicate(
@@ -442,7 +442,6 @@ class Tracker:
             except BaseException as err:  # the caller never learns these ids: close them here
                 status = "KILLED" if isinstance(err, Interrupted) else "FAILED"
                 for run_id, _ in created:
-                    self._params.pop(run_id, None)
                     self.client.set_terminated(run_id, status=status)
                 raise
         return [run_id for run_id, _ in created]
@@ -514,7 +513,7 @@ class Tracker:
                     self._log_traceback(run_id, result.error)
                 self._log_model(run_id, result)
             store = self._sql_store
-            if store is not None and not any(run_id in self._params for run_id in run_ids):
+            if store is not None:
                 sql_batches.finish_runs(
                     store,
                     run_ids,
@@ -536,7 +535,7 @@ class Tracker:
 
     def _finish(self, run_id: str, rows: list[MetricRow], result: RunResult) -> None:
         """One log_batch of what is left to write, then set_terminated."""
-        self._log_batch(run_id, rows, self._params.pop(run_id, {}), result_tags(result, run_id))
+        self._log_batch(run_id, rows, {}, result_tags(result, run_id))
         self.client.set_terminated(run_id, status=result.status)
 
     def _log_batch(
