@@ -94,7 +94,8 @@ def postgres_directory(prefix: str) -> Path:
     user when we are root: it needs a directory it can reach). Skips, saying why, where
     PostgreSQL's server or the psycopg2 driver is not installed (fails under CI=true)."""
     pytest.importorskip(
-        "psycopg2", reason="the [team] extra (psycopg2-binary) is not installed (make test installs it)"
+        "psycopg2",
+        reason="the [team] extra (psycopg2-binary) is not installed (make test installs it)",
     )
     try:
         postgres_bin()

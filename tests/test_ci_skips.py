@@ -10,7 +10,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).parent
 
-MISSING = '''
+MISSING = """
 import pytest
 
 def test_needs_an_extra():
@@ -21,14 +21,14 @@ def test_needs_a_program():
 
 def test_runs():
     pass
-'''
-MODULE_LEVEL = '''
+"""
+MODULE_LEVEL = """
 import pytest
 pytest.importorskip("lossbench_no_such_module", reason="the [elsewhere] extra is not installed")
 
 def test_never_collected():
     pass
-'''
+"""
 
 
 def pytest_run(tmp_path: Path, ci: str | None, *files: str) -> subprocess.CompletedProcess:
@@ -58,7 +58,10 @@ def test_under_ci_a_missing_package_fails_naming_it(tmp_path: Path) -> None:
     done = pytest_run(tmp_path, "true", "test_missing.py")
     assert done.returncode == 1, done.stdout[-3000:]
     assert " 2 failed, 1 passed in " in done.stdout.splitlines()[-1]
-    for test, missing in [("an_extra", "the [nothing] extra"), ("a_program", "the nothingd daemon")]:
+    for test, missing in [
+        ("an_extra", "the [nothing] extra"),
+        ("a_program", "the nothingd daemon"),
+    ]:
         assert (
             f"FAILED test_missing.py::test_needs_{test} - CI=true: every test must run here, but "
             f"this one skipped: Skipped: {missing} is not installed"
