@@ -205,6 +205,23 @@ def test_ctrl_c_scancels_the_jobs_and_marks_their_runs_killed(
     wait_for(lambda: not trains(), timeout=30)
 
 
+def test_squeue_reports_ended_and_forgotten_jobs(
+    cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the executor's watcher reads: each job's state, GONE for a job squeue no longer
+    lists (alone, squeue refuses it), None when the controller cannot be asked."""
+    from lossbench.executors import squeue
+
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    job = cluster.run("sbatch", "--parsable", "--output=/dev/null", "--wrap=true").strip()
+    wait_for(lambda: cluster.jobs()[job] == "COMPLETED", timeout=30)  # listed for a while
+    assert squeue.job_states([job, "999999"]) == {job: "COMPLETED", "999999": squeue.GONE}
+    assert squeue.job_states(["999999"]) == {"999999": squeue.GONE}
+    monkeypatch.setenv("SLURM_CONF", str(cluster.directory / "no-such.conf"))
+    monkeypatch.setattr(squeue, "TIMEOUT_S", 2.0)  # squeue looks for a controller for longer
+    assert squeue.job_states(["1"]) is None
+
+
 def test_a_job_past_its_time_limit_is_submitted_again_then_its_runs_fail_with_the_reason(
     store_uri: str, out_of_time: tuple[subprocess.Popen, Path]
 ) -> None:
