@@ -30,9 +30,10 @@ demo: $(STAMP)  ## the demo sweep into ./mlruns, then a comparison of its runs
 test: $(TEST_STAMP) lint  ## lint, then the whole test suite (slow tests included)
 	$(BIN)/python -m pytest
 
-# Debian packages for the team-server and browser tests (they skip, saying why, without them)
+# Debian packages for the team-server, browser and SLURM tests (they skip, saying why, without
+# them; under CI=true they fail). Fails when it cannot install them.
 system-deps:
-	@bash scripts/system_deps.sh postgresql chromium
+	@bash scripts/system_deps.sh postgresql chromium slurmctld slurmd slurm-client munge
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages given as arguments if they are missing (make system-deps).
-# Best effort: as root or with password-less sudo it runs apt-get; otherwise it says what to
-# install and carries on, and the tests that need the packages skip, saying why.
+# As root or with password-less sudo it runs apt-get. When it cannot install them (no root, no
+# sudo, or apt-get fails) it says what to install and exits 1: the tests that need them would
+# skip (and fail under CI=true), so nothing may look installed that is not.
 set -uo pipefail
 missing=()
 for package in "$@"; do
@@ -16,12 +17,21 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
     sudo=(sudo -n)
 else
-    echo "WARNING: missing ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
-    exit 0
+    echo "ERROR: missing ${missing[*]}, and no root or password-less sudo to install them;" \
+         "install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
 fi
 echo "installing ${missing[*]} with apt-get"
 if ! { "${sudo[@]}" apt-get update -qq &&
        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}"; }; then
-    echo "WARNING: apt-get could not install ${missing[*]}; the tests that need them will skip" >&2
+    echo "ERROR: apt-get could not install ${missing[*]}" >&2
+    exit 1
 fi
-exit 0
+still=()
+for package in "${missing[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || still+=("$package")
+done
+if [ ${#still[@]} -ne 0 ]; then
+    echo "ERROR: still not installed after apt-get: ${still[*]}" >&2
+    exit 1
+fi

@@ -1,7 +1,7 @@
 """An MLflow tracking server backed by PostgreSQL, for a team (or several machines) sharing one
 store: Debian's ``postgresql`` server on loopback, and ``mlflow server`` with an artifact root.
 
-    python scripts/team_server.py --dir .team --port 5001     # Ctrl+C stops both
+    python scripts/team_server.py --dir .team --port 5001     # Ctrl+C or SIGTERM stops both
     MLFLOW_TRACKING_URI=http://127.0.0.1:5001 lossbench-train -m seed=0,1,2
 
 Everything binds 127.0.0.1. To serve other machines, put the server behind something that
@@ -71,10 +71,10 @@ def postgres(directory: Path, pg_port: int = 5433) -> Iterator[str]:
                        check=True, capture_output=True)  # fmt: skip
     options = f"-c listen_addresses=127.0.0.1 -p {pg_port} -k {socket_dir}"
     pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(directory / "postgres.log")]
-    subprocess.run(
-        _as_owner([*pg_ctl, "-o", options, "-w", "start"]), check=True, capture_output=True
-    )
-    try:
+    try:  # stopped however the start ends (an interrupt may come while it starts)
+        subprocess.run(
+            _as_owner([*pg_ctl, "-o", options, "-w", "start"]), check=True, capture_output=True
+        )
         exists = subprocess.run(
             _as_owner([str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", DB_USER, "-d", "postgres",
                        "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'mlflow'"]),
@@ -115,8 +115,15 @@ def team_server(
                 stop_group(server)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM stops everything, as Ctrl+C does: the KeyboardInterrupt unwinds the servers'
+    context managers. Further SIGTERMs are ignored, so that they cannot cut the stopping short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main() -> int:
-    """Run the server until Ctrl+C."""
+    """Run the server until Ctrl+C or SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--dir", type=Path, default=Path(".team"), help="database, artifacts and logs"
@@ -124,13 +131,16 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=5001, help="the MLflow server's port")
     parser.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL's port")
     args = parser.parse_args()
-    with team_server(args.dir, args.port, args.pg_port) as server:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        team_server(args.dir, args.port, args.pg_port) as server,
+    ):
         print(
             f"Tracking server ready: MLFLOW_TRACKING_URI={server.uri} (Ctrl+C stops it)", flush=True
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
-    print("Stopped the MLflow server and PostgreSQL.")
+        signal.pause()
+    print("Stopped the MLflow server and PostgreSQL.", flush=True)
     return 0
 
 

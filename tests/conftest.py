@@ -20,6 +20,8 @@ from lossbench.config import CONF_DIR, RunSpec
 from lossbench.ui import free_port
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+# Under CI=true a skipped test fails instead, with its reason (what is missing): see ci_skips.
+from ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402, F401
 from team_server import postgres, postgres_bin  # noqa: E402
 
 # Small and fast: the tests check behaviour, not accuracy.
@@ -90,8 +92,11 @@ def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 def postgres_directory(prefix: str) -> Path:
     """A fresh directory for a PostgreSQL server of a test (PostgreSQL runs as the postgres
     user when we are root: it needs a directory it can reach). Skips, saying why, where
-    PostgreSQL's server or the psycopg2 driver is not installed."""
-    pytest.importorskip("psycopg2", reason="the [team] extra (psycopg2-binary) is not installed")
+    PostgreSQL's server or the psycopg2 driver is not installed (fails under CI=true)."""
+    pytest.importorskip(
+        "psycopg2",
+        reason="the [team] extra (psycopg2-binary) is not installed (make test installs it)",
+    )
     try:
         postgres_bin()
     except SystemExit as missing:

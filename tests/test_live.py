@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,9 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from lossbench.live import LiveCurves, LiveRows, LiveSender
+from lossbench import live_channel
+from lossbench.live import LiveCurves, LiveRows, LiveSender, LiveTarget
+from lossbench.live_channel import ChannelClient, ChannelError
 from test_cli_reliability import command, runs, start, wait_for
 
 
@@ -91,6 +94,82 @@ def test_a_worker_that_cannot_reach_the_driver_trains_on() -> None:
     sender(0, [{"val/loss": 1.0}])  # warns once, raises nothing
     sender(1, [{"val/loss": 0.5}])
     assert sender.broken
+
+
+PEERS = ("silent", "garbage", "wrong_key")
+
+
+class Peer:
+    """A connection to the live listener that is no worker of the sweep, held open until
+    :meth:`close` (or ``hold_s``): silent, sending garbage (a port scanner's probe, shorter than
+    a handshake answer), or answering the handshake with the wrong key."""
+
+    def __init__(self, kind: str, port: int, hold_s: float = 120) -> None:
+        self.kind = kind
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if kind == "garbage":
+            self.sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        elif kind == "wrong_key":
+            hello = self.sock.recv(len(live_channel.MAGIC) + live_channel.NONCE_BYTES)
+            nonce = hello[len(live_channel.MAGIC) :]
+            self.sock.sendall(live_channel._digest(b"not the sweep's key", nonce))
+        self.timer = threading.Timer(hold_s, self.close)
+        self.timer.start()
+
+    @property
+    def open(self) -> bool:
+        return self.sock.fileno() != -1
+
+    def close(self) -> None:
+        self.timer.cancel()
+        self.sock.close()
+
+
+def test_no_peer_delays_the_workers_and_a_wrong_key_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A silent, a garbage and a wrong-key peer hold connections to the listener: a worker
+    connecting after them still gets its rows through at once; the wrong-key peer's rows never
+    arrive; and the listener drops the silent and garbage peers after its handshake timeout."""
+    monkeypatch.setattr(live_channel, "TIMEOUT_S", 1.0)
+    rows = LiveRows()
+    peers = [Peer(kind, rows.port) for kind in PEERS]
+    try:
+        with pytest.raises(ChannelError, match="refused this worker's key"):
+            ChannelClient("127.0.0.1", rows.port, b"not the sweep's key", timeout_s=5)
+        start = time.monotonic()
+        sender = LiveSender(rows.target(3, every_s=0))
+        sender(0, [{"val/loss": 1.0}])
+        sender(1, [{"val/loss": 0.5}])
+        sender.close()
+        assert not sender.broken
+        deadline = time.monotonic() + 5
+        while len(rows._arrived.get(3, [])) < 2:
+            assert time.monotonic() < deadline, "the worker's rows did not arrive"
+            time.sleep(0.01)
+        assert time.monotonic() - start < 0.9  # before any peer's handshake timed out
+        assert rows.take() == {3: [(0, [[{"val/loss": 1.0}]]), (1, [[{"val/loss": 0.5}]])]}
+        for peer in peers:  # each is closed by the listener: it reads the end of the stream
+            peer.sock.settimeout(5)
+            while peer.sock.recv(4096):
+                pass
+    finally:
+        for peer in peers:
+            peer.close()
+        rows.close()
+
+
+def test_a_worker_whose_driver_never_answers_trains_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listening socket that never answers (a hung driver, or no lossbench driver at all):
+    the worker gives up after the channel's timeout, warns, and trains on."""
+    monkeypatch.setattr(live_channel, "TIMEOUT_S", 0.5)
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        port = hung.getsockname()[1]
+        sender = LiveSender(LiveTarget("127.0.0.1", port, b"key", token=1, every_s=0))
+        start = time.monotonic()
+        sender(0, [{"val/loss": 1.0}])
+        sender(1, [{"val/loss": 0.5}])
+        assert sender.broken and time.monotonic() - start < 3
 
 
 @pytest.mark.slow
@@ -179,3 +258,69 @@ def test_the_last_epoch_is_written_once_when_live_rows_covered_it(
             history = client.get_metric_history(run.info.run_id, name)
             assert [m.step for m in history] == [0, 3, 4], name
             assert run.data.metrics[name] == result.series[name][4]  # the final is epoch 4's
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", PEERS)
+def test_a_peer_held_open_during_a_sweep_delays_nothing(
+    make_spec,  # noqa: ANN001
+    store_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """A peer connects to the sweep's live listener before any stack starts and holds its
+    connection for the whole sweep. The sweep ends while the peer is still connected, every
+    epoch of every stack arrived live meanwhile (each once), and every run has every epoch
+    recorded once. (With the handshake on the accept path, a silent peer held the workers
+    back until it disconnected.)"""
+    import lossbench.live
+    from lossbench.executors import make_executor
+    from lossbench.sweep import check_specs, run_sweep
+
+    epochs = 20
+    opened: list[Any] = []
+
+    class RowsWithPeer(LiveRows):
+        """The sweep's listener, with the peer connected as it opens; counts the rows that
+        arrive while the peer is connected: token -> first epochs of the messages."""
+
+        def __init__(self, host: str = "127.0.0.1") -> None:
+            super().__init__(host)
+            self.peer = Peer(kind, self.port)
+            self.received: dict[int, list[int]] = {}
+            opened.append(self)
+
+        def _deliver(self, message: Any) -> None:
+            super()._deliver(message)
+            if self.peer.open:
+                token, first_epoch, rows = message
+                self.received.setdefault(token, []).extend(
+                    range(first_epoch, first_epoch + len(rows))
+                )
+
+    monkeypatch.setattr(lossbench.live, "LiveRows", RowsWithPeer)
+    experiment = f"peer-{kind}"
+    specs = [
+        make_spec([
+            "dataset.source.n_samples=200", f"trainer.max_epochs={epochs}", f"seed={seed}",
+            f"tracking.uri={store_uri}", f"tracking.experiment={experiment}",
+            "tracking.flush_every_s=0",
+        ])
+        for seed in range(2)
+    ]  # fmt: skip
+    run_sweep(specs, check_specs(specs), tmp_path, make_executor(1), 1, lambda *_: None,
+              stack=False)  # fmt: skip
+    [rows] = opened
+    try:
+        assert rows.peer.open  # the sweep ended while the peer held its connection
+    finally:
+        rows.peer.close()
+    assert len(rows.received) == 2  # both stacks' rows arrived live, each epoch once
+    assert all(sorted(got) == list(range(epochs)) for got in rows.received.values())
+    client = MlflowClient(store_uri)
+    recorded = runs(store_uri, experiment)
+    assert len(recorded) == 2 and {r.info.status for r in recorded} == {"FINISHED"}
+    for run in recorded:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
+        assert sorted(steps) == list(range(epochs))

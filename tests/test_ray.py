@@ -50,27 +50,37 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def ray_cluster(directory: Path) -> Iterator[Cluster]:
-    """A one-node 2-CPU Ray cluster on loopback, started in ``directory``."""
+def ray_cluster(
+    directory: Path, num_cpus: int = 2, join: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[Cluster]:
+    """A Ray node with ``num_cpus`` CPUs on loopback, started in ``directory``: the head of a
+    new cluster, or a node that joins the cluster at ``join``; ``env`` adds to its
+    environment (Ray's settings, ``RAY_<name>``)."""
     port = free_port()
-    cmd = [
-        str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
-        "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-        "--ray-client-server-port", str(free_port()), "--dashboard-port", str(free_port()),
-        "--include-dashboard=false", "--disable-usage-stats",
-    ]  # fmt: skip
+    ray = str(Path(sys.executable).with_name("ray"))
+    if join is None:
+        cmd = [
+            ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
+            str(port), "--num-cpus", str(num_cpus), "--ray-client-server-port", str(free_port()),
+            "--dashboard-port", str(free_port()), "--include-dashboard=false",
+            "--disable-usage-stats",
+        ]  # fmt: skip
+    else:
+        cmd = [ray, "start", "--block", "--address", join, "--node-ip-address", "127.0.0.1",
+               "--num-cpus", str(num_cpus), "--disable-usage-stats"]  # fmt: skip
     log = directory / "ray.log"
     with open(log, "w") as out:
         head = subprocess.Popen(
-            cmd, cwd=directory, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            cmd, cwd=directory, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while "will now block forever" not in log.read_text():
             assert head.poll() is None, f"ray start failed:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"ray start timed out:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield Cluster(f"127.0.0.1:{port}", directory, head)
+            time.sleep(0.2)
+        yield Cluster(join or f"127.0.0.1:{port}", directory, head)
     finally:
         # Ray's orderly stop takes ~30 s; nothing of a test cluster needs keeping: the whole
         # group (every Ray process of it) is killed after 3 s

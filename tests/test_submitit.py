@@ -100,7 +100,10 @@ def test_a_preempted_job_ends_at_once_and_is_not_requeued(tmp_path: Path) -> Non
             assert time.monotonic() < deadline
             time.sleep(0.05)
         os.kill(pid, signal.SIGUSR2)
-        with pytest.raises(UncompletedJobError, match="was preempted or timed out"):
+        with pytest.raises(
+            UncompletedJobError,
+            match=r"was preempted or reached its time limit \(SLURM.s signal, USR2\); not requeued$",
+        ):
             future.result(timeout=30)
     finally:
         executor.stop(kill=True)

@@ -1,29 +1,30 @@
 """Live curves: workers send each stack's per-epoch rows to the sweep's process as they train.
 
 The sweep's process (the driver: the only MLflow writer) opens a :class:`LiveRows` listener, a
-TCP socket with an auth key (:mod:`multiprocessing.connection`), on the address its executor's
-workers reach it at; each stack's task gets a :class:`LiveTarget` and sends its rows through a
-:class:`LiveSender`, at most once a second. The driver writes what has arrived every
+TCP socket with an auth key (:mod:`lossbench.live_channel`: no peer, silent, garbled or with the
+wrong key, can delay the others), on the address its executor's workers reach it at; each
+stack's task gets a :class:`LiveTarget` and sends its rows through a :class:`LiveSender`, at
+most once a second. The driver writes what has arrived every
 ``tracking.flush_every_s`` seconds (:class:`lossbench.sweep.StackRunner`), so the MLflow UI
 shows a RUNNING run's curves. The same socket serves every executor: local processes, Ray
 tasks and SLURM jobs.
 
 Live rows are a view, never the record: a stack's result carries its whole history, and the
 driver writes whatever the live rows did not cover when the stack ends. A worker that cannot
-reach the driver trains on and warns once.
+reach the driver (or whose connection or send times out) trains on and warns once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
+
+from lossbench.live_channel import ChannelClient, ChannelServer
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,14 @@ class LiveTarget:
 
 class LiveSender:
     """A fit's ``on_epoch_end``: collects each epoch's member rows and sends them to the
-    driver at most every ``target.every_s`` seconds, as ``(token, first_epoch, rows)``."""
+    driver at most every ``target.every_s`` seconds, as ``[token, first_epoch, rows]``."""
 
     def __init__(self, target: LiveTarget) -> None:
         self.target = target
         self.rows: list[list[MemberRow]] = []
         self.first_epoch = 0
         self.last_sent = time.monotonic()
-        self.connection: Connection | None = None
+        self.client: ChannelClient | None = None
         self.broken = False
 
     def __call__(self, epoch: int, rows: Sequence[MemberRow]) -> None:
@@ -67,25 +68,26 @@ class LiveSender:
             self.send()
 
     def send(self) -> None:
-        """Send the rows collected so far."""
+        """Send the rows collected so far (connecting first, if not yet connected)."""
         if not self.rows or self.broken:
             return
         try:
-            if self.connection is None:
-                address = (self.target.host, self.target.port)
-                self.connection = Client(address, authkey=self.target.authkey)
-            self.connection.send((self.target.token, self.first_epoch, self.rows))
-        except (OSError, EOFError) as err:  # the run is recorded in full when it ends anyway
+            if self.client is None:
+                target = self.target
+                self.client = ChannelClient(target.host, target.port, target.authkey)
+            self.client.send([self.target.token, self.first_epoch, self.rows])
+        except OSError as err:  # the run is recorded in full when it ends anyway
             log.warning("Live curves off for this stack: cannot reach the driver (%s)", err)
             self.broken = True
+            self.close()
         self.rows = []
         self.last_sent = time.monotonic()
 
     def close(self) -> None:
         """Close the connection (rows not sent yet are in the stack's result)."""
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
 
 class LiveRows:
@@ -97,13 +99,11 @@ class LiveRows:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.authkey = secrets.token_bytes(16)
         bind = "0.0.0.0" if host not in ("127.0.0.1", "localhost") else host
-        self.listener = Listener((bind, 0), authkey=self.authkey)
-        self.host = host
-        self.port = int(self.listener.address[1])
         self._lock = threading.Lock()
         self._arrived: dict[int, list[tuple[int, list[list[MemberRow]]]]] = {}
-        self._closed = False
-        threading.Thread(target=self._accept, name="lossbench-live", daemon=True).start()
+        self.server = ChannelServer(bind, self.authkey, self._deliver)
+        self.host = host
+        self.port = self.server.port
 
     def target(self, token: int, every_s: float = SEND_EVERY_S) -> LiveTarget:
         """What a stack's task needs to send its rows, tagged with ``token``."""
@@ -115,33 +115,21 @@ class LiveRows:
             arrived, self._arrived = self._arrived, {}
         return arrived
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                connection = self.listener.accept()
-            except Exception:  # closed, or a peer without the key: go on (or stop, if closed)
-                continue
-            threading.Thread(
-                target=self._read, args=(connection,), name="lossbench-live-rows", daemon=True
-            ).start()
-
-    def _read(self, connection: Connection) -> None:
-        with connection:
-            while True:
-                try:
-                    token, first_epoch, rows = connection.recv()
-                except (EOFError, OSError):
-                    return
-                with self._lock:
-                    self._arrived.setdefault(token, []).append((first_epoch, rows))
+    def _deliver(self, message: Any) -> None:
+        """A worker's message (in its connection's thread): ``[token, first_epoch, rows]``."""
+        if not (isinstance(message, list) and len(message) == 3):
+            raise ValueError(f"not a live rows message: {str(message)[:100]}")
+        token, first_epoch, rows = message
+        if not (isinstance(token, int) and isinstance(first_epoch, int) and first_epoch >= 0):
+            raise ValueError(f"not a live rows message: {str(message)[:100]}")
+        if not (isinstance(rows, list) and all(isinstance(row, list) for row in rows)):
+            raise ValueError(f"not a live rows message: {str(message)[:100]}")
+        with self._lock:
+            self._arrived.setdefault(token, []).append((first_epoch, rows))
 
     def close(self) -> None:
-        """Stop listening."""
-        self._closed = True
-        # A thread blocked in accept() keeps a closed socket listening: wake it up first.
-        with contextlib.suppress(OSError, EOFError):
-            Client((self.host, self.port), authkey=self.authkey).close()
-        self.listener.close()
+        """Stop listening, and close the workers' connections."""
+        self.server.close()
 
 
 def member_rows(

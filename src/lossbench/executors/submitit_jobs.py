@@ -5,8 +5,13 @@ MLflow writer, as with every executor): a job only trains its stack and returns 
 results through submitit's result pickle. lossbench must be importable on the nodes, from the
 same path or environment (submitit pickles ``train_stack`` by reference).
 
+The watcher learns that a job has ended from its result file, or from ``squeue``
+(:mod:`lossbench.executors.squeue`): submitit's ``sacct`` needs SLURM's accounting database,
+without which a job that ended without a result would be waited for forever.
+
 ``cluster=local`` runs real submitit jobs on this machine (submitit's local executor): the same
-submission, pickles and logs, without SLURM; the tests use it.
+submission, pickles and logs, without SLURM. The tests use both: ``tests/test_slurm.py`` runs a
+one-node SLURM cluster on localhost (``tests/slurm_cluster.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +34,15 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from lossbench.config import ConfigError
-from lossbench.executors import InlineExecutor, StackExecutor
+from lossbench.executors import InlineExecutor, StackExecutor, squeue
 
 log = logging.getLogger(__name__)
 
 CLUSTERS = ("slurm", "local")
 POLL_SECONDS = {"local": 0.2, "slurm": 2.0}  # how often the watcher looks at unfinished jobs
+# A SLURM job that ran to its end (COMPLETED, FAILED) wrote its result file; on a shared file
+# system that file may show up here a little later: it is waited for this long.
+RESULT_GRACE_S = 30.0
 
 
 class Preempted(BaseException):
@@ -41,15 +50,25 @@ class Preempted(BaseException):
     Lightning nor ``train_stack``'s fallback (training members one by one) catches it."""
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """What a job returns when SLURM stopped it (preempted, or out of time): the reason. The
+    executor raises it as :class:`UncompletedJobError` (submitit would wrap a job's error in
+    its traceback and log paths: the sweep's reason would be a path)."""
+
+    reason: str
+
+
 class StackJob:
-    """What a job runs: ``fn(*args)``, ended at once with an error when SLURM preempts it or
-    its time runs out.
+    """What a job runs: ``fn(*args)``, ended at once when SLURM preempts it or its time runs
+    out.
 
     submitit calls ``checkpoint`` on the signal SLURM sends then (USR2). By default submitit
     would requeue a preempted job without limit, and on a timeout raise inside the fit, where
     ``train_stack`` would catch it and go on training members one by one. Here the job ends
-    at once with an error naming the signal; the sweep submits the stack again
-    (``SlurmExecutor.retries``), then marks its runs FAILED with that reason.
+    at once, returning :class:`Stopped`; the executor turns that into an error naming the
+    signal, the sweep submits the stack again (``SlurmExecutor.retries``), then marks its runs
+    FAILED with that reason.
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
@@ -59,14 +78,13 @@ class StackJob:
         try:
             return self.fn(*args)
         except Preempted as stopped:
-            # an Exception now: submitit records it as the job's error, at once
-            raise UncompletedJobError(str(stopped)) from None
+            return Stopped(str(stopped))
 
     def checkpoint(self, *args: Any) -> None:
         """submitit's hook on the preemption/timeout signal: stop training, no requeue."""
         raise Preempted(
-            f"job {submitit.JobEnvironment().job_id} was preempted or timed out "
-            "(submitit's signal); not requeued"
+            f"job {submitit.JobEnvironment().job_id} was preempted or reached its time limit "
+            "(SLURM's signal, USR2); not requeued"
         )
 
 
@@ -151,6 +169,7 @@ class SlurmExecutor(StackExecutor):
             self._n = array_parallelism
             self.driver_host = reachable_host()
         self._jobs: dict[submitit.Job, Future] = {}
+        self._ended_at: dict[str, float] = {}  # SLURM job id -> when squeue first said ended
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="lossbench-jobs", daemon=True)
@@ -187,17 +206,67 @@ class SlurmExecutor(StackExecutor):
         while not self._stopped.wait(POLL_SECONDS[self.cluster]):
             with self._lock:
                 jobs = list(self._jobs.items())
+            if not jobs:
+                continue
+            if self.cluster == "slurm":
+                self._watch_slurm(jobs)
+                continue
             for job, future in jobs:
                 if self._stopped.is_set():
                     return
                 try:
-                    if not self._ended(job):
+                    if not job.done():
                         continue
-                    result = self._result(job)
+                    result = self._local_result(job)
                 except BaseException as err:  # the job's, or a failure to read its state
                     self._settle(job, future, err)
                 else:
                     self._settle(job, future, result=result)
+
+    def _watch_slurm(self, jobs: list[tuple[submitit.Job, Future]]) -> None:
+        """One look at SLURM's jobs: a job whose result file exists is done (with its result or
+        its error); one that squeue says has ended without one was lost (after a grace for
+        the file, if it ran to its end). Job states come from squeue: see
+        :mod:`lossbench.executors.squeue` (submitit's come from sacct, which needs SLURM's
+        accounting database)."""
+        with contextlib.suppress(OSError):  # on NFS: see files other nodes wrote just now
+            self.folder.chmod(self.folder.stat().st_mode)
+        states = squeue.job_states(job.job_id for job, _ in jobs)
+        now = time.monotonic()
+        for job, future in jobs:
+            if self._stopped.is_set():
+                return
+            try:
+                if job.paths.result_pickle.exists():
+                    result = _unless_stopped(job.result())
+                elif states is None or not self._lost(job, states[job.job_id], now):
+                    continue
+                else:
+                    raise self._lost_error(job, states[job.job_id])
+            except BaseException as err:  # the job's error, or the job was lost
+                self._settle(job, future, err)
+            else:
+                self._settle(job, future, result=result)
+
+    def _lost(self, job: submitit.Job, state: str, now: float) -> bool:
+        """Whether a job without a result file, in ``state``, has ended for good."""
+        if state not in squeue.ENDED and state != squeue.GONE:
+            return False  # pending, running, completing, requeued, suspended, ...
+        if state == "PREEMPTED":  # SLURM may requeue it; the sweep submits its stack instead
+            job.cancel(check=False)
+        if state in ("COMPLETED", "FAILED", squeue.GONE):  # its result file may be on its way
+            first = self._ended_at.setdefault(job.job_id, now)
+            return now - first >= RESULT_GRACE_S
+        return True  # cancelled, timed out, preempted, its node failed: killed by SLURM
+
+    @staticmethod
+    def _lost_error(job: submitit.Job, state: str) -> UncompletedJobError:
+        how = "is no longer listed by squeue" if state == squeue.GONE else f"ended {state}"
+        tail = (job.stderr() or "").strip().splitlines()[-5:]
+        return UncompletedJobError(
+            f"job {job.job_id} {how} without a result; logs: {job.paths.stderr}"
+            + "".join(f"\n  {line}" for line in tail)
+        )
 
     def _settle(
         self,
@@ -207,6 +276,7 @@ class SlurmExecutor(StackExecutor):
         result: Any = None,
     ) -> None:
         with self._lock:
+            self._ended_at.pop(job.job_id, None)
             if self._jobs.pop(job, None) is None:
                 return  # stop() took it (a slow result file outlived stop's wait)
         if error is None:
@@ -214,18 +284,8 @@ class SlurmExecutor(StackExecutor):
         else:
             future.set_exception(error)
 
-    def _ended(self, job: submitit.Job) -> bool:
-        # submitit counts PREEMPTED as unfinished (SLURM may requeue it); if it stays so (no
-        # requeue), it would wait for ever. Cancelling it ends it; the sweep submits it again.
-        if job.done():
-            return True
-        if self.cluster == "slurm" and job.state.upper() == "PREEMPTED":
-            job.cancel(check=False)
-            return True
-        return False
-
-    def _result(self, job: submitit.Job) -> Any:
-        if self.cluster == "local" and not job.paths.result_pickle.exists():
+    def _local_result(self, job: submitit.Job) -> Any:
+        if not job.paths.result_pickle.exists():
             # submitit would wait 15 s for the result file of a shared file system to show
             # up; a local job's is seen at once: the job ended without one
             tail = (job.stderr() or "").strip().splitlines()[-5:]
@@ -233,7 +293,7 @@ class SlurmExecutor(StackExecutor):
                 f"job {job.job_id} ended without a result (killed?); logs: {job.paths.stderr}"
                 + "".join(f"\n  {line}" for line in tail)
             )
-        return job.result()
+        return _unless_stopped(job.result())
 
     def stop(self, kill: bool) -> None:
         """Stop watching; with ``kill`` (after an interrupt or an error), cancel the jobs not
@@ -263,6 +323,13 @@ class SlurmExecutor(StackExecutor):
         for task in alive:
             with contextlib.suppress(psutil.Error):
                 task.kill()
+
+
+def _unless_stopped(result: Any) -> Any:
+    """A job's result; raises if SLURM stopped the job (see :class:`StackJob`)."""
+    if isinstance(result, Stopped):
+        raise UncompletedJobError(result.reason)
+    return result
 
 
 def _local_tasks(jobs: Any) -> list[psutil.Process]:
