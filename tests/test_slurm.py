@@ -105,7 +105,7 @@ def seed_of(run: Any) -> int:
 def stack_seeds(sweep_dir: Path, job: str) -> set[int]:
     """The seeds of the runs a job trains (from the call submitit pickled for it)."""
     with open(sweep_dir / ".submitit" / f"{job}_submitted.pkl", "rb") as file:
-        cfgs, _live = pickle.load(file).args
+        cfgs, *_ = pickle.load(file).args  # train_stack(cfgs, live, audit)
     return {int(cfg["seed"]) for cfg in cfgs}
 
 
