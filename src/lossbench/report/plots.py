@@ -158,14 +158,14 @@ def _plot_rank_heatmap(report: Report, path: Path) -> None:
     scores = across.scores.loc[ranks.index, recipes]
     size = (1.3 * len(recipes) + 3, 0.6 * len(ranks) + 2.2)
     with figure(path, 110, figsize=size) as (fig, ax):
-        image = ax.imshow(ranks.to_numpy(float), cmap="viridis_r", aspect="auto", vmin=1,
+        image = ax.imshow(ranks.to_numpy(float), cmap="RdYlGn_r", aspect="auto", vmin=1,
                           vmax=max(2, len(recipes)))  # fmt: skip
         ax.set_xticks(range(len(recipes)), recipes, rotation=30, ha="right", fontsize=7)
         ax.set_yticks(range(len(ranks)), list(ranks.index), fontsize=7)
         for (i, j), value in np.ndenumerate(scores.to_numpy(float)):
             rank = ranks.iloc[i, j]
             ax.text(j, i, f"{number(float(value), 3)}\n({rank:g})", ha="center", va="center",
-                    color="white", fontsize=7)  # fmt: skip
+                    color="black", fontsize=7)  # fmt: skip
         ax.set_title(f"{across.column} (rank within each problem; 1 = best)", fontsize=9)
         fig.colorbar(image, ax=ax, label="rank")
 

@@ -181,7 +181,7 @@ def across_problems(
     higher = stats.higher_is_better(metric)
     table = cells(frame, problem_axes, recipe_axes, nuisance, fair)
     problems = sorted({p for p, _ in table})
-    recipes = list(dict.fromkeys(r for _, r in table))
+    recipes = sorted({r for _, r in table})
 
     def score(runs: pd.DataFrame) -> float:
         finished = runs.loc[runs["outcome"] == "finished", column]
