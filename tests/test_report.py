@@ -459,3 +459,28 @@ def test_a_long_suite_description_keeps_the_across_table(suite: report.Report) -
     assert len(short) <= 1800 < len(full)
     assert short.startswith(full.split("\n\n")[0])  # the whole across table
     assert "more in the full report" in short or "more problems in the full report" in short
+
+
+def test_across_problems_takes_each_recipe_at_its_chosen_nuisance_value() -> None:
+    """With --nuisance, a recipe's score on a problem is that of the setting chosen for it
+    there on validation: sgd's lr is 0.1 on iris and 0.01 on wine."""
+    import pandas as pd
+
+    val = {("iris", "sgd", "0.1"): 0.9, ("iris", "sgd", "0.01"): 0.7, ("iris", "adam", "0.1"): 0.8,
+           ("iris", "adam", "0.01"): 0.95, ("wine", "sgd", "0.1"): 0.6, ("wine", "sgd", "0.01"): 0.85,
+           ("wine", "adam", "0.1"): 0.9, ("wine", "adam", "0.01"): 0.8}  # fmt: skip
+    rows = [(d, o, lr, seed, "finished", v + 0.01 * seed, v - 0.05 + 0.01 * seed)
+            for (d, o, lr), v in val.items() for seed in range(3)]  # fmt: skip
+    frame = pd.DataFrame(
+        rows,
+        columns=["dataset", "optimizer", "optimizer.lr", "seed", "outcome", "val/acc", "test/acc"],
+    )
+    axes = ["dataset", "optimizer", "optimizer.lr"]
+    fair = report.fair_comparison(frame, axes, "optimizer", "optimizer.lr", "val/acc")
+    across = report.across_problems(frame, ["dataset"], ["optimizer"], "test/acc", "val/acc",
+                                    nuisance="optimizer.lr", fair=fair)  # fmt: skip
+    assert across.chosen.loc["dataset=iris", "optimizer=sgd"] == "0.1"
+    assert across.chosen.loc["dataset=wine", "optimizer=sgd"] == "0.01"
+    assert across.scores.loc["dataset=wine", "optimizer=sgd"] == pytest.approx(0.85 - 0.05 + 0.01)
+    assert across.scores.loc["dataset=iris", "optimizer=adam"] == pytest.approx(0.95 - 0.05 + 0.01)
+    assert dict(across.mean_ranks) == {"optimizer=adam": 1.0, "optimizer=sgd": 2.0}

@@ -106,9 +106,9 @@ def across_table(report: Report, compact: bool = False) -> Table:
     across = report.across
     assert across is not None
     header = [*across.recipe_axes, "mean rank", *across.problems, f"W/T/L vs {across.baseline}"]
+    nemenyi = not compact and across.omnibus.test == "Friedman"  # two recipes: Wilcoxon's only
     if not compact:
-        posthoc = "Nemenyi" if across.omnibus.test == "Friedman" else "Wilcoxon"
-        header += ["p (Wilcoxon, Holm)", f"p ({posthoc})"]
+        header += ["p (Wilcoxon, Holm)", *(["p (Nemenyi)"] if nemenyi else [])]
     table = across.table()
     rows = []
     for _, row in table.iterrows():
@@ -122,8 +122,9 @@ def across_table(report: Report, compact: bool = False) -> Table:
         baseline = recipe == across.baseline
         cells.append("baseline" if baseline else f"{row['wins']}/{row['ties']}/{row['losses']}")
         if not compact:
-            cells += [MISSING if baseline else p_value(row["p wilcoxon holm"]),
-                      MISSING if baseline else p_value(row["p posthoc"])]  # fmt: skip
+            cells.append(MISSING if baseline else p_value(row["p wilcoxon holm"]))
+        if nemenyi:
+            cells.append(MISSING if baseline else p_value(row["p posthoc"]))
         rows.append(cells)
     return header, rows
 
