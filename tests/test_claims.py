@@ -616,9 +616,10 @@ def test_the_readme_claim_examples_load(tmp_path: Path) -> None:
         (tmp_path / "U.yaml").write_text(text)
         claim = C.load_claim(tmp_path / "U.yaml")
         loaded[claim.id] = claim
-    assert sorted(loaded) == ["U1", "U2", "U3"]
+    assert sorted(loaded) == ["U1", "U2", "U3", "U4"]
     assert loaded["U2"].nuisance == C.Nuisance("lr", C.Selector("val/loss"), higher=False)
     assert [a.kind for a in loaded["U3"].assertions] == ["equivalent"]
+    assert [a.kind for a in loaded["U4"].assertions] == ["beats", "ranks_first"]
 
 
 def test_the_report_sets_each_fixed_claim_beside_its_fair_variant(tmp_path: Path) -> None:
