@@ -484,3 +484,18 @@ def test_across_problems_takes_each_recipe_at_its_chosen_nuisance_value() -> Non
     assert across.scores.loc["dataset=wine", "optimizer=sgd"] == pytest.approx(0.85 - 0.05 + 0.01)
     assert across.scores.loc["dataset=iris", "optimizer=adam"] == pytest.approx(0.95 - 0.05 + 0.01)
     assert dict(across.mean_ranks) == {"optimizer=adam": 1.0, "optimizer=sgd": 2.0}
+
+
+def test_which_axes_make_a_problem() -> None:
+    axes = ["dataset", "dataset.source.noise", "model.hidden", "data_seed", "loss", "optimizer.lr"]
+    assert report.problem_axes(axes) == [
+        "dataset",
+        "dataset.source.noise",
+        "model.hidden",
+        "data_seed",
+    ]
+    assert report.problem_axes(axes, "model.hidden") == ["model.hidden"]
+    # report.problem: [dataset, loss] in a preset reaches the sweep's tag as a list's text
+    assert report.problem_axes(axes, "['dataset', 'loss']") == ["dataset", "loss"]
+    assert report.problem_axes(axes, "none") == []
+    assert not report.is_problem_axis("data.n_train")  # a fact of the data, not an axis
