@@ -499,3 +499,16 @@ def test_which_axes_make_a_problem() -> None:
     assert report.problem_axes(axes, "['dataset', 'loss']") == ["dataset", "loss"]
     assert report.problem_axes(axes, "none") == []
     assert not report.is_problem_axis("data.n_train")  # a fact of the data, not an axis
+
+
+def test_no_complete_problem_leaves_nothing_to_rank() -> None:
+    """sgd ran only on iris, adam only on wine: no problem has both, nothing is ranked."""
+    import pandas as pd
+
+    rows = [("iris", "sgd", s, "finished", 0.8) for s in range(2)]
+    rows += [("wine", "adam", s, "finished", 0.9) for s in range(2)]
+    frame = pd.DataFrame(rows, columns=["dataset", "optimizer", "seed", "outcome", "test/acc"])
+    across = report.across_problems(frame, ["dataset"], ["optimizer"], "test/acc", "val/acc")
+    assert across.problems == [] and across.mean_ranks.empty and across.table().empty
+    assert across.dropped == {"dataset=iris": ["optimizer=adam"], "dataset=wine": ["optimizer=sgd"]}
+    assert across.omnibus.test == "" and math.isnan(across.omnibus.p_value)

@@ -194,7 +194,7 @@ def across_problems(
         chosen.loc[problem, recipe] = setting
     complete, dropped = ranking.complete_blocks(scores)
     ranks = ranking.rank_table(complete, higher)
-    mean_ranks = ranks.mean(axis=0).sort_values(kind="stable")
+    mean_ranks = ranks.mean(axis=0).dropna().sort_values(kind="stable")  # none: no complete problem
     omnibus = ranking.omnibus(complete)
     posthoc = None
     n, k = complete.shape
