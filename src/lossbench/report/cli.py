@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lossbench-report",
         description="Compare the runs of a sweep: grouped by the axes it varied, aggregated over "
-        "seeds with 95%% confidence intervals, tested against the best group of their problem "
+        "seeds with 95% confidence intervals, tested against the best group of their problem "
         "(dataset, model), and the recipes ranked across the problems (Friedman, post-hoc, "
         "wins/ties/losses), with plots. Reads the store training writes to "
         "($MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db).",
