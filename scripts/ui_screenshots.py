@@ -44,9 +44,9 @@ def browse(
     expand its sweep, tick the runs named in ``compare`` and press Compare, then open the
     (latest) sweep's run page. Saves ``mlflow-runs.png``, ``mlflow-compare.png`` and
     ``mlflow-sweep.png`` in ``out``; returns what the pages showed: the run names linked in
-    the runs table and its text, the compare page's heading and text, and the
-    rows of the sweep page's description table (each a list of cell texts; none when the
-    sweep has no report yet)."""
+    the runs table and its text, the compare page's heading and text, the rows of the sweep
+    page's first description table (each a list of cell texts; none when the sweep has no
+    report yet) and that page's text."""
     from playwright.sync_api import sync_playwright
 
     browser_path = chromium_path()
@@ -95,6 +95,7 @@ def browse(
             page.go_back()  # to the runs table, and from there to the (latest) sweep's page
             page.get_by_role("link", name=re.compile(r"^sweep-")).first.click()
             seen["sweep_table"] = _sweep_page(page, out / "mlflow-sweep.png")
+            seen["sweep_text"] = page.inner_text("body")
             return seen
         finally:
             browser.close()

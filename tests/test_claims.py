@@ -166,7 +166,16 @@ def test_the_shipped_claims_load() -> None:
     of at least 5 values chosen on validation."""
     loaded = {c.id: c for c in C.load_claims()}
     fair = ["R4-fair", "R5-fair", "R6-fair", "R8-fair"]
-    assert sorted(loaded) == sorted([f"R{i}" for i in range(1, 17)] + fair)
+    assert sorted(loaded) == sorted([f"R{i}" for i in range(1, 17)] + fair + ["R8-datasets"])
+    datasets, r8 = loaded["R8-datasets"], loaded["R8"]  # R8's recipe, on six datasets
+    assert len(datasets.axes["dataset"]) == 6 and datasets.axes["scheduler"] == r8.axes["scheduler"]
+    assert [
+        (a.kind, a.groups, a.options["across"], a.options["at_least"]) for a in datasets.assertions
+    ] == [
+        ("beats", ["step", "constant"], "dataset", 5),
+        ("beats", ["exponential", "constant"], "dataset", 5),
+    ]
+    assert set(datasets.base) | {"dataset=moons"} == set(r8.base)  # moons: R8's own runs
     for claim_id in fair:
         claim, fixed = loaded[claim_id], loaded[claim_id.removesuffix("-fair")]
         assert claim.nuisance is not None and claim.nuisance.axis == "lr"
@@ -607,9 +616,10 @@ def test_the_readme_claim_examples_load(tmp_path: Path) -> None:
         (tmp_path / "U.yaml").write_text(text)
         claim = C.load_claim(tmp_path / "U.yaml")
         loaded[claim.id] = claim
-    assert sorted(loaded) == ["U1", "U2", "U3"]
+    assert sorted(loaded) == ["U1", "U2", "U3", "U4"]
     assert loaded["U2"].nuisance == C.Nuisance("lr", C.Selector("val/loss"), higher=False)
     assert [a.kind for a in loaded["U3"].assertions] == ["equivalent"]
+    assert [a.kind for a in loaded["U4"].assertions] == ["beats", "ranks_first"]
 
 
 def test_the_report_sets_each_fixed_claim_beside_its_fair_variant(tmp_path: Path) -> None:
@@ -634,3 +644,130 @@ def test_the_report_sets_each_fixed_claim_beside_its_fair_variant(tmp_path: Path
     [row] = [line for line in section.splitlines() if line.startswith("| T1 / T1-fair #1")]
     assert "REPRODUCED" in row and "NOT REPRODUCED" in row and "**disagree**" in row
     assert "a at lr=0.1" in row and "b at lr=1" in row and "T2" not in section
+
+
+# -- across problems: beats, ranks_first -----------------------------------------------------
+
+PROBLEMS = [f"d{i}" for i in range(1, 7)]
+ACROSS = {
+    "axes": {
+        "dataset": {d: [f"dataset.source.n_samples={100 + i}"] for i, d in enumerate(PROBLEMS)},
+        "variant": {"a": ["optimizer=adam"], "b": ["optimizer=sgd"], "c": ["optimizer=momentum"]},
+    },
+    "metric": "train/final_loss",
+}
+SPREAD = [0.0, 0.01, -0.01, 0.005, -0.002]  # per seed: paired differences stay clear
+
+
+def across_runs(claim: C.Claim, means: dict[tuple[str, str], float], failed: tuple = ()) -> dict:
+    """Each (variant, problem)'s five seeds: its mean plus SPREAD (a shared seed effect) plus a
+    little noise of its own, so paired tests see clear differences but not zero spread."""
+    data = {}
+    for labels, seed, _ in claim.jobs():
+        key = (labels["variant"], labels["dataset"])
+        i = claim.seeds.index(seed)
+        value = means[key] + SPREAD[i] + 0.001 * ((i * 7 + ord(key[0])) % 3)
+        outcome = "failed" if key in failed else "finished"
+        data[C.job_key(claim, labels, seed)] = C.RunData(
+            outcome, {"train/final_loss": value}, {}, 10, f"{key}{seed}"
+        )
+    return data
+
+
+def across_claim(tmp_path: Path, assertion: dict) -> C.Claim:
+    return C.load_claim(claim_file(tmp_path, **{**ACROSS, "assert": [assertion]}))
+
+
+def ranked(order: str, problems: list[str] = PROBLEMS) -> dict[tuple[str, str], float]:
+    """Loss means where the variants rank in ``order`` (best first) on the given problems."""
+    return {(v, d): 0.1 * (order.index(v) + 1) for v in "abc" for d in problems}
+
+
+def test_beats_on_every_problem(tmp_path: Path) -> None:
+    claim = across_claim(tmp_path, {"beats": ["a", "b"], "across": "dataset"})
+    verdict = C.evaluate(claim, across_runs(claim, ranked("abc")))
+    e = verdict.evidence[0]
+    assert verdict.verdict == C.REPRODUCED and e.n == 6 and e.effect == 1.0
+    # k = n: the partial-conjunction p is the largest of the six paired t-tests' p
+    runs = across_runs(claim, ranked("abc"))
+    ps = []
+    for d in PROBLEMS:
+        a = [
+            runs[C.job_key(claim, {"dataset": d, "variant": "a"}, s)].metrics["train/final_loss"]
+            for s in claim.seeds
+        ]
+        b = [
+            runs[C.job_key(claim, {"dataset": d, "variant": "b"}, s)].metrics["train/final_loss"]
+            for s in claim.seeds
+        ]
+        ps.append(st.ttest_rel(a, b).pvalue)
+    assert e.p_value == pytest.approx(max(ps))
+    assert set(e.groups) == {f"{v} on {d}" for v in "ab" for d in PROBLEMS}
+    assert "a vs b: 6 better, 0 undecided, 0 not" in e.why
+    assert "better than b on every one of the dataset problems" in C.describe(e.assertion)
+
+
+def test_beats_on_at_least_k_of_n(tmp_path: Path) -> None:
+    """a is better on d1-d5 and worse on d6: 5 of 6 holds, 6 of 6 does not."""
+    means = {**ranked("abc", PROBLEMS[:5]), **ranked("bac", PROBLEMS[5:])}
+    five = across_claim(tmp_path, {"beats": ["a", "b"], "across": "dataset", "at_least": 5})
+    assert C.evaluate(five, across_runs(five, means)).verdict == C.REPRODUCED
+    six = across_claim(tmp_path, {"beats": ["a", "b"], "across": "dataset"})
+    verdict = C.evaluate(six, across_runs(six, means))
+    assert verdict.verdict == C.NOT_REPRODUCED  # b significantly better on d6: 6 is out of reach
+    assert "fails on more than 0 of 6" in verdict.evidence[0].why
+    # b better on two problems: 5 of 6 is out of reach too
+    two = {**ranked("abc", PROBLEMS[:4]), **ranked("bac", PROBLEMS[4:])}
+    assert C.evaluate(five, across_runs(five, two)).verdict == C.NOT_REPRODUCED
+    # a and b the same on d6 (only noise): 6 of 6 undecided, not refuted
+    same = {**ranked("abc", PROBLEMS[:5]), **{(v, "d6"): 0.2 for v in "abc"}}
+    assert C.evaluate(six, across_runs(six, same)).verdict == C.INCONCLUSIVE
+
+
+def test_ranks_first_across_problems(tmp_path: Path) -> None:
+    """Two groups: Wilcoxon over six problems, a better on all: exact p = 2/2^6."""
+    two = across_claim(tmp_path, {"ranks_first": ["a", "b"], "across": "dataset"})
+    verdict = C.evaluate(two, across_runs(two, ranked("abc")))
+    assert verdict.verdict == C.REPRODUCED
+    assert (
+        verdict.evidence[0].p_value == pytest.approx(2 / 2**6) and verdict.evidence[0].effect == 1.0
+    )
+    # three groups, always ranked a, b, c: Friedman chi2 = 12, p = exp(-6); Nemenyi finds a
+    # better than c (mean ranks 1 vs 3) but not than b (1 vs 2) with six problems
+    three = across_claim(tmp_path, {"ranks_first": ["a", "b", "c"], "across": "dataset"})
+    e = C.evaluate(three, across_runs(three, ranked("abc"))).evidence[0]
+    assert e.verdict == C.INCONCLUSIVE and f"Friedman p = {math.exp(-6):.2g}" in e.why
+    q = 1 / math.sqrt(3 * 4 / (6 * 6))  # mean ranks 1 apart
+    assert e.p_value == pytest.approx(st.studentized_range.sf(q * math.sqrt(2), 3, np.inf))
+    # c claimed first but always last: a ranks significantly better
+    last = across_claim(tmp_path, {"ranks_first": ["c", "a", "b"], "across": "dataset"})
+    e = C.evaluate(last, across_runs(last, ranked("abc"))).evidence[0]
+    assert e.verdict == C.NOT_REPRODUCED and "a significantly better than c" in e.why
+
+
+def test_ranks_use_complete_problems_only(tmp_path: Path) -> None:
+    claim = across_claim(tmp_path, {"ranks_first": ["a", "b"], "across": "dataset"})
+    verdict = C.evaluate(claim, across_runs(claim, ranked("abc"), failed=(("b", "d6"),)))
+    e = verdict.evidence[0]
+    assert e.n == 5 and "1 problem(s) left out, a group without runs: d6" in e.why
+    assert verdict.verdict == C.INCONCLUSIVE  # five problems: Wilcoxon's smallest p is 1/16
+
+
+@pytest.mark.parametrize(
+    ("assertion", "message"),
+    [
+        ({"beats": ["a", "b"]}, "beats needs across: <the claim's axis of problems>"),
+        ({"beats": ["a", "b"], "across": "task"}, "across='task' is not an axis of the claim; axes: dataset, variant"),
+        ({"beats": ["a", "b", "c"], "across": "dataset"}, "beats takes two groups"),
+        ({"beats": ["a", "b"], "across": "dataset", "at_least": 7}, "at_least=7 but 'dataset' has 6 problems"),
+        ({"beats": ["a", "b"], "across": "dataset", "at_least": 0}, "at_least must be a whole number of problems ≥ 1"),
+        ({"beats": ["variant=a,dataset=d1", "b"], "across": "dataset"}, "names the axis of problems 'dataset'"),
+        ({"ranks_first": ["a", "b"], "across": "dataset", "metric": "grad_norm/layer1"}, "give mode: min or mode: max"),
+        ({"ranks_first": ["a", "b"], "across": "dataset", "mode": "max"}, "mode='max' contradicts 'train/final_loss'"),
+        ({"ranks_first": ["a", "b"], "across": "dataset", "at_least": 2}, "at_least belongs to beats"),
+        ({"less": ["a", "b"]}, "leaves axis 'dataset' open .* or its axis of problems"),
+    ],
+)  # fmt: skip
+def test_malformed_across_assertions(tmp_path: Path, assertion: dict, message: str) -> None:
+    with pytest.raises(C.ClaimError, match=message):
+        across_claim(tmp_path, assertion)

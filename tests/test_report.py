@@ -3,6 +3,7 @@ failures, files, MLflow artifacts, errors; and it stays a light command."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +269,246 @@ def test_an_unreachable_store_is_named_at_once(capsys: pytest.CaptureFixture) ->
 
     assert main(["--tracking-uri", "http://127.0.0.1:9"]) == 2
     assert "tracking store http://127.0.0.1:9 is unreachable" in capsys.readouterr().err
+
+
+# --- a suite of problems: 3 datasets x 3 optimizers x 3 seeds, and digits with adam only ----
+# test/acc of each run (val/acc is 0.02 higher). By hand, the means and ranks on each problem:
+#   iris:  adam 0.960 (1), rmsprop 0.958 (2, not significantly below adam), sgd 0.810 (3)
+#   moons: adam 0.910 (1), sgd 0.863 (2), rmsprop 0.803 (3)
+#   wine:  rmsprop 0.962 (1), adam 0.910 (2), sgd 0.810 (3)
+# mean ranks: adam 4/3, rmsprop 2, sgd 8/3; against adam, rmsprop wins on wine, ties on iris,
+# loses on moons (1/1/1); sgd loses everywhere (0/0/3).
+SUITE = {
+    ("iris", "adam"): [0.95, 0.96, 0.97],
+    ("iris", "rmsprop"): [0.95, 0.96, 0.965],
+    ("iris", "sgd"): [0.80, 0.82, 0.81],
+    ("moons", "adam"): [0.90, 0.91, 0.92],
+    ("moons", "rmsprop"): [0.80, 0.81, 0.80],
+    ("moons", "sgd"): [0.85, 0.86, 0.88],
+    ("wine", "adam"): [0.90, 0.91, 0.92],
+    ("wine", "rmsprop"): [0.95, 0.965, 0.97],
+    ("wine", "sgd"): [0.80, 0.82, 0.81],
+    ("digits", "adam"): [0.97, 0.98, 0.99],  # no sgd, no rmsprop: a dropped block
+}
+VAL_OFFSET = 0.02
+
+
+@pytest.fixture(scope="module")
+def suite_store(store_uri: str) -> str:
+    """The suite above as one sweep of experiment 'suite', target val/acc 0.9."""
+    tracker = Tracker(store_uri, "suite")
+    sweep = tracker.start_sweep("suite-sweep", ["dataset=iris,moons,wine,digits", "optimizer=adam,rmsprop,sgd"],
+                                "/tmp/suite", {"metric": "val/acc", "target": 0.9})  # fmt: skip
+    for (dataset, optimizer), finals in SUITE.items():
+        for seed, final in enumerate(finals):
+            cfg = {"seed": seed, "dataset": {"name": dataset}, "optimizer": {"_target_": optimizer}}
+            choices = {"dataset": dataset, "optimizer": optimizer, "loss": "cross_entropy"}
+            spec = RunSpec(
+                cfg, choices, [f"dataset={dataset}", f"optimizer={optimizer}", f"seed={seed}"]
+            )
+            run_id = tracker.start_run(spec, {"task": "multiclass"}, sweep)
+            val = final + VAL_OFFSET
+            series = {"val/acc": history(val), "train/loss": list(np.linspace(1, 0.1, 5))}
+            metrics = {"val/acc": val, "test/acc": final, "train/loss": 0.1, "time/seconds": 1.0}
+            tracker.finish_run(run_id, RunResult(series, metrics))
+    tracker.end_sweep(sweep)
+    return store_uri
+
+
+@pytest.fixture(scope="module")
+def suite(suite_store: str) -> report.Report:
+    return report.build_report(suite_store, "suite")
+
+
+def test_problem_axes_are_found_and_groups_are_tested_within_their_problem(
+    suite: report.Report,
+) -> None:
+    assert suite.problem_axes == ["dataset"] and suite.recipe_axes == ["optimizer"]
+    assert suite.problems == ["dataset=digits", "dataset=iris", "dataset=moons", "dataset=wine"]
+    comparisons = suite.comparisons
+    # two tests per problem of three recipes, none for digits (one recipe), none across problems
+    assert comparisons.groupby("problem").size().to_dict() == {
+        "dataset=iris": 2, "dataset=moons": 2, "dataset=wine": 2}  # fmt: skip
+    for _, row in comparisons.iterrows():
+        dataset = row["problem"].removeprefix("dataset=")
+        group, baseline = (
+            row["group"].removeprefix("optimizer="),
+            row["vs"].removeprefix("optimizer="),
+        )
+        assert suite.baselines[row["problem"]] == row["vs"]  # the problem's own best group
+        expected = st.ttest_rel(SUITE[(dataset, group)], SUITE[(dataset, baseline)]).pvalue
+        assert row["p"] == pytest.approx(expected), (dataset, group)
+    assert suite.baselines == {"dataset=iris": "optimizer=adam", "dataset=moons": "optimizer=adam",
+                               "dataset=wine": "optimizer=rmsprop"}  # fmt: skip
+    assert "problem dataset=digits has one recipe (optimizer=adam)" in " ".join(suite.notes)
+
+
+def test_ranks_and_tests_across_problems_use_complete_blocks(suite: report.Report) -> None:
+    across = suite.across
+    assert across is not None and across.column == "test/acc"
+    assert across.problems == ["dataset=iris", "dataset=moons", "dataset=wine"]
+    assert across.dropped == {"dataset=digits": ["optimizer=rmsprop", "optimizer=sgd"]}
+    assert "1 of 4 problems dropped" in " ".join(suite.notes)
+    assert dict(across.mean_ranks) == pytest.approx(
+        {"optimizer=adam": 4 / 3, "optimizer=rmsprop": 2.0, "optimizer=sgd": 8 / 3}
+    )
+    assert across.baseline == "optimizer=adam"  # the best mean rank
+    # Friedman by hand (no ties): 12N/(k(k+1)) * (sum R^2 - k(k+1)^2/4) = 8/3, p = exp(-4/3)
+    assert across.omnibus.test == "Friedman"
+    assert across.omnibus.statistic == pytest.approx(8 / 3)
+    assert across.omnibus.p_value == pytest.approx(math.exp(-4 / 3))
+    means = across.scores.loc[across.problems]
+    assert across.omnibus.p_value == pytest.approx(st.friedmanchisquare(*means.to_numpy().T).pvalue)
+    assert across.tally("optimizer=rmsprop") == (1, 1, 1)
+    assert across.tally("optimizer=sgd") == (0, 0, 3)
+    assert across.outcomes.loc["dataset=wine", "optimizer=rmsprop"] == "win"
+    assert across.outcomes.loc["dataset=iris", "optimizer=rmsprop"] == "tie"
+    table = report.problems_table(tracking_uri=suite.sweep.uri, experiment="suite")
+    assert list(table["recipe"]) == ["optimizer=adam", "optimizer=rmsprop", "optimizer=sgd"]
+    assert table.loc[1, "dataset=wine test/acc"] == pytest.approx(
+        np.mean(SUITE[("wine", "rmsprop")])
+    )
+    assert (table.loc[2, "wins"], table.loc[2, "losses"]) == (0, 3)
+
+
+def test_performance_profile_of_epochs_to_target(suite: report.Report) -> None:
+    """Target val/acc 0.9: each recipe's median epochs over its seeds, never-reached as inf."""
+    across = suite.across
+    assert across is not None and across.times is not None and across.profile is not None
+    for (dataset, optimizer), finals in SUITE.items():
+        if dataset == "digits":
+            continue
+        epochs = [stats_epochs(f + VAL_OFFSET) for f in finals]
+        expected = float(np.median(epochs)) if sum(map(math.isfinite, epochs)) >= 2 else math.inf
+        assert across.times.loc[f"dataset={dataset}", f"optimizer={optimizer}"] == expected
+    # adam reaches 0.9 on every problem and is the fastest on each: rho(1) = 1
+    assert across.profile.loc["optimizer=adam", 1.0] == 1.0
+    header, rows = report.profile_table(suite)
+    assert header[:2] == ["recipe", "ρ(1)"] and rows[0][:2] == ["optimizer=adam", "3/3"]
+
+
+def stats_epochs(final: float) -> float:
+    from lossbench import stats
+
+    reached = stats.epochs_to_target(history(final), 0.9, True)
+    return math.inf if reached is None else float(reached)
+
+
+def test_vs_is_a_recipe_tested_on_every_problem(suite_store: str) -> None:
+    built = report.build_report(suite_store, "suite", vs="optimizer=sgd")
+    assert set(built.baselines.values()) == {"optimizer=sgd"} and built.baseline == "optimizer=sgd"
+    assert set(built.comparisons["vs"]) == {"optimizer=sgd"}
+    assert built.across is not None and built.across.baseline == "optimizer=sgd"
+    assert built.across.tally("optimizer=adam") == (3, 0, 0)
+    assert "--vs optimizer=sgd: no such group on problem dataset=digits" in " ".join(built.notes)
+    with pytest.raises(ValueError, match="'dataset'] is a problem axis; .* recipe axes only"):
+        report.build_report(suite_store, "suite", vs="dataset=iris,optimizer=sgd")
+
+
+def test_bad_problem_axes_are_clear_errors(suite_store: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match=r"\['seed'\] is not an axis of this sweep; its axes: "
+                       r"\['dataset', 'optimizer'\]"):  # fmt: skip
+        report.build_report(suite_store, "suite", problem="seed")
+    with pytest.raises(ValueError, match="nothing to compare: every axis"):
+        report.build_report(suite_store, "suite", problem="dataset,optimizer")
+    with pytest.raises(ValueError, match="'dataset' is a problem axis: the fair comparison"):
+        report.build_report(suite_store, "suite", scientific="dataset", nuisance="optimizer")
+    argv = ["--tracking-uri", suite_store, "--experiment", "suite", "--problem", "model"]
+    assert report.main(argv) == 2
+    assert "['model'] is not an axis of this sweep" in capsys.readouterr().err
+
+
+def test_problem_none_compares_every_group_as_before(suite_store: str) -> None:
+    built = report.build_report(suite_store, "suite", problem="none")
+    assert built.across is None and built.problem_axes == [] and len(built.summary) == 10
+    assert len(built.comparisons) == 9  # every group against the one best
+
+
+def test_suite_files_and_description_lead_with_the_across_table(
+    suite_store: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--tracking-uri", suite_store, "--experiment", "suite", "--out", str(tmp_path)]
+    assert report.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("Across problems") < printed.index("dataset=iris: runs grouped by")
+    for name in ("report.md", "report.html", "curves.png", "bars.png", "heatmap.png", "cd.png",
+                 "profile.png"):  # fmt: skip
+        assert (tmp_path / name).stat().st_size > 0, name
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## Across problems") < md.index("## dataset=iris: runs grouped by optimizer")
+    assert "| optimizer | mean rank | dataset=iris | dataset=moons | dataset=wine |" in md
+    assert "| sgd | 2.67 | 0.8100 (3) | 0.8633 (2) | 0.8100 (3) | 0/0/3 |" in md
+    assert "Friedman χ² = 2.67" in md and "1 of 4 problems dropped" in md
+    client = MlflowClient(suite_store)
+    parent = client.search_runs(
+        [client.get_experiment_by_name("suite").experiment_id], "tags.`lossbench.role` = 'sweep'"
+    )[0].info.run_id
+    note = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert note.startswith(
+        "| optimizer | mean rank | dataset=iris | dataset=moons | dataset=wine | W/T/L vs optimizer=adam |"
+    )
+    assert "| rmsprop | 2.00 | 0.9583 (2) | 0.8033 (3) | 0.9617 (1) | 1/1/1 |" in note
+    for problem in ("dataset=digits", "dataset=iris", "dataset=moons", "dataset=wine"):
+        assert f"**{problem}**" in note  # each problem's headline after the across table
+    assert note.index("W/T/L") < note.index("**dataset=iris**")
+
+
+def test_a_long_suite_description_keeps_the_across_table(suite: report.Report) -> None:
+    full = report.run_description(suite)
+    short = report.run_description(suite, limit=1800)
+    assert len(short) <= 1800 < len(full)
+    assert short.startswith(full.split("\n\n")[0])  # the whole across table
+    assert "more in the full report" in short or "more problems in the full report" in short
+
+
+def test_across_problems_takes_each_recipe_at_its_chosen_nuisance_value() -> None:
+    """With --nuisance, a recipe's score on a problem is that of the setting chosen for it
+    there on validation: sgd's lr is 0.1 on iris and 0.01 on wine."""
+    import pandas as pd
+
+    val = {("iris", "sgd", "0.1"): 0.9, ("iris", "sgd", "0.01"): 0.7, ("iris", "adam", "0.1"): 0.8,
+           ("iris", "adam", "0.01"): 0.95, ("wine", "sgd", "0.1"): 0.6, ("wine", "sgd", "0.01"): 0.85,
+           ("wine", "adam", "0.1"): 0.9, ("wine", "adam", "0.01"): 0.8}  # fmt: skip
+    rows = [(d, o, lr, seed, "finished", v + 0.01 * seed, v - 0.05 + 0.01 * seed)
+            for (d, o, lr), v in val.items() for seed in range(3)]  # fmt: skip
+    frame = pd.DataFrame(
+        rows,
+        columns=["dataset", "optimizer", "optimizer.lr", "seed", "outcome", "val/acc", "test/acc"],
+    )
+    axes = ["dataset", "optimizer", "optimizer.lr"]
+    fair = report.fair_comparison(frame, axes, "optimizer", "optimizer.lr", "val/acc")
+    across = report.across_problems(frame, ["dataset"], ["optimizer"], "test/acc", "val/acc",
+                                    nuisance="optimizer.lr", fair=fair)  # fmt: skip
+    assert across.chosen.loc["dataset=iris", "optimizer=sgd"] == "0.1"
+    assert across.chosen.loc["dataset=wine", "optimizer=sgd"] == "0.01"
+    assert across.scores.loc["dataset=wine", "optimizer=sgd"] == pytest.approx(0.85 - 0.05 + 0.01)
+    assert across.scores.loc["dataset=iris", "optimizer=adam"] == pytest.approx(0.95 - 0.05 + 0.01)
+    assert dict(across.mean_ranks) == {"optimizer=adam": 1.0, "optimizer=sgd": 2.0}
+
+
+def test_which_axes_make_a_problem() -> None:
+    axes = ["dataset", "dataset.source.noise", "model.hidden", "data_seed", "loss", "optimizer.lr"]
+    assert report.problem_axes(axes) == [
+        "dataset",
+        "dataset.source.noise",
+        "model.hidden",
+        "data_seed",
+    ]
+    assert report.problem_axes(axes, "model.hidden") == ["model.hidden"]
+    # report.problem: [dataset, loss] in a preset reaches the sweep's tag as a list's text
+    assert report.problem_axes(axes, "['dataset', 'loss']") == ["dataset", "loss"]
+    assert report.problem_axes(axes, "none") == []
+    assert not report.is_problem_axis("data.n_train")  # a fact of the data, not an axis
+
+
+def test_no_complete_problem_leaves_nothing_to_rank() -> None:
+    """sgd ran only on iris, adam only on wine: no problem has both, nothing is ranked."""
+    import pandas as pd
+
+    rows = [("iris", "sgd", s, "finished", 0.8) for s in range(2)]
+    rows += [("wine", "adam", s, "finished", 0.9) for s in range(2)]
+    frame = pd.DataFrame(rows, columns=["dataset", "optimizer", "seed", "outcome", "test/acc"])
+    across = report.across_problems(frame, ["dataset"], ["optimizer"], "test/acc", "val/acc")
+    assert across.problems == [] and across.mean_ranks.empty and across.table().empty
+    assert across.dropped == {"dataset=iris": ["optimizer=adam"], "dataset=wine": ["optimizer=sgd"]}
+    assert across.omnibus.test == "" and math.isnan(across.omnibus.p_value)

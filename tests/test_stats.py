@@ -188,3 +188,157 @@ def test_tost_edge_cases() -> None:
     for margin in (0, -0.01):
         with pytest.raises(ValueError, match="margin must be > 0"):
             stats.tost({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6}, margin)
+
+
+# --- across problems (lossbench.ranking) ----------------------------------------------------
+# Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 7:1-30 (2006).
+# Table 6 (p. 13): AUC of C4.5, C4.5+m, C4.5+cf and C4.5+m+cf on 14 data sets, with the
+# ranks, mean ranks, Friedman statistic and Nemenyi critical differences worked out in the
+# text. On "voting" the table prints 0.975 for both C4.5+cf and C4.5+m+cf but ranks them 2
+# and 3: they differ beyond the third decimal, so C4.5+cf is 0.9751 here (SciPy's own test of
+# friedmanchisquare does the same).
+DEMSAR_RECIPES = ["C4.5", "C4.5+m", "C4.5+cf", "C4.5+m+cf"]
+DEMSAR_AUC = [
+    [0.763, 0.768, 0.771, 0.798], [0.599, 0.591, 0.590, 0.569], [0.954, 0.971, 0.968, 0.967],
+    [0.628, 0.661, 0.654, 0.657], [0.882, 0.888, 0.886, 0.898], [0.936, 0.931, 0.916, 0.931],
+    [0.661, 0.668, 0.609, 0.685], [0.583, 0.583, 0.563, 0.625], [0.775, 0.838, 0.866, 0.875],
+    [1.000, 1.000, 1.000, 1.000], [0.940, 0.962, 0.965, 0.962], [0.619, 0.666, 0.614, 0.669],
+    [0.972, 0.981, 0.9751, 0.975], [0.957, 0.978, 0.946, 0.970],
+]  # fmt: skip
+
+
+def demsar_scores():  # noqa: ANN201
+    import pandas as pd
+
+    return pd.DataFrame(DEMSAR_AUC, columns=DEMSAR_RECIPES, index=[f"d{i}" for i in range(14)])
+
+
+def test_mean_ranks_friedman_and_nemenyi_match_demsars_worked_example() -> None:
+    from lossbench import ranking
+
+    scores = demsar_scores()
+    ranks = ranking.mean_ranks(scores, higher=True)
+    published = {"C4.5": 3.143, "C4.5+m": 2.000, "C4.5+cf": 2.893, "C4.5+m+cf": 1.964}
+    assert {r: round(v, 3) for r, v in ranks.items()} == published
+    assert list(ranks.index) == ["C4.5+m+cf", "C4.5+m", "C4.5+cf", "C4.5"]  # best first
+    n, k = scores.shape
+    # Demšar's chi2_F (no tie correction) and Iman-Davenport's F_F from these mean ranks
+    chi2 = 12 * n / (k * (k + 1)) * (sum(r**2 for r in ranks) - k * (k + 1) ** 2 / 4)
+    assert round(chi2, 2) == 9.28
+    assert round((n - 1) * chi2 / (n * (k - 1) - chi2), 2) == 3.69
+    # the Friedman test is SciPy's, with its tie correction (so at least Demšar's 9.28)
+    omnibus = ranking.omnibus(scores)
+    expected = st.friedmanchisquare(*np.array(DEMSAR_AUC).T)
+    assert omnibus.test == "Friedman" and (omnibus.n_problems, omnibus.n_recipes) == (14, 4)
+    assert (omnibus.statistic, omnibus.p_value) == pytest.approx(tuple(expected))
+    assert omnibus.statistic >= 9.28
+    # Nemenyi's critical differences: q_0.05 = 2.569 gives 1.25, q_0.10 = 2.291 gives 1.12
+    assert round(ranking.critical_difference(4, 14, 0.05), 2) == 1.25
+    assert round(ranking.critical_difference(4, 14, 0.10), 2) == 1.12
+    # so C4.5 (3.143) against C4.5+m+cf (1.964) and C4.5+m (2.000): significant at 0.10, not
+    # at 0.05, as the paper concludes; the p-values are scikit-posthocs', keyed by recipe
+    p = ranking.nemenyi(scores)
+    for better in ("C4.5+m+cf", "C4.5+m"):
+        assert 0.05 < p.loc["C4.5", better] < 0.10
+    assert p.loc["C4.5+m", "C4.5+m+cf"] > 0.9 and p.loc["C4.5", "C4.5"] == 1.0
+    q = abs(ranks["C4.5"] - ranks["C4.5+cf"]) / math.sqrt(k * (k + 1) / (6 * n))
+    assert p.loc["C4.5", "C4.5+cf"] == pytest.approx(
+        st.studentized_range.sf(q * math.sqrt(2), k, np.inf)
+    )
+
+
+def test_wilcoxon_matches_demsars_worked_example() -> None:
+    """Demšar 2006, Table 2 (p. 8): C4.5 against C4.5+m on the 14 data sets, zero differences
+    split between the signs: R+ = 93, R- = 12, so T = 12, below the critical 21 (N = 14,
+    alpha = 0.05): the difference is significant."""
+    from lossbench import ranking
+
+    scores = demsar_scores()
+    statistic, p = ranking.wilcoxon(scores["C4.5+m"].tolist(), scores["C4.5"].tolist())
+    assert statistic == 12 and p < 0.05
+    expected = st.wilcoxon(scores["C4.5+m"], scores["C4.5"], zero_method="zsplit")
+    assert p == pytest.approx(expected.pvalue)
+    table = ranking.wilcoxon_holm(scores, "C4.5").set_index("recipe")
+    assert list(table.index) == ["C4.5+m", "C4.5+cf", "C4.5+m+cf"]
+    assert list(table["p holm"]) == pytest.approx(stats.holm(list(table["p"])))
+    two = ranking.omnibus(scores[["C4.5", "C4.5+m"]])  # two recipes: Wilcoxon, not Friedman
+    assert two.test == "Wilcoxon signed-rank" and two.p_value == pytest.approx(p)
+
+
+def test_rank_ties_and_complete_blocks() -> None:
+    import pandas as pd
+
+    from lossbench import ranking
+
+    scores = pd.DataFrame(
+        {"a": [0.9, 0.5, 0.7, 0.8], "b": [0.8, 0.5, float("nan"), 0.9], "c": [0.7, 0.6, 0.6, 0.7]},
+        index=["p1", "p2", "p3", "p4"],
+    )
+    complete, dropped = ranking.complete_blocks(scores)
+    assert list(complete.index) == ["p1", "p2", "p4"] and dropped == {"p3": ["b"]}
+    ranks = ranking.rank_table(complete, higher=True)
+    assert ranks.loc["p2"].tolist() == [2.5, 2.5, 1.0]  # a tie shares the mean rank
+    lower = ranking.rank_table(complete, higher=False)  # losses: lower is better
+    assert lower.loc["p1"].tolist() == [3.0, 2.0, 1.0]
+    same = ranking.omnibus(pd.DataFrame([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]))
+    assert (same.statistic, same.p_value) == (0.0, 1.0)  # every problem a tie
+    assert math.isnan(ranking.omnibus(complete.iloc[:1]).p_value)  # one problem: no test
+
+
+@pytest.mark.parametrize(
+    ("diff", "p", "higher", "expected"),
+    [(0.05, 0.01, True, "win"), (-0.05, 0.01, True, "loss"), (0.05, 0.2, True, "tie"),
+     (-0.1, 0.001, False, "win"), (0.1, 0.001, False, "loss"), (0.1, float("nan"), True, "tie")],
+)  # fmt: skip
+def test_win_tie_loss(diff: float, p: float, higher: bool, expected: str) -> None:
+    from lossbench import ranking
+
+    assert ranking.outcome(diff, p, higher) == expected
+
+
+def test_wins_ties_losses_are_counted() -> None:
+    from lossbench import ranking
+
+    assert ranking.tally(["win", "tie", "win", "loss", "baseline"]) == (2, 1, 1)
+
+
+def test_performance_profile_on_a_hand_computed_case() -> None:
+    """Epochs to target, three problems: on p1 a takes 10, b 20, c never; on p2 a 6, b 3, c 3;
+    on p3 nobody reaches it. Ratios to the best: a (1, 2, inf), b (2, 1, inf), c (inf, 1, inf)."""
+    import pandas as pd
+
+    from lossbench import ranking
+
+    inf = math.inf
+    times = pd.DataFrame({"a": [10, 6, inf], "b": [20, 3, inf], "c": [inf, 3, inf]},
+                         index=["p1", "p2", "p3"], dtype=float)  # fmt: skip
+    ratios = ranking.performance_ratios(times)
+    assert ratios["a"].tolist() == [1.0, 2.0, inf] and ratios["c"].tolist() == [inf, 1.0, inf]
+    profile = ranking.performance_profile(times, [1.0, 1.5, 2.0, 100.0])
+    assert profile.loc["a"].tolist() == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    assert profile.loc["b"].tolist() == pytest.approx([1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    assert profile.loc["c"].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1 / 3])
+    assert ranking.profile_taus(times) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("times", "expected"),
+    [([5, 7, 9], 7), ([5, float("nan"), 9], 9), ([5, float("nan"), float("nan")], math.inf),
+     ([4, 6, 8, math.inf], 7), ([4, 6, math.inf, math.inf], math.inf), ([], math.inf)],
+)  # fmt: skip
+def test_a_recipes_time_on_a_problem_is_the_median_over_seeds(times: list, expected: float) -> None:
+    from lossbench import ranking
+
+    assert ranking.profile_times(times) == expected
+
+
+def test_partial_conjunction() -> None:
+    """At least k of n: (n - k + 1) times the k-th smallest p (Benjamini and Heller 2008)."""
+    from lossbench import ranking
+
+    p = [0.01, 0.04, 0.03, 0.5]
+    assert ranking.partial_conjunction(p, 4) == 0.5  # all: the largest
+    assert ranking.partial_conjunction(p, 3) == pytest.approx(2 * 0.04)
+    assert ranking.partial_conjunction(p, 1) == pytest.approx(4 * 0.01)  # any: Bonferroni
+    assert ranking.partial_conjunction([0.01, float("nan")], 2) == 1.0
+    assert math.isnan(ranking.partial_conjunction(p, 5))

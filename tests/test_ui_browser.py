@@ -1,7 +1,7 @@
-"""The MLflow UI in a real browser: after the demo sweep and its report (as `make demo`),
-headless Chromium finds the demo experiment and every one of its runs with their datasets, opens
-the compare view of two, sees the report's headline table on the sweep's run page, and saves
-screenshots."""
+"""The MLflow UI in a real browser: after the demo sweep on two datasets and its report (as
+`make demo`), headless Chromium finds the demo experiment and every one of its runs with their
+datasets, opens the compare view of two, sees the report's across-problem table and each
+problem's headline on the sweep's run page, and saves screenshots."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def test_browser_finds_the_demo_runs_compares_two_and_sees_the_sweeps_table(tmp_
     cmd = [
         sys.executable, "-m", "lossbench.train", "experiment=demo", "trainer.max_epochs=3",
         "dataset.source.n_samples=200", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "dataset=moons,circles",  # two problems: the recipes are also compared across them
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -42,12 +43,12 @@ def test_browser_finds_the_demo_runs_compares_two_and_sees_the_sweeps_table(tmp_
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("demo")
     runs = {r.info.run_name: r.info.run_id for r in client.search_runs([experiment.experiment_id])}
-    assert len(runs) == 19  # 18 runs and the sweep's run
+    assert len(runs) == 37  # 36 runs and the sweep's run
     argv = ["--tracking-uri", uri, "--experiment", "demo", "--out", str(tmp_path / "report")]
     assert report.main(argv) == 0  # as `make demo`: the sweep's description gets the table
     built = report.build_report(uri, "demo")
-    header, rows = report.display_table(built)
-    headline = len(built.axes) + 1  # group cells, then the headline metric's mean [95% CI]
+    assert built.problem_axes == ["dataset"] and built.recipe_axes == ["loss", "optimizer"]
+    header, rows = report.across_table(built, compact=True)
 
     pair = ["moons-cross_entropy-adam-constant-s0", "moons-focal-adam-constant-s0"]
     with serving(uri, free_port(), tmp_path / "ui.log") as address:
@@ -63,9 +64,12 @@ def test_browser_finds_the_demo_runs_compares_two_and_sees_the_sweeps_table(tmp_
     assert seen["compare_heading"] == "Comparing 2 Runs from 1 Experiment"
     for name in pair:
         assert name in seen["compare_text"] and runs[name] in seen["compare_url"]
-    # the sweep's run page shows the report's headline table, every group, the same numbers
-    assert header[:headline] == ["loss", "optimizer", "val/acc (95% CI)"]
-    assert [row[:headline] for row in seen["sweep_table"]] == [row[:headline] for row in rows]
+    # the sweep's run page shows the report's across-problem table first: every recipe, its
+    # mean rank, each dataset's mean test/acc and rank, wins/ties/losses; the same cells
+    assert header[:5] == ["loss", "optimizer", "mean rank", "dataset=circles", "dataset=moons"]
+    assert len(rows) == 6 and seen["sweep_table"] == rows
+    for problem in ("dataset=circles", "dataset=moons"):  # then each problem's headline
+        assert f"{problem}: mean [95% CI] over seeds" in seen["sweep_text"]
     for shot in ("mlflow-runs.png", "mlflow-compare.png", "mlflow-sweep.png"):
         data = (tmp_path / "shots" / shot).read_bytes()
         assert data.startswith(PNG) and len(data) > 20_000, shot

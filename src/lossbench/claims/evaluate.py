@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from lossbench import stats
-from lossbench.claims import equivalence
+from lossbench.claims import across, equivalence
 from lossbench.claims.evidence import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
     Evidence,
     Runs,
+    compare_values,
     group_values,
 )
 from lossbench.claims.select import measure
@@ -85,7 +85,8 @@ def describe(assertion: Assertion) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The kinds. Each reads its YAML value with ``parse(kind, value, options, where)``, given the
-# assertion's common options (min_effect, success, low, high, min_share, why); it returns the
+# assertion's common options (min_effect, success, low, high, min_share, margin, across,
+# at_least, mode, why); it returns the
 # groups and the options, or raises ClaimError.
 
 Parsed = tuple[list[str], dict[str, Any]]  # the assertion's groups and options
@@ -99,6 +100,7 @@ class Kind:
     describe: Callable[[Assertion], str]
     judge: Callable[[Claim, Assertion, Runs], Evidence]
     reads_runs: bool = True  # False: judged on numbers in the claim file (loss_value)
+    check: Callable[[Claim, Assertion, str], None] | None = None  # against the claim, at load
 
 
 def _what(assertion: Assertion) -> str:
@@ -123,40 +125,6 @@ def _describe_order(a: Assertion) -> str:
     return f"{_what(a)}: {(' > ' if a.kind == 'decreasing' else ' < ').join(a.groups)}"
 
 
-def _compare(
-    a: dict[int, float], b: dict[int, float], kind: str, alpha: float, min_effect: float
-) -> tuple[str, str, float, float]:
-    """(verdict, why, effect, p) for "a less/greater than b"."""
-    from scipy import stats as st
-
-    if len(a) < 2 or len(b) < 2:
-        return INCONCLUSIVE, "fewer than two runs in a group", math.nan, math.nan
-    values = [*a.values(), *b.values()]
-    if any(math.isinf(v) for v in values):  # diverged runs ranked worst: a rank test
-        test = st.mannwhitneyu(list(a.values()), list(b.values()), alternative="two-sided")
-        auc = test.statistic / (len(a) * len(b))
-        effect, p = float(2 * auc - 1), float(test.pvalue)  # rank-biserial: > 0 when a > b
-        diff = effect
-        magnitude_ok = True
-    else:
-        c = stats.compare(a, b)
-        effect, p, diff = c.effect, c.p_value, c.diff
-        magnitude_ok = abs(diff) >= min_effect
-    claimed = diff < 0 if kind == "less" else diff > 0
-    if math.isnan(p) or p >= alpha:
-        return INCONCLUSIVE, f"p = {p:.2g} ≥ alpha = {alpha:g}", effect, p
-    if not claimed:
-        return NOT_REPRODUCED, "the opposite is significant", effect, p
-    if not magnitude_ok:
-        return (
-            NOT_REPRODUCED,
-            f"significant but |difference| {abs(diff):.3g} < min_effect {min_effect:g}",
-            effect,
-            p,
-        )
-    return REPRODUCED, f"p = {p:.2g} < {alpha:g}", effect, p
-
-
 def _judge_pairs(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     """less/greater: one pair; decreasing/increasing: each neighbouring pair. The weakest
     pair's effect and p are the assertion's."""
@@ -169,13 +137,15 @@ def _judge_pairs(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
         pairs = [(a, b, direction) for a, b in itertools.pairwise(g)]
     min_effect = float(assertion.options.get("min_effect", 0.0))
     values = evidence.values
-    results = [_compare(values[a], values[b], k, assertion.alpha, min_effect) for a, b, k in pairs]
-    evidence.verdict = combine([r[0] for r in results])
+    results = [
+        compare_values(values[a], values[b], k, assertion.alpha, min_effect) for a, b, k in pairs
+    ]
+    evidence.verdict = combine([r.verdict for r in results])
     evidence.why = "; ".join(
-        f"{a} vs {b}: {r[1]}" for (a, b, _), r in zip(pairs, results, strict=True)
+        f"{a} vs {b}: {r.why}" for (a, b, _), r in zip(pairs, results, strict=True)
     )
-    worst = max(results, key=lambda r: 0 if math.isnan(r[3]) else r[3])
-    evidence.effect, evidence.p_value = worst[2], worst[3]
+    worst = max(results, key=lambda r: 0 if math.isnan(r.p_value) else r.p_value)
+    evidence.effect, evidence.p_value = worst.effect, worst.p_value
     return evidence
 
 
@@ -411,6 +381,10 @@ KINDS: dict[str, Kind] = {  # in the order error messages list them
         _parse_proportion, _describe_proportion, _judge_proportion_positive
     ),
     "equivalent": Kind(equivalence.parse, equivalence.describe, equivalence.judge),
+    "beats": Kind(across.parse, across.describe, across.judge_beats, check=across.check),
+    "ranks_first": Kind(
+        across.parse, across.describe, across.judge_ranks_first, check=across.check
+    ),
     "loss_value": Kind(
         _parse_loss_value, _describe_loss_value, _judge_loss_value, reads_runs=False
     ),

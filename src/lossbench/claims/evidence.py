@@ -114,3 +114,51 @@ def group_values(
         elif found[0] is not None:
             values[seed] = found[0]
     return values, outcomes
+
+
+@dataclass(frozen=True)
+class PairTest:
+    """ "a less/greater than b" on values keyed by seed: the verdict at alpha, why, the effect,
+    the two-sided p, and whether the difference goes the claimed way by at least min_effect
+    (whatever p says)."""
+
+    verdict: str
+    why: str
+    effect: float
+    p_value: float
+    supports: bool
+
+
+def compare_values(
+    a: Mapping[int, float], b: Mapping[int, float], kind: str, alpha: float, min_effect: float
+) -> PairTest:
+    """Test "a less than b" (``kind`` less) or "a greater than b" (greater): paired by seed or
+    Welch (:func:`lossbench.stats.compare`); a Mann-Whitney U test where diverged runs rank
+    worst (infinite values). REPRODUCED: the claimed direction, p < alpha and |difference| ≥
+    min_effect; NOT REPRODUCED: the opposite is significant, or the difference is significant
+    but smaller than min_effect; else INCONCLUSIVE."""
+    from scipy import stats as st
+
+    if len(a) < 2 or len(b) < 2:
+        return PairTest(INCONCLUSIVE, "fewer than two runs in a group", math.nan, math.nan, False)
+    values = [*a.values(), *b.values()]
+    if any(math.isinf(v) for v in values):  # diverged runs ranked worst: a rank test
+        test = st.mannwhitneyu(list(a.values()), list(b.values()), alternative="two-sided")
+        auc = test.statistic / (len(a) * len(b))
+        effect, p = float(2 * auc - 1), float(test.pvalue)  # rank-biserial: > 0 when a > b
+        diff = effect
+        magnitude_ok = True
+    else:
+        c = stats.compare(a, b)
+        effect, p, diff = c.effect, c.p_value, c.diff
+        magnitude_ok = abs(diff) >= min_effect
+    claimed = diff < 0 if kind == "less" else diff > 0
+    supports = claimed and magnitude_ok
+    if math.isnan(p) or p >= alpha:
+        return PairTest(INCONCLUSIVE, f"p = {p:.2g} ≥ alpha = {alpha:g}", effect, p, supports)
+    if not claimed:
+        return PairTest(NOT_REPRODUCED, "the opposite is significant", effect, p, False)
+    if not magnitude_ok:
+        why = f"significant but |difference| {abs(diff):.3g} < min_effect {min_effect:g}"
+        return PairTest(NOT_REPRODUCED, why, effect, p, False)
+    return PairTest(REPRODUCED, f"p = {p:.2g} < {alpha:g}", effect, p, True)

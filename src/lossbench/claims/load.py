@@ -43,7 +43,8 @@ TOP_TYPES = {
     "alpha": ((int, float), "a number"),
     "nuisance": (Mapping, "a mapping {axis: <an axis>, select: <a val/ metric>, mode: min|max}"),
 }
-OPTION_KEYS = ("min_effect", "success", "low", "high", "min_share", "margin", "why")
+OPTION_KEYS = ("min_effect", "success", "low", "high", "min_share", "margin", "across", "at_least",
+               "mode", "why")  # fmt: skip
 ASSERT_KEYS = {"metric", "alpha", *OPTION_KEYS}
 
 
@@ -135,6 +136,8 @@ def _assertion(claim: Claim, item: Any, where: str, alpha: float, metric: Any) -
     for ref in groups:
         claim.resolve(ref)
     check_judged(claim, assertion, [selector.name, *(str(options[k]) for k in ("low", "high") if k in options)], where)  # fmt: skip
+    if KINDS[kind].check is not None:
+        KINDS[kind].check(claim, assertion, where)
     for ref in groups:
         _check_one_run_per_seed(claim, assertion, ref, where)
     if kind == "equivalent" and selector.diverged == "worst":
@@ -150,7 +153,7 @@ def _check_one_run_per_seed(claim: Claim, assertion: Assertion, ref: str, where:
     over and the nuisance axis it is chosen on: one run per seed."""
     assert assertion.metric is not None
     named = claim.resolve(ref)
-    skip = {assertion.metric.spread_over}
+    skip = {assertion.metric.spread_over, assertion.options.get("across")}  # across: problems
     if selects(claim, assertion):
         assert claim.nuisance is not None
         skip.add(claim.nuisance.axis)
@@ -161,8 +164,8 @@ def _check_one_run_per_seed(claim: Claim, assertion: Assertion, ref: str, where:
             )
             raise ClaimError(
                 f"{where}: group {ref!r} leaves axis {axis!r} open ({len(labels)} runs per seed): "
-                f"name it ({example}), give the metric spread_over: {axis}, or make it the "
-                "claim's nuisance axis"
+                f"name it ({example}), give the metric spread_over: {axis}, make it the "
+                "claim's nuisance axis, or its axis of problems (beats, ranks_first: across)"
             )
 
 

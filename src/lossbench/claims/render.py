@@ -87,7 +87,8 @@ def plot_claim(verdict: Verdict, out: Path) -> Path | None:
     if not panels:
         return None
     path = out / f"{verdict.claim.id}.png"
-    size = (4.5 * len(panels), 3.6)
+    widest = max(len(e.groups) for e in panels)  # across problems: a group per problem
+    size = (max(4.5, 0.55 * widest) * len(panels), 3.6 if widest <= 6 else 4.4)
     with figure(path, 100, nrows=1, ncols=len(panels), figsize=size, squeeze=False) as (fig, axes):
         for ax, e in zip(axes[0], panels, strict=True):
             if e.assertion.kind == "loss_value":

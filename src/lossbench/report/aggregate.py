@@ -1,16 +1,15 @@
 """Reading a sweep back and aggregating it: its axes, each group's values over seeds with
-their 95% CIs, tests against a baseline group, and the best-over-nuisance comparison."""
+their 95% CIs, tests against a baseline group, and the best-over-nuisance comparison.
+:mod:`lossbench.report.build` applies them within each problem."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench import stats
-from lossbench.tracking.records import SweepRecord, load_sweep, metric_histories, outcome
+from lossbench.tracking.records import SweepRecord, metric_histories, outcome
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,7 +98,10 @@ def group_label(axes: Sequence[str], key: Sequence[Any]) -> str:
     return " ".join(f"{a}={v}" for a, v in zip(axes, key, strict=True)) or "all runs"
 
 
-def _groups(frame: pd.DataFrame, axes: Sequence[str]) -> list[tuple[tuple[Any, ...], pd.DataFrame]]:
+def groups_of(
+    frame: pd.DataFrame, axes: Sequence[str]
+) -> list[tuple[tuple[Any, ...], pd.DataFrame]]:
+    """(key, runs) of each group of ``axes``, in the order the frame first has them."""
     if not axes:
         return [((), frame)]
     return [
@@ -122,7 +124,7 @@ def summarize(
 
     values = [metric, f"best {metric}", test_metric(metric), "train/loss", "time/seconds"]
     rows = []
-    for key, group in _groups(frame, axes):
+    for key, group in groups_of(frame, axes):
         finished = group[group["outcome"] == "finished"]
         row: dict[str, Any] = {a: v for a, v in zip(axes, key, strict=True)}
         row["group"] = group_label(axes, key)
@@ -154,7 +156,8 @@ def summarize(
     )
 
 
-def _by_seed(group: pd.DataFrame, column: str) -> dict[int, float]:
+def by_seed(group: pd.DataFrame, column: str) -> dict[int, float]:
+    """Seed -> value of ``column`` for a group's finished runs."""
     finished = group[group["outcome"] == "finished"]
     return {int(s): float(v) for s, v in zip(finished["seed"], finished[column], strict=True)}
 
@@ -166,13 +169,13 @@ def compare_groups(
     and Holm-adjusted), paired by seed where seeds match."""
     import pandas as pd
 
-    groups = {group_label(axes, k): g for k, g in _groups(frame, axes)}
-    base = _by_seed(groups[baseline], column)
+    groups = {group_label(axes, k): g for k, g in groups_of(frame, axes)}
+    base = by_seed(groups[baseline], column)
     rows = []
     for label, group in groups.items():
         if label == baseline:
             continue
-        c = stats.compare(_by_seed(group, column), base)
+        c = stats.compare(by_seed(group, column), base)
         rows.append({"group": label, "vs": baseline, "n": c.n_a, "n baseline": c.n_b, "test": c.test,
                      "pairs": c.n_pairs, "diff": c.diff, "effect": c.effect, "p": c.p_value})  # fmt: skip
     table = pd.DataFrame(
@@ -194,8 +197,8 @@ def fair_comparison(
     higher = stats.higher_is_better(metric)
     others = [a for a in axes if a != nuisance]
     rows = []
-    for key, group in _groups(frame, others):
-        settings = {setting: runs for (setting,), runs in _groups(group, [nuisance])}
+    for key, group in groups_of(frame, others):
+        settings = {setting: runs for (setting,), runs in groups_of(group, [nuisance])}
         ranked = stats.rank_settings(
             {
                 setting: (
@@ -226,101 +229,3 @@ def fair_comparison(
     if table.empty:
         return table
     return table.sort_values("test mean", ascending=not higher, ignore_index=True)
-
-
-@dataclass
-class Report:
-    """Everything the report shows, as DataFrames (the library entry point returns this)."""
-
-    sweep: SweepRecord
-    metric: str
-    target: float | None
-    axes: list[str]
-    runs: pd.DataFrame
-    summary: pd.DataFrame
-    comparisons: pd.DataFrame
-    fair: pd.DataFrame | None = None
-    baseline: str = ""
-    scientific: str | None = None
-    nuisance: str | None = None
-    files: list[Path] = field(default_factory=list)
-
-
-def build_report(
-    tracking_uri: str | None = None,
-    experiment: str | None = None,
-    sweep: str | None = None,
-    metric: str | None = None,
-    target: float | None = None,
-    vs: str | None = None,
-    scientific: str | None = None,
-    nuisance: str | None = None,
-) -> Report:
-    """Read a sweep (the latest one by default) and aggregate it. Unset options come from the
-    sweep's ``report`` settings. Raises :class:`NotInStore` or ``ValueError`` with the choices."""
-    record = load_sweep(tracking_uri or default_uri(), experiment, sweep)
-    tags = record.tags
-    metric = metric or headline_metric(record)
-    if target is None and tags.get("lossbench.report.target"):
-        target = float(tags["lossbench.report.target"])
-    scientific = scientific or tags.get("lossbench.report.scientific")
-    nuisance = nuisance or tags.get("lossbench.report.nuisance")
-    frame = runs_frame(record, metric, target)
-    available = sorted(k for r in record.runs for k in r.metrics)
-    if metric not in frame.columns:
-        raise ValueError(
-            f"metric {metric!r} is not recorded in this sweep; metrics: {sorted(set(available))}"
-        )
-    choices = sorted(
-        {
-            k.removeprefix(CHOICE_TAG)
-            for r in record.runs
-            for k in r.tags
-            if k.startswith(CHOICE_TAG)
-        }
-    )
-    axes = sweep_axes(frame, choices)
-    summary = summarize(frame, axes, metric, target)
-    baseline = summary["group"].iloc[0] if vs is None else _find_group(summary, axes, vs)
-    column = test_metric(metric) if test_metric(metric) in frame.columns else metric
-    comparisons = compare_groups(frame, axes, column, baseline)
-    fair = None
-    if scientific and nuisance:
-        for name in (scientific, nuisance):
-            if name not in axes:
-                raise ValueError(f"{name!r} is not an axis of this sweep; axes: {axes}")
-        fair = fair_comparison(frame, axes, scientific, nuisance, metric)
-    return Report(
-        record,
-        metric,
-        target,
-        axes,
-        frame,
-        summary,
-        comparisons,
-        fair,
-        baseline,
-        scientific,
-        nuisance,
-    )
-
-
-def aggregate(**kwargs: Any) -> pd.DataFrame:
-    """The aggregated table of a sweep as a DataFrame, for notebooks; takes the options of
-    :func:`build_report` (``experiment=``, ``sweep=``, ``metric=``, ``target=``, ...)."""
-    return build_report(**kwargs).summary
-
-
-def _find_group(summary: pd.DataFrame, axes: Sequence[str], spec: str) -> str:
-    """The group matching ``axis=value[,axis=value]``, or a ValueError listing the groups."""
-    wanted = dict(part.split("=", 1) for part in spec.replace(" ", ",").split(",") if part)
-    unknown = set(wanted) - set(axes)
-    if unknown:
-        raise ValueError(f"--vs {spec!r}: {sorted(unknown)} not among the sweep's axes {axes}")
-    match = summary
-    for axis, value in wanted.items():
-        match = match[match[axis].astype(str) == value]
-    if len(match) != 1:
-        groups = "; ".join(summary["group"])
-        raise ValueError(f"--vs {spec!r} matches {len(match)} groups; groups: {groups}")
-    return str(match["group"].iloc[0])

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lossbench.report.aggregate import build_report, default_uri
+from lossbench.report.aggregate import default_uri
+from lossbench.report.build import build_report
 from lossbench.report.render import print_report, run_description, write_report
 from lossbench.tracking.artifacts import log_report, set_description
 from lossbench.tracking.records import NotInStore
@@ -19,8 +20,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lossbench-report",
         description="Compare the runs of a sweep: grouped by the axes it varied, aggregated over "
-        "seeds with 95% confidence intervals, tested against the best group, with plots. Reads "
-        "the store training writes to ($MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db).",
+        "seeds with 95% confidence intervals, tested against the best group of their problem "
+        "(dataset, model), and the recipes ranked across the problems (Friedman, post-hoc, "
+        "wins/ties/losses), with plots. Reads the store training writes to "
+        "($MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db).",
     )
     parser.add_argument(
         "--experiment", help="MLflow experiment (default: that of the latest sweep)"
@@ -36,7 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--vs",
         metavar="GROUP",
-        help="baseline group, e.g. 'loss=mse' or 'loss=mse,optimizer=sgd' (default: the best)",
+        help="baseline recipe, e.g. 'loss=mse' or 'loss=mse,optimizer=sgd', tested against on "
+        "every problem (default: each problem's best; across problems, the best mean rank)",
+    )
+    parser.add_argument(
+        "--problem",
+        metavar="AXIS",
+        help="the axes that make a problem, comma-separated, or 'none' (default: the sweep's "
+        "report.problem, else its dataset, model and data_seed axes)",
     )
     parser.add_argument("--scientific", help="axis to compare fairly, e.g. optimizer")
     parser.add_argument(
@@ -55,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_reachable(uri)  # seconds, instead of MLflow's minutes of retries
         report = build_report(uri, args.experiment, args.sweep, args.metric, args.target, args.vs,
-                              args.scientific, args.nuisance)  # fmt: skip
+                              args.scientific, args.nuisance, args.problem)  # fmt: skip
     except (NotInStore, ValueError) as err:
         print(f"lossbench-report: {err} (store: {uri})", file=sys.stderr)
         return 2
@@ -73,6 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_description(uri, report.sweep.parent_run_id, run_description(report))
         print(
             f"Attached to the sweep's MLflow run {report.sweep.parent_run_id} (artifacts/report/);"
-            " its headline table is the run's description, on its page in the MLflow UI."
+            " its headline tables are the run's description, on its page in the MLflow UI."
         )
     return 0

@@ -1,5 +1,6 @@
-"""Showing a report: terminal tables, ``report.md``, a self-contained ``report.html`` and
-the plots (learning curves, bars with CIs, a heatmap over two axes)."""
+"""Showing a report: terminal tables, ``report.md``, a self-contained ``report.html`` (plots in
+:mod:`lossbench.report.plots`) and the sweep run's MLflow description. With several problems:
+the recipes across the problems first, then each problem's own tables."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ from typing import Any
 from lossbench import stats
 from lossbench.render import (
     MISSING,
-    figure,
     html_table,
     interval,
     markdown_table,
     number,
+    p_value,
     print_table,
 )
-from lossbench.report.aggregate import Report, test_metric
+from lossbench.report.aggregate import test_metric
+from lossbench.report.build import Report
+from lossbench.report.plots import plot_report
 
-MAX_CURVES = 8  # learning curves drawn: the best groups
+Table = tuple[list[str], list[list[str]]]
 
 
 def _ci(row: Mapping[str, Any], column: str) -> str:
@@ -31,11 +34,21 @@ def _ci(row: Mapping[str, Any], column: str) -> str:
     )
 
 
-def display_table(report: Report) -> tuple[list[str], list[list[str]]]:
-    """The summary as header and rows of strings (terminal, Markdown and HTML share it)."""
-    m = report.metric
+def _rows(report: Report, frame: Any, problem: str | None) -> Any:
+    return frame if problem is None else frame[frame["problem"] == problem]
+
+
+def _axes(report: Report, problem: str | None) -> list[str]:
+    """The axes a table shows: all, or a problem's recipe axes."""
+    return report.axes if problem is None else report.recipe_axes
+
+
+def display_table(report: Report, problem: str | None = None) -> Table:
+    """The summary (every group, or one problem's) as header and rows of strings (terminal,
+    Markdown and HTML share it)."""
+    m, axes = report.metric, _axes(report, problem)
     test = test_metric(m)
-    header = [*report.axes, f"{m} (95% CI)", f"best {m}", f"{test} (95% CI)", "train/loss", "s/run"]
+    header = [*axes, f"{m} (95% CI)", f"best {m}", f"{test} (95% CI)", "train/loss", "s/run"]
     if report.target is not None:
         header += [
             f"epochs to {m} {'≥' if stats.higher_is_better(m) else '≤'} {report.target:g}",
@@ -43,71 +56,111 @@ def display_table(report: Report) -> tuple[list[str], list[list[str]]]:
         ]
     header += ["n", "failed", "diverged"]
     rows = []
-    for _, row in report.summary.iterrows():
-        cells = [str(row[a]) for a in report.axes]
+    for _, row in _rows(report, report.summary, problem).iterrows():
+        cells = [str(row[a]) for a in axes]
         cells += [_ci(row, m), number(row.get(f"best {m} mean", math.nan)), _ci(row, test),
                   number(row.get("train/loss mean", math.nan)), number(row.get("time/seconds mean", math.nan), 2)]  # fmt: skip
         if report.target is not None:
             censored = f" ({row['censored_runs']} censored)" if row["censored_runs"] else ""
-            cells += [
-                number(row["epochs_to_target mean"], 1) + censored,
-                number(row["seconds_to_target mean"], 2),
-            ]
-        cells += [
-            str(row["finished"]),
-            str(row["failed"] + row["killed"] + row["running"]),
-            str(row["diverged"]),
-        ]
+            cells += [number(row["epochs_to_target mean"], 1) + censored,
+                      number(row["seconds_to_target mean"], 2)]  # fmt: skip
+        cells += [str(row["finished"]), str(row["failed"] + row["killed"] + row["running"]),
+                  str(row["diverged"])]  # fmt: skip
         rows.append(cells)
     return header, rows
 
 
-def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
-    """The pairwise tests as header and rows of strings."""
-    header = [
-        "group",
-        f"diff vs {report.baseline}",
-        "effect size",
-        "test",
-        "pairs",
-        "p",
-        "p (Holm)",
-    ]
-    rows = [
-        [
-            row["group"],
-            number(row["diff"]),
-            number(row["effect"], 2),
-            row["test"],
-            str(row["pairs"]),
-            number(row["p"], 3),
-            number(row["p holm"], 3),
-        ]  # fmt: skip
-        for _, row in report.comparisons.iterrows()
-    ]
+def comparison_table(report: Report, problem: str | None = None) -> Table:
+    """The pairwise tests (every problem's, or one's) as header and rows of strings."""
+    baseline = report.baselines.get(problem, report.baseline) if problem else report.baseline
+    header = ["group", f"diff vs {baseline}", "effect size", "test", "pairs", "p", "p (Holm)"]
+    if problem is None and report.problem_axes:
+        header.insert(0, "problem")
+    rows = []
+    for _, row in _rows(report, report.comparisons, problem).iterrows():
+        cells = [row["group"], number(row["diff"]), number(row["effect"], 2), row["test"],
+                 str(row["pairs"]), number(row["p"], 3), number(row["p holm"], 3)]  # fmt: skip
+        rows.append([row["problem"], *cells] if len(header) == 8 else cells)
     return header, rows
 
 
-def fair_table(report: Report) -> tuple[list[str], list[list[str]]]:
-    """The best-over-nuisance comparison as header and rows of strings."""
+def fair_table(report: Report, problem: str | None = None) -> Table:
+    """The best-over-nuisance comparison (every problem's, or one's) as header and rows."""
     assert report.fair is not None
-    others = [a for a in report.axes if a != report.nuisance]
-    header = [
-        *others,
-        f"best {report.nuisance}",
-        f"{report.metric} (selected on)",
-        "test (95% CI)",
-        "n",
-    ]
+    others = [a for a in _axes(report, problem) if a != report.nuisance]
+    header = [*others, f"best {report.nuisance}", f"{report.metric} (selected on)",
+              "test (95% CI)", "n"]  # fmt: skip
     rows = []
-    for _, row in report.fair.iterrows():
-        test = {
-            "test mean": row["test mean"],
-            "test ci_low": row["test ci_low"],
-            "test ci_high": row["test ci_high"],
-        }
+    for _, row in _rows(report, report.fair, problem).iterrows():
+        test = {"test mean": row["test mean"], "test ci_low": row["test ci_low"],
+                "test ci_high": row["test ci_high"]}  # fmt: skip
         rows.append([*(str(row[a]) for a in others), str(row[f"best {report.nuisance}"]),
                      number(row[f"{report.metric} mean"]), _ci(test, "test"), str(row["n"])])  # fmt: skip
+    return header, rows
+
+
+def across_table(report: Report, compact: bool = False) -> Table:
+    """The recipes across the problems, best mean rank first: each problem's score (the
+    recipe's mean over seeds) and rank there, wins/ties/losses against the baseline, and the
+    tests against it over the problems (``compact``: without the p-values)."""
+    across = report.across
+    assert across is not None
+    header = [*across.recipe_axes, "mean rank", *across.problems, f"W/T/L vs {across.baseline}"]
+    nemenyi = not compact and across.omnibus.test == "Friedman"  # two recipes: Wilcoxon's only
+    if not compact:
+        header += ["p (Wilcoxon, Holm)", *(["p (Nemenyi)"] if nemenyi else [])]
+    table = across.table()
+    rows = []
+    for _, row in table.iterrows():
+        recipe = row["recipe"]
+        cells = [str(row.get(a, "")) for a in across.recipe_axes] + [f"{row['mean rank']:.2f}"]
+        for problem in across.problems:
+            cell = f"{number(row[f'{problem} {across.column}'])} ({row[f'{problem} rank']:g})"
+            if across.chosen is not None and across.chosen.loc[problem, recipe]:
+                cell += f" at {across.nuisance}={across.chosen.loc[problem, recipe]}"
+            cells.append(cell)
+        baseline = recipe == across.baseline
+        cells.append("baseline" if baseline else f"{row['wins']}/{row['ties']}/{row['losses']}")
+        if not compact:
+            cells.append(MISSING if baseline else p_value(row["p wilcoxon holm"]))
+        if nemenyi:
+            cells.append(MISSING if baseline else p_value(row["p posthoc"]))
+        rows.append(cells)
+    return header, rows
+
+
+def across_text(report: Report) -> str:
+    """The tests across problems in words, and how to read the table."""
+    across = report.across
+    assert across is not None
+    o, n = across.omnibus, len(across.problems)
+    if o.test == "Friedman":
+        test = (f"Friedman χ² = {o.statistic:.2f}, p = {p_value(o.p_value)} ({n} problems, "
+                f"{o.n_recipes} recipes); Nemenyi's critical difference of mean ranks at "
+                f"α = {across.alpha:g}: {across.critical_difference:.2f}.")  # fmt: skip
+    elif o.test:
+        test = f"Wilcoxon signed-rank test over {n} problems: W = {o.statistic:g}, p = {p_value(o.p_value)}."
+    else:
+        test = f"No test across problems: {n} complete problem(s), {o.n_recipes} recipe(s)."
+    return (
+        f"Each cell: the recipe's mean `{across.column}` over seeds on that problem, and its "
+        f"rank there (1 = best). {test} W/T/L: wins, ties and losses against "
+        f"{across.baseline} on each problem, a tie being no significant difference there "
+        f"(paired t-test by seed, else Welch; Holm-adjusted over the recipes; α = {across.alpha:g})."
+    )
+
+
+def profile_table(report: Report) -> Table:
+    """The performance profile at a few τ: the share of problems on which a recipe reached the
+    target within τ × the best recipe's epochs there."""
+    across = report.across
+    assert across is not None and across.profile is not None
+    n = len(across.problems)
+    header = ["recipe", *(f"ρ({tau:g})" for tau in across.profile.columns)]
+    rows = [
+        [recipe, *(f"{round(share * n)}/{n}" for share in across.profile.loc[recipe])]
+        for recipe in across.mean_ranks.index
+    ]
     return header, rows
 
 
@@ -119,44 +172,78 @@ METHODS = (
     "epochs times the run's mean time per epoch. Tests compare each group with the baseline on "
     "the test metric: a paired t-test by seed when the groups share seeds (effect size Cohen's "
     "d_z), else Welch's t-test (Cohen's d, pooled sd); two-sided p-values, Holm-adjusted for the "
-    "number of comparisons."
+    "number of comparisons. Groups are compared only within their problem (dataset, model, "
+    "data_seed). Across problems (Demšar, JMLR 2006): the recipes are ranked within each problem "
+    "on their mean test metric (ties share the mean rank); the Friedman test (SciPy, tie-"
+    "corrected) and Nemenyi's post-hoc test (scikit-posthocs) for three recipes or more; "
+    "Wilcoxon's signed-rank test over the problems (zero differences split) for two, and for "
+    "each recipe against the baseline, Holm-adjusted. Only problems where every recipe has a "
+    "finished run are used. Performance profile (Dolan and Moré 2002): a recipe's epochs to "
+    "target on a problem is the median over its seeds (a run that never reached it, or did not "
+    "finish, counts as never); ρ(τ) is the share of problems where it is at most τ × the best "
+    "recipe's."
 )
 
 
+def _sections(report: Report) -> list[tuple[str, Table | str, bool]]:
+    """(title, table or paragraph, whether its first row is the best) in the order shown."""
+    sections: list[tuple[str, Table | str, bool]] = []
+    if report.across is not None:
+        across = report.across
+        title = (
+            f"Across problems: {len(across.problems)} problems by {', '.join(report.problem_axes)}"
+        )
+        sections += [(title, across_table(report), True), ("", across_text(report), False)]
+        if across.profile is not None:
+            sections.append(("Performance profile: epochs to target", profile_table(report), False))
+    for problem in report.problems:
+        single = not report.problem_axes
+        where = "" if single else f"{problem}: "
+        axes = ", ".join(report.axes if single else report.recipe_axes) or "nothing (one group)"
+        sections.append(
+            (
+                f"{where}runs grouped by {axes}",
+                display_table(report, None if single else problem),
+                True,
+            )
+        )
+        baseline = report.baselines.get(problem)
+        if baseline is not None:
+            sections.append((f"{where}each group vs {baseline} ({test_metric(report.metric)})",
+                             comparison_table(report, None if single else problem), False))  # fmt: skip
+        if report.fair is not None and not report.fair.empty:
+            sections.append((f"{where}fair comparison: best {report.nuisance} per {report.scientific}",
+                             fair_table(report, None if single else problem), False))  # fmt: skip
+    if report.notes:
+        sections.append(("Notes", "\n".join(f"- {n}" for n in report.notes), False))
+    return sections
+
+
 def print_report(report: Report) -> None:
-    """The terminal view: the summary (best group highlighted), tests, fair comparison."""
+    """The terminal view: across problems first (if several), then each problem's summary
+    (best group highlighted), tests and fair comparison; then what was left out."""
     sweep = report.sweep
-    title = (
-        f"{sweep.experiment} · sweep {sweep.sweep_id} · {len(sweep.runs)} runs · {report.metric}"
-    )
-    tables = [
-        (display_table(report), title),
-        (comparison_table(report), f"each group vs {report.baseline}"),
-    ]
-    if report.fair is not None and not report.fair.empty:
-        caption = f"fair comparison: best {report.nuisance} per {report.scientific}"
-        tables.append((fair_table(report), caption))
-    for (header, rows), caption in tables:
-        justify = [
-            "left" if i < len(report.axes) or name == "group" else "right"
-            for i, name in enumerate(header)
-        ]
-        best = ["bold green"] if caption == title else []
-        print_table(caption, header, rows, 220, justify, best)
+    print(f"{sweep.experiment} · sweep {sweep.sweep_id} · {len(sweep.runs)} runs · {report.metric}")
+    for title, content, best in _sections(report):
+        if isinstance(content, str):
+            print(f"{title}\n{content}" if title else content)
+            continue
+        header, rows = content
+        names = {*report.axes, "group", "problem", "recipe"}
+        justify = ["left" if name in names else "right" for name in header]
+        print_table(title, header, rows, 220, justify, ["bold green"] if best else [])
 
 
 NOTE_LIMIT = 7000  # characters; MLflow keeps at most 8,000 in a tag's value
 
 
-def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
-    """The sweep run's description (MLflow's ``mlflow.note.content``, Markdown), table first
-    (the run page shows a description's first lines until "Show more"): the headline metric's
-    table (each group's mean [95% CI] on validation and test, n, best group first, the
-    cells as in the report's headline table), the fair comparison if there is one, and where
-    the full report is. Groups that do not fit in ``limit`` characters are counted, not shown."""
-    header, rows = display_table(report)
-    sweep, m = report.sweep, report.metric
-    keep = [*range(len(report.axes)), header.index(f"{m} (95% CI)")]
+def _headline(report: Report, problem: str | None) -> Table:
+    """A problem's headline columns: axes, the metric's mean [95% CI] on validation and test,
+    n, and failed or diverged runs where there are any."""
+    header, rows = display_table(report, problem)
+    m = report.metric
+    n_axes = len(_axes(report, problem))
+    keep = [*range(n_axes), header.index(f"{m} (95% CI)")]
     if any(row[header.index(f"{test_metric(m)} (95% CI)")] != MISSING for row in rows):
         keep.append(header.index(f"{test_metric(m)} (95% CI)"))
     keep.append(header.index("n"))
@@ -164,12 +251,22 @@ def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
         if any(row[header.index(extra)] != "0" for row in rows):
             keep.append(header.index(extra))
     head = [header[i] if header[i] != "n" else "n (finished)" for i in keep]
-    cells = [[row[i] for i in keep] for row in rows]
+    return head, [[row[i] for i in keep] for row in rows]
+
+
+def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
+    """The sweep run's description (MLflow's ``mlflow.note.content``, Markdown), table first
+    (the run page shows a description's first lines until "Show more"). One problem: each
+    group's mean [95% CI] on validation and test, n, best first, the fair comparison if any.
+    Several: the recipes across the problems first, then each problem's headline table.
+    What does not fit in ``limit`` characters is counted, not shown."""
+    if report.across is not None:
+        return _across_description(report, limit)
+    head, cells = _headline(report, None)
+    sweep, m = report.sweep, report.metric
     intro = (f"{len(sweep.runs)} runs of sweep `{sweep.sweep_id}`, grouped by "
              f"{', '.join(report.axes) or 'nothing (one group)'}: mean [95% CI] over seeds, "
              f"best `{m}` first (lossbench-report).")  # fmt: skip
-    footer = ("Full report (every metric, tests against the best group, plots, method): this "
-              "run's artifacts, `report/report.html` and `report/report.md`.")  # fmt: skip
     fair = ""
     if report.fair is not None and not report.fair.empty:
         caption = (
@@ -180,119 +277,51 @@ def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
     while True:
         more = len(cells) - shown
         rest = f" {more} more group{'s' if more > 1 else ''} in the full report." if more else ""
-        text = f"{markdown_table(head, cells[:shown])}\n\n{intro}{rest}\n\n{fair}{footer}"
+        text = f"{markdown_table(head, cells[:shown])}\n\n{intro}{rest}\n\n{fair}{FOOTER}"
         if len(text) <= limit or shown <= 1:
             return text[:limit]
         shown -= 1
 
 
-def plot_report(report: Report, out: Path) -> list[Path]:
-    """Learning curves (best groups, mean ± 95% CI band), bars of the final metric with CIs,
-    and a heatmap over the first two axes. Returns the PNG files written."""
-    files = [out / "curves.png", out / "bars.png"]
-    _plot_curves(report, files[0])
-    _plot_bars(report, files[1])
-    if len(report.axes) >= 2:
-        files.append(out / "heatmap.png")
-        _plot_heatmap(report, files[-1])
-    return files
+FOOTER = ("Full report (every metric, tests against the best group, plots, method): this "
+          "run's artifacts, `report/report.html` and `report/report.md`.")  # fmt: skip
 
 
-def _plot_curves(report: Report, path: Path) -> None:
-    import numpy as np
-
-    metric, summary, frame = report.metric, report.summary, report.runs
-    with figure(path, 110, figsize=(8, 5)) as (_, ax):
-        for label in summary["group"].head(MAX_CURVES):
-            key = (
-                tuple(summary.loc[summary["group"] == label, report.axes].iloc[0])
-                if report.axes
-                else ()
-            )
-            runs = frame
-            for axis, value in zip(report.axes, key, strict=True):
-                runs = runs[runs[axis] == value]
-            curves = [
-                h
-                for h, o in zip(runs["history"], runs["outcome"], strict=True)
-                if o == "finished" and h
-            ]
-            if not curves:
-                continue
-            length = min(len(c) for c in curves)
-            mean, low, high = stats.t_band([c[:length] for c in curves])
-            epochs = np.arange(1, length + 1)
-            ax.plot(epochs, mean, label=label)
-            if len(curves) > 1:
-                ax.fill_between(epochs, low, high, alpha=0.2)
-        if report.target is not None:
-            ax.axhline(
-                report.target,
-                color="grey",
-                linestyle="--",
-                linewidth=1,
-                label=f"target {report.target:g}",
-            )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        shown = min(MAX_CURVES, len(summary))
-        ax.set_title(
-            f"{metric} per epoch, mean ± 95% CI over seeds ({shown} best of {len(summary)} groups)"
-        )
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-
-
-def _plot_bars(report: Report, path: Path) -> None:
-    import numpy as np
-
-    metric, summary = report.metric, report.summary
-    height = max(2.5, 0.3 * len(summary) + 1)
-    with figure(path, 110, figsize=(8, height)) as (_, ax):
-        means = summary[f"{metric} mean"].to_numpy()
-        low = np.nan_to_num(means - summary[f"{metric} ci_low"].to_numpy())
-        high = np.nan_to_num(summary[f"{metric} ci_high"].to_numpy() - means)
-        positions = np.arange(len(summary))[::-1]
-        ax.barh(positions, means, xerr=[low, high], color="tab:blue", alpha=0.7, capsize=3)
-        ax.set_yticks(positions, summary["group"], fontsize=7)
-        finite = means[np.isfinite(means)]
-        if finite.size:
-            span = finite.max() - finite.min()
-            ax.set_xlim(
-                finite.min() - max(span, abs(finite.min()) * 0.02) * 0.6,
-                finite.max() + max(span, 1e-3) * 0.4,
-            )
-        ax.set_xlabel(f"final {metric} (mean, 95% CI)")
-        ax.grid(alpha=0.3, axis="x")
-
-
-def _plot_heatmap(report: Report, path: Path) -> None:
-    import numpy as np
-
-    metric, frame = report.metric, report.runs
-    rows_axis, cols_axis = report.axes[0], report.axes[1]
-    finished = frame[frame["outcome"] == "finished"]
-    pivot = finished.pivot_table(index=rows_axis, columns=cols_axis, values=metric, aggfunc="mean")
-    size = (1.2 * pivot.shape[1] + 3, 0.6 * pivot.shape[0] + 2)
-    with figure(path, 110, figsize=size) as (fig, ax):
-        image = ax.imshow(
-            pivot.to_numpy(),
-            cmap="viridis" if stats.higher_is_better(metric) else "viridis_r",
-            aspect="auto",
-        )
-        ax.set_xticks(
-            range(pivot.shape[1]), [str(c) for c in pivot.columns], rotation=30, ha="right"
-        )
-        ax.set_yticks(range(pivot.shape[0]), [str(i) for i in pivot.index])
-        for (i, j), value in np.ndenumerate(pivot.to_numpy()):
-            ax.text(
-                j, i, number(float(value), 3), ha="center", va="center", color="white", fontsize=8
-            )
-        ax.set_xlabel(cols_axis)
-        ax.set_ylabel(rows_axis)
-        others = f", averaged over {', '.join(report.axes[2:])}" if len(report.axes) > 2 else ""
-        ax.set_title(f"final {metric}: mean over seeds{others}", fontsize=9)
-        fig.colorbar(image, ax=ax)
+def _across_description(report: Report, limit: int) -> str:
+    """Several problems: the across-problem table, then per-problem headlines, as many groups
+    per problem (then problems, then recipes) as fit."""
+    across = report.across
+    assert across is not None
+    sweep = report.sweep
+    head, rows = across_table(report, compact=True)
+    intro = (f"{len(sweep.runs)} runs of sweep `{sweep.sweep_id}`: {len(report.problems)} problems "
+             f"({', '.join(report.problem_axes)}), recipes by {', '.join(across.recipe_axes)} "
+             f"(lossbench-report). {across_text(report)}")  # fmt: skip
+    notes = "".join(f"\n\nNote: {n}" for n in report.notes)
+    headlines = [(p, _headline(report, p)) for p in report.problems]
+    most = max((len(cells) for _, (_, cells) in headlines), default=0)
+    # the fullest first: every group of every problem, then fewer groups, fewer problems, recipes
+    plans = [(len(rows), len(headlines), n) for n in range(most, 0, -1)]
+    plans += [(len(rows), k, 1) for k in range(len(headlines) - 1, -1, -1)]
+    plans += [(r, 0, 1) for r in range(len(rows) - 1, 0, -1)]
+    text = ""
+    for n_rows, n_problems, per_problem in plans:
+        parts = [markdown_table(head, rows[:n_rows])]
+        if n_rows < len(rows):
+            parts.append(f"{len(rows) - n_rows} more recipes in the full report.")
+        parts.append(intro + notes)
+        for problem, (h, cells) in headlines[:n_problems]:
+            more = len(cells) - per_problem
+            rest = f" ({more} more in the full report)" if more > 0 else ""
+            parts.append(f"**{problem}**: mean [95% CI] over seeds, best `{report.metric}` first{rest}"
+                         f"\n\n{markdown_table(h, cells[:per_problem])}")  # fmt: skip
+        if n_problems < len(headlines):
+            parts.append(f"{len(headlines) - n_problems} more problems in the full report.")
+        parts.append(FOOTER)
+        text = "\n\n".join(parts)
+        if len(text) <= limit:
+            return text
+    return text[:limit]
 
 
 def write_report(report: Report, out: Path) -> list[Path]:
@@ -300,38 +329,41 @@ def write_report(report: Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     pngs = plot_report(report, out)
     sweep = report.sweep
-    sections = [(f"Runs grouped by {', '.join(report.axes) or 'nothing (one group)'}", display_table(report), True),
-                (f"Each group vs {report.baseline} ({test_metric(report.metric)})", comparison_table(report), False)]  # fmt: skip
-    if report.fair is not None and not report.fair.empty:
-        sections.append(
-            (
-                f"Fair comparison: best {report.nuisance} per {report.scientific}",
-                fair_table(report),
-                False,
-            )
-        )
+    sections = _sections(report)
     target = f", target {report.metric} {report.target:g}" if report.target is not None else ""
     intro = (f"Experiment `{sweep.experiment}`, sweep `{sweep.sweep_id}`: {len(sweep.runs)} runs, "
              f"headline metric `{report.metric}`{target}. Store: `{sweep.uri}`.")  # fmt: skip
 
     md = [f"# lossbench report: {sweep.experiment}", "", intro, ""]
-    for title, (header, rows), _ in sections:
-        md += [f"## {title}", "", markdown_table(header, rows), ""]
-    md += (
-        ["## Plots", ""]
-        + [f"![{p.stem}]({p.name})" for p in pngs]
-        + ["", "## Method", "", METHODS, ""]
-    )
+    for title, content, _ in sections:
+        md += [f"## {title}", ""] if title else []
+        md += [content if isinstance(content, str) else markdown_table(*content), ""]
+    md += [
+        "## Plots",
+        "",
+        *(f"![{p.stem}]({p.name})" for p in pngs),
+        "",
+        "## Method",
+        "",
+        METHODS,
+        "",
+    ]
     (out / "report.md").write_text("\n".join(md))
 
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;"
              "margin:1em 0;font-size:13px} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              " th{background:#f0f0f0} tr.best{background:#e3f6e3;font-weight:bold} img{max-width:100%}")  # fmt: skip
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lossbench report: {html.escape(sweep.experiment)}"
-             f"</title><style>{style}</style></head><body><h1>lossbench report: {html.escape(sweep.experiment)}</h1>"
+    name = html.escape(sweep.experiment)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lossbench report: {name}"
+             f"</title><style>{style}</style></head><body><h1>lossbench report: {name}</h1>"
              f"<p>{html.escape(intro)}</p>"]  # fmt: skip
-    for title, (header, rows), best in sections:
-        parts.append(f"<h2>{html.escape(title)}</h2>{html_table(header, rows, best)}")
+    for title, content, best in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>" if title else "")
+        if isinstance(content, str):
+            lines = content.split("\n")
+            parts.append("".join(f"<p>{html.escape(line)}</p>" for line in lines))
+        else:
+            parts.append(html_table(*content, best))
     parts.append("<h2>Plots</h2>")
     for png in pngs:
         data = base64.b64encode(png.read_bytes()).decode()
