@@ -80,7 +80,7 @@ def _dataset_inputs() -> list[Any]:
                 name="moons",
                 digest=f"{split}0123456789",
                 source_type="code",
-                source='{"mlflow.source.name": "lossbench.data.moons(n_samples=2000)"}',
+                source='{"mlflow.source.name": "lossbench.problem.sources.moons(n_samples=2000)"}',
                 schema=schema,
                 profile='{"num_rows": 400}',
             ),

@@ -360,7 +360,7 @@ def sample_configs(work: Workload, n: int) -> list[dict[str, Any]]:
     """``n`` configs of the workload, spread over losses, optimizers and schedulers."""
     from hydra import compose, initialize_config_dir
 
-    from lossbench.config import CONF_DIR, RunSpec
+    from lossbench.config.spec import CONF_DIR, RunSpec
 
     losses, optimizers, schedulers = work.grid()
     combos = list(itertools.product(losses, optimizers, schedulers))
@@ -392,8 +392,8 @@ def plain_run(cfg: dict[str, Any]) -> float:
     """Reference (b): a plain PyTorch loop, in-memory tensors, per-epoch validation, no tracking."""
     import torch
 
-    from lossbench.config import build
-    from lossbench.data import load_dataset
+    from lossbench.config.spec import build
+    from lossbench.problem.data import load_dataset
 
     torch.manual_seed(cfg["seed"])
     data = load_dataset(cfg["dataset"], cfg["data_seed"])
@@ -432,8 +432,8 @@ def naive_run(cfg: dict[str, Any], uri: str, workdir: Path) -> float:
     from pytorch_lightning.loggers import MLFlowLogger
     from torch.utils.data import DataLoader, TensorDataset
 
-    from lossbench.config import build
-    from lossbench.data import load_dataset
+    from lossbench.config.spec import build
+    from lossbench.problem.data import load_dataset
 
     data = load_dataset(cfg["dataset"], cfg["data_seed"])
     epochs, batch = cfg["trainer"]["max_epochs"], cfg["batch_size"]

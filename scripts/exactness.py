@@ -2,7 +2,7 @@
 training: the measurement behind the README's exactness promise and the audit's allowance.
 
 For each recipe, four seeds train as one stack; each member is compared with its plain model
-trained alone by the plain loop (lossbench.reference); that plain model with itself trained in
+trained alone by the plain loop (lossbench.fit.reference); that plain model with itself trained in
 float64 (how far float32 rounding moves this training); and the stack trained in float64 with
 the plain model in float64 (what the audit compares). Printed per epoch: the largest relative
 difference of val/loss over the members, for each of the three.
@@ -18,9 +18,10 @@ import argparse
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from lossbench.config import CONF_DIR, RunSpec, check_run
-from lossbench.reference import train_plain
-from lossbench.training import fit_members
+from lossbench.config.checks import check_run
+from lossbench.config.spec import CONF_DIR, RunSpec
+from lossbench.fit.reference import train_plain
+from lossbench.fit.training import fit_members
 
 RECIPES = {
     "stable: adam lr 1e-3, constant": ["optimizer=adam", "optimizer.lr=0.001"],

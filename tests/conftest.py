@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from lossbench.config import CONF_DIR, RunSpec
+from lossbench.config.spec import CONF_DIR, RunSpec
 from lossbench.ui import free_port
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lossbench.losses import CrossEntropy
+from lossbench.problem.losses import CrossEntropy
 
 
 class FailsInTraining(CrossEntropy):

@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from lossbench import stacked_optim
-from lossbench.audit import audit_member, compare, off_menu, wants_audit
 from lossbench.claims.evidence import INCONCLUSIVE, RunData
-from lossbench.executors import make_executor
+from lossbench.recipe import stacked_optim
 from lossbench.results import RunResult
-from lossbench.sweep import check_specs, run_sweep
+from lossbench.sweep.audit import audit_member, compare, off_menu, wants_audit
+from lossbench.sweep.checking import check_specs
+from lossbench.sweep.executors import make_executor
+from lossbench.sweep.run import run_sweep
 from test_cli_reliability import command, environment, runs
 
 BASE = ["tracking=none", "dataset.source.n_samples=200", "trainer.max_epochs=3", "batch_size=32"]
@@ -113,7 +114,7 @@ def test_the_comparison_names_the_first_value_beyond_the_tolerance() -> None:
 def test_an_unstable_recipe_passes_the_audit(make_spec) -> None:  # noqa: ANN001
     """rmsprop at lr 0.05 with an exponential schedule: in float32 a stacked member drifts from
     its plain model by rounding alone (5e-3 in 4 epochs); the audit, in float64, passes."""
-    from lossbench.reference import train_plain
+    from lossbench.fit.reference import train_plain
 
     unstable = ["optimizer=rmsprop", "optimizer.lr=0.05", "scheduler=exponential",
                 "dataset.source.n_samples=2000", "batch_size=64", "trainer.max_epochs=4"]  # fmt: skip

@@ -10,9 +10,10 @@ import pytest
 import pytorch_lightning as pl
 
 from conftest import cross_path_approx
-from lossbench.config import ConfigError, check_run
-from lossbench.stacking import stack_key
-from lossbench.training import fit_members
+from lossbench.config.checks import check_run
+from lossbench.config.spec import ConfigError
+from lossbench.fit.training import fit_members
+from lossbench.sweep.stacking import stack_key
 from test_own_recipes import assert_members_match_plain_model
 
 FAST = ["dataset.source.n_samples=200", "optimizer.lr=0.05", "trainer.max_epochs=40"]
@@ -160,7 +161,8 @@ class EpochCounter(pl.Callback):
 
 
 def test_a_member_safe_callback_stacks_and_others_train_alone(make_spec) -> None:  # noqa: ANN001
-    from lossbench.sweep import check_specs, plan_stacks
+    from lossbench.sweep.checking import check_specs
+    from lossbench.sweep.plan import plan_stacks
 
     safe = f"+trainer.callbacks=[{{_target_: {__name__}.EpochCounter}}]"
     unsafe = f"+trainer.callbacks=[{{_target_: {__name__}.StopAt, epoch: 1}}]"

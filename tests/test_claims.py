@@ -16,7 +16,7 @@ from scipy import stats as st
 
 from lossbench import claims as C
 from lossbench.claims import render
-from lossbench.config import check_run
+from lossbench.config.checks import check_run
 
 
 def claim_file(tmp_path: Path, **fields: object) -> Path:
@@ -199,7 +199,7 @@ def test_worked_example_claim_needs_no_training() -> None:
 WORKED = {  # a claim that trains nothing: R16's first assertion
     "id": "V1",
     "claim": "the MSE of the worked example is 0.055",
-    "assert": [{"loss_value": {"loss": {"_target_": "lossbench.losses.MSE"}, "y_true": [1, 0, 1, 1],
+    "assert": [{"loss_value": {"loss": {"_target_": "lossbench.problem.losses.MSE"}, "y_true": [1, 0, 1, 1],
                                "y_pred": [0.9, 0.1, 0.8, 0.6], "expected": 0.055}}],
 }  # fmt: skip
 BROKEN = "id: B1\nclaim: broken\nassert: [{less: [a]}]\n"

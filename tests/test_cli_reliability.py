@@ -64,7 +64,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 90) -> None:
 def test_failed_and_diverged_jobs_are_summarized(tmp_path: Path, store_uri: str) -> None:
     """Every job runs; failures end with a summary and exit code 1; divergence is recorded."""
     cmd = command(tmp_path, "summary", *SMALL, "optimizer=sgd", "optimizer.lr=0.1,1000",
-                  "loss._target_=lossbench.losses.CrossEntropy,failing.FailsInTraining")  # fmt: skip
+                  "loss._target_=lossbench.problem.losses.CrossEntropy,failing.FailsInTraining")  # fmt: skip
     done = subprocess.run(
         cmd, env=environment(store_uri), capture_output=True, text=True, timeout=300
     )
@@ -76,8 +76,8 @@ def test_failed_and_diverged_jobs_are_summarized(tmp_path: Path, store_uri: str)
         (r.data.params["loss._target_"], r.data.params["optimizer.lr"]): r
         for r in runs(store_uri, "summary")
     }
-    assert records[("lossbench.losses.CrossEntropy", "0.1")].info.status == "FINISHED"
-    diverged = records[("lossbench.losses.CrossEntropy", "1000")]
+    assert records[("lossbench.problem.losses.CrossEntropy", "0.1")].info.status == "FINISHED"
+    diverged = records[("lossbench.problem.losses.CrossEntropy", "1000")]
     assert diverged.info.status == "FAILED" and diverged.data.tags["lossbench.status"] == "diverged"
     client = MlflowClient(store_uri)
     for lr in ("0.1", "1000"):

@@ -11,17 +11,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 
 from conftest import DATASETS, conf_options
-from lossbench.config import (
-    CONF_DIR,
-    GROUPS,
-    ConfigError,
-    RunSpec,
-    check_run,
-    losses_of_kind,
-)
+from lossbench.config.checks import check_run, losses_of_kind
+from lossbench.config.spec import CONF_DIR, GROUPS, ConfigError, RunSpec
 from lossbench.hydra_private import BasicSweeper
 from lossbench.identity import config_hash
-from lossbench.jobs import compose_jobs
+from lossbench.sweep.jobs import compose_jobs
 from lossbench.tracking.writer import Tracker
 
 REGRESSION_SETS = {"diabetes", "regression", "friedman1", "linear1", "linear2"}
@@ -231,7 +225,7 @@ def test_run_spec_keeps_choices_and_overrides(make_spec) -> None:  # noqa: ANN00
         ("+scheduler.eta_mn=0.1", r"unknown key scheduler.eta_mn=0.1"),
         ("+report.scientfic=optimizer", r"Did you mean report.scientific=optimizer\?"),
         (
-            "+metrics.e={_target_: lossbench.metrics.ece, task: classification, nbins: 3}",
+            "+metrics.e={_target_: lossbench.problem.metrics.ece, task: classification, nbins: 3}",
             r"unknown key metrics.e.nbins=3.*Did you mean metrics.e.n_bins=3\?",
         ),
         (
@@ -252,7 +246,7 @@ def test_unknown_keys_are_refused_with_the_closest_real_key(
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["+metrics.e={_target_: lossbench.metrics.ece, task: classification, n_bins: 3}"],
+        ["+metrics.e={_target_: lossbench.problem.metrics.ece, task: classification, n_bins: 3}"],
         ["optimizer=sgd", "+optimizer.nesterov=true", "optimizer.momentum=0.9"],
         ["loss=focal", "+loss.alpha=0.25"],
         ["experiment=demo"],

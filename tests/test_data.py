@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import DATASETS, conf_options
-from lossbench.config import CONF_DIR
-from lossbench.data import DatasetError, load_dataset
+from lossbench.config.spec import CONF_DIR
+from lossbench.problem.data import DatasetError, load_dataset
 
 
 def dataset_cfg(name: str, **changes: object) -> dict:
@@ -103,7 +103,7 @@ def test_article_sets_follow_their_formulas() -> None:
         ({"val_fraction": 0.6, "test_fraction": 0.5}, "leaves no training rows"),
         ({"test_fraction": -0.1}, "must be in \\[0, 1\\)"),
         ({"source.n_samples": 3}, "cannot split"),
-        ({"source._target_": "lossbench.data.nope"}, "cannot be imported"),
+        ({"source._target_": "lossbench.problem.data.nope"}, "cannot be imported"),
         ({"source.bogus": 1}, "unexpected keyword argument 'bogus'"),
         ({"bogus": 1}, "unknown dataset key"),
     ],

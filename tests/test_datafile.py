@@ -12,10 +12,11 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_diabetes, load_iris
 
-from lossbench import datafile
-from lossbench.config import ConfigError, check_run
-from lossbench.data import load_dataset
+from lossbench.config.checks import check_run
+from lossbench.config.spec import ConfigError
 from lossbench.identity import config_hash
+from lossbench.problem import datafile
+from lossbench.problem.data import load_dataset
 from lossbench.repro import main as repro_main
 from lossbench.tracking.writer import Tracker
 
@@ -59,7 +60,7 @@ def test_a_csv_of_a_bundled_set_trains_to_its_metrics(
 ) -> None:  # noqa: ANN001
     """iris (integer labels: classification) and diabetes (float target: regression), written
     to CSV, train to the bundled set's metrics with the same seeds and data_seed."""
-    from lossbench.training import fit_members
+    from lossbench.fit.training import fit_members
 
     path = write_csv(tmp_path, bundled_table(name))
     common = [EPOCHS, f"loss={loss}", "seed=3", "data_seed=2"]
@@ -220,7 +221,7 @@ def test_a_file_is_read_once_per_process(monkeypatch, tmp_path: Path) -> None:  
     read_csv, read_bytes = pd.read_csv, Path.read_bytes
     monkeypatch.setattr(pd, "read_csv", lambda *a, **k: calls.append("parse") or read_csv(*a, **k))
     monkeypatch.setattr(Path, "read_bytes", lambda self: calls.append("read") or read_bytes(self))
-    source = {"_target_": "lossbench.datafile.load_file", "path": str(path), "target": "label",
+    source = {"_target_": "lossbench.problem.datafile.load_file", "path": str(path), "target": "label",
               "sha256": datafile.file_sha256(path)}  # fmt: skip
     for seed in range(4):
         load_dataset({"name": "file", "source": source, "val_fraction": 0.1 + seed / 20}, seed)
@@ -232,7 +233,7 @@ def test_a_file_is_read_once_per_process(monkeypatch, tmp_path: Path) -> None:  
 def test_repro_refuses_a_changed_or_missing_file(
     make_spec, store_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:  # noqa: ANN001
-    from lossbench.training import fit_members
+    from lossbench.fit.training import fit_members
 
     path = write_csv(tmp_path, bundled_table("iris"))
     spec = make_spec([*file_overrides(path), "trainer.max_epochs=2",

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from conftest import FAST
 from lossbench.results import RunResult
-from lossbench.sweep import check_specs
+from lossbench.sweep.checking import check_specs
 from lossbench.tracking.datasets import dataset_facts, dataset_inputs
 from lossbench.tracking.writer import Tracker
 
@@ -46,7 +46,7 @@ def test_a_stacks_runs_record_their_data_as_mlflow_datasets(make_spec, store_uri
             dataset = inputs[0].dataset
             assert dataset.name == "moons" and dataset.source_type == "code"
             source = json.loads(dataset.source)["tags"]["mlflow.source.name"]
-            assert source == "lossbench.data.moons(n_samples=200, noise=0.2, seed=0)"
+            assert source == "lossbench.problem.sources.moons(n_samples=200, noise=0.2, seed=0)"
             columns = json.loads(dataset.schema)["mlflow_colspec"]
             assert [(c["name"], c["type"]) for c in columns] == [
                 ("x0", "double"), ("x1", "double"), ("y", "long"),
@@ -59,7 +59,7 @@ def test_a_file_dataset_records_its_path_and_named_columns(tmp_path) -> None:  #
     absolute path; named feature and target columns are the schema's."""
     import numpy as np
 
-    from lossbench.data import SplitData
+    from lossbench.problem.data import SplitData
 
     x, y = np.ones((4, 2)), np.array([0.5, 1.0, 1.5, 2.0])
     data = SplitData("file", "regression", 0, x[:2], y[:2], x[2:3], y[2:3], x[3:], y[3:])

@@ -12,10 +12,11 @@ import torch
 from scipy import stats as st
 
 from conftest import assert_results_close
-from lossbench.config import ConfigError, check_run
-from lossbench.diagnostics import Diagnostics, ols
-from lossbench.models import StackedMLP
-from lossbench.training import fit_members
+from lossbench.config.checks import check_run
+from lossbench.config.spec import ConfigError
+from lossbench.fit.diagnostics import Diagnostics, ols
+from lossbench.fit.training import fit_members
+from lossbench.problem.models import StackedMLP
 
 ALL_ON = [
     "tracking=none", "trainer.max_epochs=4", "dataset.source.n_samples=300",

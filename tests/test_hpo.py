@@ -19,9 +19,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from lossbench.config import CONF_DIR, ConfigError
-from lossbench.hpo import objective, parse_space
+from lossbench.config.spec import CONF_DIR, ConfigError
 from lossbench.report import build_report
+from lossbench.sweep.hpo import objective, parse_space
 
 LOG = optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)
 

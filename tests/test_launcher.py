@@ -18,12 +18,14 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 from conftest import FAST
-from lossbench.config import CONF_DIR, ConfigError, RunSpec
-from lossbench.executors import make_executor
+from lossbench.config.spec import CONF_DIR, ConfigError, RunSpec
 from lossbench.identity import config_hash
-from lossbench.jobs import compose_jobs
 from lossbench.results import RunResult
-from lossbench.sweep import check_specs, plan_stacks, run_sweep
+from lossbench.sweep.checking import check_specs
+from lossbench.sweep.executors import make_executor
+from lossbench.sweep.jobs import compose_jobs
+from lossbench.sweep.plan import plan_stacks
+from lossbench.sweep.run import run_sweep
 
 JOBS = [
     [f"loss={loss}", f"optimizer={opt}", f"seed={seed}", "trainer.max_epochs=7"]
@@ -95,7 +97,7 @@ def test_combinations_assembled_from_single_group_compositions_equal_hydras(
          "optimizer.lr=0.05", "experiment=bench"]
         for (loss, optimizer, scheduler), seed in zip(grid, itertools.cycle([0, 1]))
     ]  # fmt: skip
-    with caplog.at_level(logging.DEBUG, logger="lossbench.jobs"):
+    with caplog.at_level(logging.DEBUG, logger="lossbench.sweep.jobs"):
         fast, slow = compose_both(["experiment=bench"], jobs)
     assert_same_configs(fast, slow, jobs)
     assert "12 jobs: 12 configs, 5 composed by Hydra" in caplog.text  # 1 + 1 + 2 + 1
@@ -121,7 +123,7 @@ def test_options_writing_the_same_keys_are_composed_by_hydra(
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     jobs = [[f"a={a}", f"b={b}"] for a, b in itertools.product(["a0", "a1"], ["b0", "b1"])]
-    with caplog.at_level(logging.DEBUG, logger="lossbench.jobs"):
+    with caplog.at_level(logging.DEBUG, logger="lossbench.sweep.jobs"):
         fast, slow = compose_both([], jobs, tmp_path)
     assert_same_configs(fast, slow, jobs)
     assert fast[3].spec.cfg == {"x": {"y": 2}, "w": 1}

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from lossbench import live_channel
-from lossbench.live import LiveCurves, LiveRows, LiveSender, LiveTarget
-from lossbench.live_channel import ChannelClient, ChannelError
+from lossbench.sweep import live_channel
+from lossbench.sweep.live import LiveCurves, LiveRows, LiveSender, LiveTarget
+from lossbench.sweep.live_channel import ChannelClient, ChannelError
 from test_cli_reliability import command, runs, start, wait_for
 
 
@@ -231,9 +231,10 @@ def test_the_last_epoch_is_written_once_when_live_rows_covered_it(
     """flush_every_s=0 and log_every_n_epochs=3 over 5 epochs, with a slow metric: live writes
     cover epochs 0-4 (writing 0 and 3), and the stack's end must still write epoch 4 (it was
     lost: the "final" val/loss was epoch 3's, and repro said NOT REPRODUCED)."""
-    from lossbench.executors import make_executor
     from lossbench.results import RunResult
-    from lossbench.sweep import check_specs, run_sweep
+    from lossbench.sweep.checking import check_specs
+    from lossbench.sweep.executors import make_executor
+    from lossbench.sweep.run import run_sweep
 
     experiment = f"last-epoch-{'sql' if sql else 'api'}"
     specs = [
@@ -274,9 +275,10 @@ def test_a_peer_held_open_during_a_sweep_delays_nothing(
     epoch of every stack arrived live meanwhile (each once), and every run has every epoch
     recorded once. (With the handshake on the accept path, a silent peer held the workers
     back until it disconnected.)"""
-    import lossbench.live
-    from lossbench.executors import make_executor
-    from lossbench.sweep import check_specs, run_sweep
+    import lossbench.sweep.live
+    from lossbench.sweep.checking import check_specs
+    from lossbench.sweep.executors import make_executor
+    from lossbench.sweep.run import run_sweep
 
     epochs = 20
     opened: list[Any] = []
@@ -299,7 +301,7 @@ def test_a_peer_held_open_during_a_sweep_delays_nothing(
                     range(first_epoch, first_epoch + len(rows))
                 )
 
-    monkeypatch.setattr(lossbench.live, "LiveRows", RowsWithPeer)
+    monkeypatch.setattr(lossbench.sweep.live, "LiveRows", RowsWithPeer)
     experiment = f"peer-{kind}"
     specs = [
         make_spec([

@@ -11,9 +11,9 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import FAST
-from lossbench.data import load_dataset
+from lossbench.fit.training import fit_members
+from lossbench.problem.data import load_dataset
 from lossbench.tracking.writer import Tracker
-from lossbench.training import fit_members
 
 
 def test_each_runs_model_loads_and_gives_its_recorded_test_metrics(

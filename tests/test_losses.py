@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import hinge_loss, log_loss, mean_absolute_error, mean_squared_error
 
-from lossbench import losses as L
+from lossbench.problem import losses as L
 
 rng = np.random.default_rng(0)
 PRED = rng.normal(size=32)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from lossbench.metrics import (
+from lossbench.problem.metrics import (
     brier,
     classification_metrics,
     ece,

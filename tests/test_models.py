@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbench.models import INITS, StackedMLP, mlp
+from lossbench.problem.models import INITS, StackedMLP, mlp
 
 
 @pytest.mark.parametrize("init", INITS)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import FAST, conf_options
-from lossbench import optim
-from lossbench.config import check_run
-from lossbench.training import fit_members
+from lossbench.config.checks import check_run
+from lossbench.fit.training import fit_members
+from lossbench.recipe import schedules as optim
 
 
 def lrs(config: dict, epochs: int, steps: int = 1) -> list[float]:

@@ -1,6 +1,6 @@
 """Your own recipe: every torch.optim optimizer, and a user's own optimizers, schedule and loss,
 train each stacked member exactly as the plain model trains alone in a plain PyTorch loop
-(lossbench.reference): a different code path, compared within the tolerance policy."""
+(lossbench.fit.reference): a different code path, compared within the tolerance policy."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import torch
 from torch import Tensor
 
 from conftest import CROSS_PATH_ATOL, CROSS_PATH_RTOL
-from lossbench import stacked_optim
-from lossbench.config import ConfigError, RunSpec, check_run
-from lossbench.reference import train_plain
-from lossbench.stacking import stack_key
-from lossbench.training import fit_members
+from lossbench.config.checks import check_run
+from lossbench.config.spec import ConfigError, RunSpec
+from lossbench.fit.reference import train_plain
+from lossbench.fit.training import fit_members
+from lossbench.recipe import stacked_optim
+from lossbench.sweep.stacking import stack_key
 
 BASE = ["tracking=none", "dataset.source.n_samples=200", "trainer.max_epochs=4", "batch_size=32"]
 HERE = __name__
@@ -297,7 +298,7 @@ def test_a_coupling_between_members_fails_the_comparison(
         (optimizer(f"{HERE}.FailsOnFirstStep", 0.1),
          "FailsOnFirstStep failed on its first step.*my optimizer is not finished yet"),
         (optimizer(T + "SparseAdam", 0.1), "SparseAdam steps sparse gradients.*use Adam"),
-        ({"_target_": "lossbench.param_sets.by_kind", "_partial_": True, "lr": 0.02,
+        ({"_target_": "lossbench.recipe.param_sets.by_kind", "_partial_": True, "lr": 0.02,
           "hidden": optimizer(T + "Muon", 0.1), "rest": optimizer(T + "AdamW", 0.001)},
          "remove optimizer.hidden.lr"),
     ],
@@ -329,7 +330,7 @@ def test_a_bad_schedule_and_a_bad_loss_are_refused_before_training(make_spec) ->
     with pytest.raises(ConfigError, match="returned .*StepLR.*a schedule returns Lightning's"):
         check_run(spec)
     spec = make_spec([*BASE])
-    spec.cfg["loss"] = {"_target_": "lossbench.losses.CrossEntropy"}
+    spec.cfg["loss"] = {"_target_": "lossbench.problem.losses.CrossEntropy"}
     check_run(spec)
     spec.cfg["loss"] = {"_target_": f"{HERE}.MeanOnly"}
     with pytest.raises(ConfigError, match="returned \\(\\); a loss returns one value per stacked"):

@@ -13,10 +13,12 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 
-from lossbench.config import CONF_DIR, RunSpec, check_run
-from lossbench.jobs import compose_jobs
+from lossbench.config.checks import check_run
+from lossbench.config.spec import CONF_DIR, RunSpec
 from lossbench.results import RunResult
-from lossbench.sweep import MAX_MEMBERS, plan_stacks, run_sweep, stack_cost
+from lossbench.sweep.jobs import compose_jobs
+from lossbench.sweep.plan import MAX_MEMBERS, plan_stacks, stack_cost
+from lossbench.sweep.run import run_sweep
 
 
 def compose(

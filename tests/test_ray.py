@@ -20,12 +20,12 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from lossbench.config import ConfigError
+from lossbench.config.spec import ConfigError
 from lossbench.ui import free_port, stop_group
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the [ray] extra is not installed")
 
-from lossbench.executors.ray_tasks import RayExecutor  # noqa: E402
+from lossbench.sweep.executors.ray_tasks import RayExecutor  # noqa: E402
 
 TINY = ["dataset.source.n_samples=200"]
 
@@ -281,7 +281,7 @@ def test_slurm_launcher_config_composes_for_submitit(make_spec) -> None:  # noqa
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from lossbench.config import CONF_DIR
+    from lossbench.config.spec import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

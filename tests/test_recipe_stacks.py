@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import conf_options
-from lossbench import optim as schedules
-from lossbench.config import check_run
-from lossbench.stacked_optim import Recipe, StackedOptimizer, member_schedules
-from lossbench.stacking import stack_key
-from lossbench.training import fit_members
+from lossbench.config.checks import check_run
+from lossbench.fit.training import fit_members
+from lossbench.recipe import schedules as schedules
+from lossbench.recipe.stacked_optim import Recipe, StackedOptimizer, member_schedules
+from lossbench.sweep.stacking import stack_key
 
 # 1e-5 relative, as the issue asks; the absolute floor only serves values that are 0 when
 # trained alone (a cosine schedule's last rate), far below any lr or metric used here.

@@ -1,6 +1,6 @@
 """Every recorded number is the trained model's: per-epoch values at the epochs they describe,
 finals of the final weights, gradient norms per optimizer step; and options lossbench would not
-honour are refused. Each case is checked against the plain model (lossbench.reference) and,
+honour are refused. Each case is checked against the plain model (lossbench.fit.reference) and,
 recorded, re-run by lossbench-repro."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from lossbench.config import ConfigError, check_run
-from lossbench.reference import train_plain
+from lossbench.config.checks import check_run
+from lossbench.config.spec import ConfigError
+from lossbench.fit.reference import train_plain
+from lossbench.fit.training import fit_members
 from lossbench.repro import reproduce
 from lossbench.tracking.writer import Tracker
-from lossbench.training import fit_members
 from test_own_recipes import assert_members_match_plain_model, worst_difference
 
 BASE = ["tracking=none", "dataset.source.n_samples=200", "trainer.max_epochs=5", "batch_size=32"]
@@ -118,7 +119,7 @@ def test_options_lossbench_would_not_honour_are_refused(
 
 
 def test_a_trainer_option_not_in_the_list_is_refused_naming_the_supported_ones(make_spec) -> None:  # noqa: ANN001
-    from lossbench import trainer_options
+    from lossbench.config import trainer_options
 
     spec = make_spec(BASE)
     spec.cfg["trainer"]["limit_predict_batches"] = 1.0

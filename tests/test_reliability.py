@@ -9,11 +9,12 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import FAST, assert_series_close
-from lossbench.config import ConfigError, check_run, check_targets
+from lossbench.config.checks import check_run
+from lossbench.config.spec import ConfigError, check_targets
+from lossbench.fit.training import fit_members
 from lossbench.tracking.store import StoreUnreachable, check_reachable
 from lossbench.tracking.writer import Tracker
 from lossbench.train import train
-from lossbench.training import fit_members
 
 DIVERGING = ["tracking=none", "optimizer=sgd", "optimizer.lr=1000", "trainer.max_epochs=4",
              "dataset.source.n_samples=300"]  # fmt: skip
@@ -56,7 +57,7 @@ def test_a_diverged_run_is_recorded_failed_with_its_epoch(make_spec, store_uri: 
 @pytest.mark.slow
 def test_a_failing_member_fails_alone(make_spec) -> None:  # noqa: ANN001
     """A stack whose fit raises is retried one run at a time: only the failing run fails."""
-    from lossbench.sweep import train_stack
+    from lossbench.sweep.run import train_stack
 
     good = make_spec([*FAST, "tracking=none", "seed=0"])
     bad = make_spec([*FAST, "tracking=none", "seed=1", "loss._target_=failing.FailsInTraining"])
@@ -99,7 +100,7 @@ def test_unreachable_store_stops_a_run_before_training(make_spec) -> None:  # no
     [
         ("torch.optim.Adam", True),
         ("torch.optim.lr_scheduler.StepLR", True),
-        ("lossbench.losses.Focal", True),
+        ("lossbench.problem.losses.Focal", True),
         ("pytorch_lightning.Trainer", True),
         ("os.system", False),
         ("builtins.eval", False),
@@ -121,7 +122,7 @@ def test_configs_from_a_store_may_only_name_allowed_targets(target: str, allowed
 
 def test_reap_leaves_live_runs_alone(store_uri: str) -> None:
     """A RUNNING run whose writer is alive (this test process) is not stale."""
-    from lossbench.config import RunSpec
+    from lossbench.config.spec import RunSpec
 
     tracker = Tracker(store_uri, "reap-live")
     run_id = tracker.start_run(RunSpec({"seed": 0, "dataset": {"name": "x"}}, {}, []))

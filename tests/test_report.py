@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from scipy import stats as st
 
 from lossbench import report
-from lossbench.config import RunSpec
+from lossbench.config.spec import RunSpec
 from lossbench.results import RunResult
 from lossbench.tracking.writer import Tracker
 
@@ -196,7 +196,7 @@ def test_sweep_run_description_holds_the_headline_table_and_is_replaced(
 ) -> None:
     """The sweep run's page (its MLflow description) shows each group's mean [95% CI], as the
     report's headline does; a second report replaces the description, it does not add to it."""
-    from lossbench.render import interval
+    from lossbench.analysis.render import interval
 
     client = MlflowClient(sweep_store)
     parent = client.search_runs(
@@ -388,7 +388,7 @@ def test_performance_profile_of_epochs_to_target(suite: report.Report) -> None:
 
 
 def stats_epochs(final: float) -> float:
-    from lossbench import stats
+    from lossbench.analysis import stats
 
     reached = stats.epochs_to_target(history(final), 0.9, True)
     return math.inf if reached is None else float(reached)

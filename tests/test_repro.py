@@ -9,11 +9,12 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import FAST
-from lossbench.config import ConfigError, RunSpec, check_run
+from lossbench.config.checks import check_run
+from lossbench.config.spec import ConfigError, RunSpec
+from lossbench.fit.training import fit_members
 from lossbench.repro import main, reproduce
 from lossbench.results import RunResult
 from lossbench.tracking.writer import Tracker
-from lossbench.training import fit_members
 
 
 def record(
@@ -85,7 +86,7 @@ def test_repro_refuses_what_no_longer_exists_or_is_not_allowed(make_spec, store_
     tracker = Tracker(store_uri, "repro-bad")
     spec = make_spec([*FAST])
     for target, message in (
-        ("lossbench.losses.RemovedLoss", "loss.*RemovedLoss"),
+        ("lossbench.problem.losses.RemovedLoss", "loss.*RemovedLoss"),
         ("os.system", "loss._target_='os.system' is not allowed"),
     ):
         cfg = {**spec.cfg, "loss": {"_target_": target}}

@@ -210,7 +210,7 @@ def test_squeue_reports_ended_and_forgotten_jobs(
 ) -> None:
     """What the executor's watcher reads: each job's state, GONE for a job squeue no longer
     lists (alone, squeue refuses it), None when the controller cannot be asked."""
-    from lossbench.executors import squeue
+    from lossbench.sweep.executors import squeue
 
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     job = cluster.run("sbatch", "--parsable", "--output=/dev/null", "--wrap=true").strip()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import assert_results_close, conf_options
-from lossbench.config import check_run
-from lossbench.training import fit_members
+from lossbench.config.checks import check_run
+from lossbench.fit.training import fit_members
 
 SEEDS = (0, 1, 2)
 BASE = [

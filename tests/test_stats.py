@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from lossbench import stats
+from lossbench.analysis import stats
 
 
 def test_t_interval_matches_scipy() -> None:
@@ -190,7 +190,7 @@ def test_tost_edge_cases() -> None:
             stats.tost({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6}, margin)
 
 
-# --- across problems (lossbench.ranking) ----------------------------------------------------
+# --- across problems (lossbench.analysis.ranking) ----------------------------------------------------
 # Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR 7:1-30 (2006).
 # Table 6 (p. 13): AUC of C4.5, C4.5+m, C4.5+cf and C4.5+m+cf on 14 data sets, with the
 # ranks, mean ranks, Friedman statistic and Nemenyi critical differences worked out in the
@@ -214,7 +214,7 @@ def demsar_scores():  # noqa: ANN201
 
 
 def test_mean_ranks_friedman_and_nemenyi_match_demsars_worked_example() -> None:
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     scores = demsar_scores()
     ranks = ranking.mean_ranks(scores, higher=True)
@@ -251,7 +251,7 @@ def test_wilcoxon_matches_demsars_worked_example() -> None:
     """Demšar 2006, Table 2 (p. 8): C4.5 against C4.5+m on the 14 data sets, zero differences
     split between the signs: R+ = 93, R- = 12, so T = 12, below the critical 21 (N = 14,
     alpha = 0.05): the difference is significant."""
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     scores = demsar_scores()
     statistic, p = ranking.wilcoxon(scores["C4.5+m"].tolist(), scores["C4.5"].tolist())
@@ -268,7 +268,7 @@ def test_wilcoxon_matches_demsars_worked_example() -> None:
 def test_rank_ties_and_complete_blocks() -> None:
     import pandas as pd
 
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     scores = pd.DataFrame(
         {"a": [0.9, 0.5, 0.7, 0.8], "b": [0.8, 0.5, float("nan"), 0.9], "c": [0.7, 0.6, 0.6, 0.7]},
@@ -291,13 +291,13 @@ def test_rank_ties_and_complete_blocks() -> None:
      (-0.1, 0.001, False, "win"), (0.1, 0.001, False, "loss"), (0.1, float("nan"), True, "tie")],
 )  # fmt: skip
 def test_win_tie_loss(diff: float, p: float, higher: bool, expected: str) -> None:
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     assert ranking.outcome(diff, p, higher) == expected
 
 
 def test_wins_ties_losses_are_counted() -> None:
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     assert ranking.tally(["win", "tie", "win", "loss", "baseline"]) == (2, 1, 1)
 
@@ -307,7 +307,7 @@ def test_performance_profile_on_a_hand_computed_case() -> None:
     on p3 nobody reaches it. Ratios to the best: a (1, 2, inf), b (2, 1, inf), c (inf, 1, inf)."""
     import pandas as pd
 
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     inf = math.inf
     times = pd.DataFrame({"a": [10, 6, inf], "b": [20, 3, inf], "c": [inf, 3, inf]},
@@ -327,14 +327,14 @@ def test_performance_profile_on_a_hand_computed_case() -> None:
      ([4, 6, 8, math.inf], 7), ([4, 6, math.inf, math.inf], math.inf), ([], math.inf)],
 )  # fmt: skip
 def test_a_recipes_time_on_a_problem_is_the_median_over_seeds(times: list, expected: float) -> None:
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     assert ranking.profile_times(times) == expected
 
 
 def test_partial_conjunction() -> None:
     """At least k of n: (n - k + 1) times the k-th smallest p (Benjamini and Heller 2008)."""
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     p = [0.01, 0.04, 0.03, 0.5]
     assert ranking.partial_conjunction(p, 4) == 0.5  # all: the largest

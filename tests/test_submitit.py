@@ -15,14 +15,14 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from lossbench.config import ConfigError
-from lossbench.executors import open_executor
+from lossbench.config.spec import ConfigError
+from lossbench.sweep.executors import open_executor
 
 pytest.importorskip("submitit", reason="the [slurm] extra is not installed")
 
 from submitit.core.utils import UncompletedJobError  # noqa: E402
 
-from lossbench.executors.submitit_jobs import SlurmExecutor  # noqa: E402
+from lossbench.sweep.executors.submitit_jobs import SlurmExecutor  # noqa: E402
 
 
 def task_pid(folder: Path, timeout: float = 60) -> int:

@@ -3,7 +3,6 @@ would have written it, on every write path and store."""
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from pathlib import Path
@@ -13,13 +12,14 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from lossbench.config import RunSpec
-from lossbench.data import SplitData
+from lossbench.config.spec import RunSpec
+from lossbench.problem.data import SplitData
 from lossbench.results import RunResult
 from lossbench.tracking import sql_batches
 from lossbench.tracking.datasets import run_facts
+from lossbench.tracking.payloads import batches, flatten, run_name
 from lossbench.tracking.store import StoreUnreachable, check_reachable, tracking_uri
-from lossbench.tracking.writer import Tracker, batches, flatten, run_name
+from lossbench.tracking.writer import Tracker
 
 RESULT = RunResult(
     series={"train/loss": [0.9, 0.5, float("nan")], "val/acc": [0.5, 0.75, 0.8]},
@@ -52,7 +52,7 @@ def split_data() -> SplitData:
 
 
 FACTS = run_facts(
-    {"name": "moons", "source": {"_target_": "lossbench.data.moons"}}, 0, split_data()
+    {"name": "moons", "source": {"_target_": "lossbench.problem.sources.moons"}}, 0, split_data()
 )
 
 
@@ -136,12 +136,12 @@ def test_sql_batches_read_back_as_mlflow_api_writes(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a PostgreSQL store keeps artifacts under ./mlruns
     client = MlflowClient(sql_uri)
-    assert sql_batches.batch_store(client) is not None  # this MLflow is one the path verifies
+    assert sql_batches.batch_store(client)[0] is not None  # this MLflow is one the path verifies
     batched = record(Tracker(sql_uri, "writer", sql_batches=True), error=error)
-    api = record(Tracker(sql_uri, "writer"), error=error)
-    flushed = record(Tracker(sql_uri, "writer"), flush_first=True, error=error)
+    api = record(Tracker(sql_uri, "writer", sql_batches=False), error=error)
+    flushed = record(Tracker(sql_uri, "writer", sql_batches=False), flush_first=True, error=error)
     batched_live = record(Tracker(sql_uri, "writer", sql_batches=True), error=error, live=True)
-    api_live = record(Tracker(sql_uri, "writer"), error=error, live=True)
+    api_live = record(Tracker(sql_uri, "writer", sql_batches=False), error=error, live=True)
     a, b, *others = (readback(client, r) for r in (batched, api, flushed, batched_live, api_live))
     assert_same_run(a, b)
     for other in others:  # written in parts: the same history, once, and the same latest values
@@ -180,7 +180,7 @@ def test_a_run_is_one_create_its_params_its_inputs_one_log_batch_and_one_termina
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(MlflowClient, name, counted)
-    tracker = Tracker(store_uri, "calls")
+    tracker = Tracker(store_uri, "calls", sql_batches=False)
     tracker.experiment_id  # noqa: B018 (create the experiment before counting)
     calls.clear()
     record(tracker)
@@ -202,19 +202,39 @@ def test_a_running_run_has_its_params_and_is_found_by_them(store_uri: str, sql: 
     assert client.get_run(run_id).data.params == run.data.params  # not written again
 
 
-def test_an_unverified_mlflow_writes_through_the_api_with_a_notice(
-    store_uri: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("setting", ["auto", True])
+def test_an_unverified_mlflow_writes_through_the_api_saying_why_once(
+    store_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    setting: str | bool,
 ) -> None:
+    from lossbench.tracking import writer
+
     monkeypatch.setattr(sql_batches, "VERIFIED_MLFLOW", ("0.0.1",))
-    monkeypatch.setattr(sql_batches, "_notice_given", False)
-    with caplog.at_level(logging.WARNING, logger=sql_batches.__name__):
-        tracker = Tracker(store_uri, "unverified", sql_batches=True)
-        run_id = record(tracker)
-        record(tracker)
-    notices = [r.getMessage() for r in caplog.records if "not verified" in r.getMessage()]
-    assert len(notices) == 1 and "writing through MLflow's API" in notices[0]
+    monkeypatch.setattr(writer, "_announced", set())
+    tracker = Tracker(store_uri, f"unverified-{setting}", sql_batches=setting)
+    run_id = record(tracker)
+    record(Tracker(store_uri, f"unverified-{setting}", sql_batches=setting))
+    notices = [line for line in capsys.readouterr().err.splitlines() if "writing runs" in line]
+    assert len(notices) == 1 and "with MLflow's API: " in notices[0]
+    assert "not a version the SQL path was verified against (0.0.1)" in notices[0]
+    assert ("asked for (tracking.sql_batches=true)" in notices[0]) == (setting is True)
     run = MlflowClient(store_uri).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params["optimizer.lr"] == "0.1"
+
+
+def test_the_sql_path_is_the_default_where_verified_and_says_so(
+    store_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from lossbench.tracking import writer
+    from lossbench.tracking.write_paths import ApiPath, SqlPath
+
+    monkeypatch.setattr(writer, "_announced", set())
+    assert isinstance(Tracker(store_uri, "default-path").path, SqlPath)
+    assert "with batched SQL: a sqlite store on MLflow" in capsys.readouterr().err
+    assert isinstance(Tracker(store_uri, "default-path", sql_batches=False).path, ApiPath)
+    assert "with MLflow's API: tracking.sql_batches=false" in capsys.readouterr().err
 
 
 def test_batches_respect_mlflow_limits_and_lose_nothing() -> None:
@@ -230,7 +250,7 @@ def test_batches_respect_mlflow_limits_and_lose_nothing() -> None:
 
 
 def test_params_are_the_flat_config_without_store_paths(store_uri: str) -> None:
-    run_id = record(Tracker(store_uri, "params"))
+    run_id = record(Tracker(store_uri, "params", sql_batches=False))
     params = MlflowClient(store_uri).get_run(run_id).data.params
     assert params == {
         "data.task": "binary",  # SplitData.summary(); the dataset's description is inputs
@@ -336,7 +356,8 @@ def test_log_every_n_epochs_records_every_nth_epoch_and_the_last(
 
 
 def test_a_bad_log_every_n_epochs_is_refused_before_training(make_spec) -> None:  # noqa: ANN001
-    from lossbench.config import ConfigError, check_run
+    from lossbench.config.checks import check_run
+    from lossbench.config.spec import ConfigError
 
     with pytest.raises(
         ConfigError, match=r"tracking\.log_every_n_epochs=0 must be an integer >= 1"
@@ -346,7 +367,8 @@ def test_a_bad_log_every_n_epochs_is_refused_before_training(make_spec) -> None:
 
 @pytest.mark.parametrize(("value", "shown"), [("-1", "-1"), ("soon", "'soon'"), ("true", "True")])
 def test_a_bad_flush_every_s_is_refused_before_training(make_spec, value: str, shown: str) -> None:  # noqa: ANN001
-    from lossbench.config import ConfigError, check_run
+    from lossbench.config.checks import check_run
+    from lossbench.config.spec import ConfigError
 
     with pytest.raises(ConfigError, match=rf"tracking\.flush_every_s={shown}.*>= 0.*or null"):
         check_run(make_spec([f"tracking.flush_every_s={value}"]))
@@ -389,7 +411,7 @@ def test_only_an_integrity_error_is_written_again() -> None:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import IntegrityError, OperationalError
 
-    from lossbench.tracking.writer import integrity_error
+    from lossbench.tracking.write_paths import integrity_error
 
     def wrapped(cause: Exception) -> MlflowException:
         try:

@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import FAST, cross_path_approx
-from lossbench.config import ConfigError
+from lossbench.config.spec import ConfigError
 from lossbench.train import train
 
 METRICS = {

@@ -22,14 +22,15 @@ from mlflow import MlflowClient
 from conftest import FAST, cross_path_approx
 from lossbench import claims as C
 from lossbench import report
-from lossbench.config import CONF_DIR, ConfigError, check_run, recorded_metrics
-from lossbench.hpo import objective
-from lossbench.jobs import compose_jobs
+from lossbench.config.checks import check_run, recorded_metrics
+from lossbench.config.spec import CONF_DIR, ConfigError
+from lossbench.fit.training import fit_members
 from lossbench.repro import main as repro_main
-from lossbench.stacking import stack_key
+from lossbench.sweep.hpo import objective
+from lossbench.sweep.jobs import compose_jobs
+from lossbench.sweep.stacking import stack_key
 from lossbench.tracking.writer import Tracker
 from lossbench.train import train
-from lossbench.training import fit_members
 
 MODULE = "lossbench_test_user_metrics"  # the user's own module, outside lossbench
 SOURCE = '''
@@ -70,9 +71,7 @@ ANSWER = 42
 '''
 TOP2 = f"+metrics.top2_error={{_target_: {MODULE}.top2_error, task: classification}}"
 # the shipped ECE again, on val every epoch
-ECE_CURVE = (
-    "+metrics.ece_curve={_target_: lossbench.metrics.ece, task: classification, every_epoch: true}"
-)
+ECE_CURVE = "+metrics.ece_curve={_target_: lossbench.problem.metrics.ece, task: classification, every_epoch: true}"
 
 
 @pytest.fixture
@@ -165,15 +164,15 @@ def test_a_regression_metric_gets_predictions_in_data_units(make_spec, user_modu
     [
         ("+metrics.auroc={_target_: no_such_pkg.auroc, task: classification}",
          r"metrics.auroc._target_='no_such_pkg.auroc' cannot be imported .*; shipped metrics: "
-         r"lossbench.metrics.ece, lossbench.metrics.brier"),
+         r"lossbench.problem.metrics.ece, lossbench.problem.metrics.brier"),
         (f"+metrics.auroc={{_target_: {MODULE}.auroc, task: classification}}",
          rf"metrics.auroc._target_='{MODULE}.auroc' cannot be imported"),
         (f"+metrics.answer={{_target_: {MODULE}.ANSWER, task: classification}}",
          rf"metrics.answer._target_='{MODULE}.ANSWER' is not callable \(it is int 42\); a metric is a function"),
-        ("+metrics.acc={_target_: lossbench.metrics.ece, task: classification}",
+        ("+metrics.acc={_target_: lossbench.problem.metrics.ece, task: classification}",
          r"metrics.acc: 'acc' is a built-in metric name \(loss, acc, balanced_acc, f1_macro, "
          r"rmse, mae, r2\)"),
-        ("+metrics.ece2={_target_: lossbench.metrics.ece}",
+        ("+metrics.ece2={_target_: lossbench.problem.metrics.ece}",
          r"metrics.ece2.task=None must be one of classification, regression"),
         (f"+metrics.one={{_target_: {MODULE}.one_number, task: classification}}",
          r"metrics.one returned \(\); a metric returns one value per stacked member"),
@@ -201,7 +200,7 @@ def test_metrics_compose_from_overrides_and_are_shared_within_a_stack(make_spec)
     """What a claim's base or the command line can say: add one (to the shipped ones), drop
     one, none, change an argument; all through the sweep's composition too. Runs recording
     other metrics never share a stack."""
-    add = "+metrics.ece5={_target_: lossbench.metrics.ece, task: classification, n_bins: 5}"
+    add = "+metrics.ece5={_target_: lossbench.problem.metrics.ece, task: classification, n_bins: 5}"
     overrides = [[], [add], ["~metrics.brier"], ["metrics=null"],
                  ["metrics.ece.n_bins=10", "metrics.ece.every_epoch=true"]]  # fmt: skip
     GlobalHydra.instance().clear()

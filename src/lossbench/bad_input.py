@@ -22,9 +22,9 @@ def fail(message: str, prog: str = "lossbench-train", code: int = EXIT_CODE) -> 
 
 @contextmanager
 def clean_errors(prog: str = "lossbench-train") -> Iterator[None]:
-    """Within the block, a :class:`lossbench.config.ConfigError` or an unreachable store ends
+    """Within the block, a :class:`lossbench.config.spec.ConfigError` or an unreachable store ends
     the command through :func:`fail`."""
-    from lossbench.config import ConfigError
+    from lossbench.config.spec import ConfigError
     from lossbench.tracking.store import StoreUnreachable
 
     try:

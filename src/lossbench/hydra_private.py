@@ -5,7 +5,7 @@ checked against: importing this module on any other version fails, naming the su
   (``hydra.sweeper.params`` and command-line lists, batches of ``max_batch_size``) expands
   exactly as with ``hydra/sweeper=basic``. Hydra's public ``Sweeper`` interface has no grid of
   its own; writing one would copy Hydra's.
-- ``get_overrides_dirname``: a job composed by :mod:`lossbench.jobs` must get the
+- ``get_overrides_dirname``: a job composed by :mod:`lossbench.sweep.jobs` must get the
   ``hydra.job.override_dirname`` Hydra itself would give it (people put it in
   ``hydra.sweep.subdir``); Hydra has no public function for it.
 - ``get_args_parser``: ``lossbench-train`` checks a single run before Hydra makes its output

@@ -26,8 +26,9 @@ from typing import Any
 
 import yaml
 
-from lossbench.config import ConfigError, RunSpec, check_run, check_targets
-from lossbench.platform_facts import FLOAT_TAGS
+from lossbench.config.checks import check_run
+from lossbench.config.spec import ConfigError, RunSpec, check_targets
+from lossbench.fit.platform_facts import FLOAT_TAGS
 from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.provenance import environment_tags
 from lossbench.tracking.records import NotInStore
@@ -116,11 +117,11 @@ def reproduce(
 ) -> Repro:
     """Re-train run ``run_id`` of the store at ``uri`` and compare its final metrics.
     ``allow_targets``: more ``_target_``s (names, or module and package prefixes) its config
-    may instantiate (see :func:`lossbench.config.check_targets`)."""
+    may instantiate (see :func:`lossbench.config.spec.check_targets`)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from lossbench.training import fit_members
+    from lossbench.fit.training import fit_members
 
     client = MlflowClient(uri)
     try:

@@ -23,11 +23,12 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lossbench.config import CONF_DIR, RunSpec, check_run
+from lossbench.config.checks import check_run
+from lossbench.config.spec import CONF_DIR, RunSpec
 from lossbench.identity import config_hash
 from lossbench.interrupts import Interrupted, interrupts
-from lossbench.live import MemberRow
 from lossbench.results import RunResult
+from lossbench.sweep.live import MemberRow
 from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.store import StoreUnreachable
 from lossbench.tracking.sweeps import (
@@ -50,7 +51,7 @@ def train(
 ) -> RunResult:
     """Check, train and record one run; returns its metrics.
 
-    - Bad input raises :class:`lossbench.config.ConfigError` before anything is trained or
+    - Bad input raises :class:`lossbench.config.spec.ConfigError` before anything is trained or
       written; an unreachable store raises before anything is trained.
     - A config that already has a FINISHED run in the experiment is not trained again (its
       recorded metrics are returned) unless ``rerun=true``.
@@ -73,7 +74,7 @@ def train(
                 tracker.experiment,
             )
             return stored.result()
-    from lossbench.training import fit_members  # Lightning is imported only to train
+    from lossbench.fit.training import fit_members  # Lightning is imported only to train
 
     if tracker is None:
         with interrupts():

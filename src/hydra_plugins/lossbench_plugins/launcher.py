@@ -26,9 +26,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.lossbench_plugins.job_return import hand_over as hand_over_job
-from lossbench.audit import AUDIT_MODES
-from lossbench.stacking import STACK_BY
-from lossbench.sweep import MAX_MEMBERS, STACK_BY_DEFAULT, SweepPlan
+from lossbench.sweep.audit import AUDIT_MODES
+from lossbench.sweep.plan import MAX_MEMBERS, STACK_BY_DEFAULT, SweepPlan
+from lossbench.sweep.stacking import STACK_BY
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,9 @@ class LossbenchLauncher(Launcher):
     def _checked_launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from lossbench.config import ConfigError
-        from lossbench.executors import open_executor
+        from lossbench.config.spec import ConfigError
         from lossbench.interrupts import interrupts
+        from lossbench.sweep.executors import open_executor
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -184,9 +184,10 @@ class LossbenchLauncher(Launcher):
         sweep_dir: Path,
         executor: Any,
     ) -> Sequence[JobReturn]:
-        from lossbench import sweep as sw
-        from lossbench.jobs import compose_jobs
         from lossbench.results import RunResult
+        from lossbench.sweep.checking import check_all
+        from lossbench.sweep.jobs import compose_jobs
+        from lossbench.sweep.run import run_sweep
         from lossbench.tracking.store import mlflow_seconds
 
         assert self.config is not None and self.hydra_context is not None
@@ -199,7 +200,7 @@ class LossbenchLauncher(Launcher):
         executor.wait_ready()  # their imports, started before composing
         ready = time.perf_counter()
         checker = executor.checker()
-        facts = sw.check_all(specs, checker, checker.n_workers)
+        facts = check_all(specs, checker, checker.n_workers)
         n_workers = executor.n_workers
         checked = time.perf_counter()
         # every job passed: now the sweep's directory, its multirun.yaml and its file
@@ -238,7 +239,7 @@ class LossbenchLauncher(Launcher):
             for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
                 log.debug("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
 
-        plan = sw.run_sweep(
+        plan = run_sweep(
             specs, facts, sweep_dir, executor, n_workers, hand_over, stack=self.stack,
             max_members=self.max_members, stack_by=self.stack_by, on_plan=announce,
             audit=self.audit,

@@ -11,7 +11,7 @@
    KILLED by whoever was running them.
 
 With ``hydra.sweeper.optuna.search`` set, each combination of the swept groups gets an Optuna
-study instead (:mod:`lossbench.hpo`): ``optimizer=sgd,adam`` with
+study instead (:mod:`lossbench.sweep.hpo`): ``optimizer=sgd,adam`` with
 ``hydra.sweeper.optuna.search={optimizer.lr: "log(1e-4, 1)"}`` tunes the lr of each optimizer.
 
 (No ``from __future__ import annotations``: Hydra loads plugins outside ``sys.modules``.)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class OptunaConf:
     """``hydra.sweeper.optuna``: tune the ``search`` parameters with Optuna instead of a grid,
-    one study per combination of the swept groups (see :mod:`lossbench.hpo`)."""
+    one study per combination of the swept groups (see :mod:`lossbench.sweep.hpo`)."""
 
     # searched parameters: key -> log(lo, hi) | float(lo, hi) | int(lo, hi) | choice(a, b, ...)
     # untyped, so that `hydra.sweeper.optuna.search={...}` can set it from the command line
@@ -85,9 +85,9 @@ class LossbenchSweeper(BasicSweeper):
         if not getattr(self.launcher, "checks_jobs", False):
             super().validate_batch_is_legal(batch)
             from lossbench.bad_input import clean_errors
-            from lossbench.executors import InlineExecutor
-            from lossbench.jobs import compose_jobs
-            from lossbench.sweep import check_all
+            from lossbench.sweep.checking import check_all
+            from lossbench.sweep.executors import InlineExecutor
+            from lossbench.sweep.jobs import compose_jobs
 
             assert self.hydra_context is not None and self.config is not None
             with clean_errors():
@@ -123,7 +123,7 @@ class LossbenchSweeper(BasicSweeper):
         initial_job_idx = 0
         try:
             if self.optuna.get("search"):
-                from lossbench.hpo import run_studies
+                from lossbench.sweep.hpo import run_studies
 
                 combos = [list(job) for batch in self.overrides for job in batch]
                 returns = run_studies(combos, self._launch_trials, self.optuna, sweep_dir)

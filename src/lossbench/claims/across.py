@@ -10,14 +10,14 @@ problems, and two assertion kinds judge recipes over them, each problem a block.
   a fails (b better, or a better by less than min_effect) on more than n - k problems, so that
   k is out of reach. INCONCLUSIVE otherwise.
 - ``ranks_first: [a, b, c, ...]``: a ranks first among these groups across the problems, by
-  its mean over seeds on each problem (Demšar 2006; :mod:`lossbench.ranking`). Three groups or
+  its mean over seeds on each problem (Demšar 2006; :mod:`lossbench.analysis.ranking`). Three groups or
   more: REPRODUCED when the Friedman test rejects at alpha and Nemenyi's post-hoc test finds a
   better than each other group; NOT REPRODUCED when the Friedman test rejects and some group
   ranks significantly better than a. Two groups: Wilcoxon's signed-rank test over the problems.
   Problems where a group has no value are left out (complete blocks), and counted.
 
 "Better" is the metric's direction: higher for accuracies, F1 and R², lower for losses and
-errors (:func:`lossbench.stats.direction`); ``mode: min|max`` says it for other names.
+errors (:func:`lossbench.analysis.stats.direction`); ``mode: min|max`` says it for other names.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from lossbench import ranking, stats
+from lossbench.analysis import ranking, stats
 from lossbench.claims.evidence import (
     INCONCLUSIVE,
     NOT_REPRODUCED,

@@ -17,7 +17,7 @@ from lossbench.claims.load import CLAIMS_DIR, read_claims
 from lossbench.claims.render import print_verdicts, verdicts_json, write_report
 from lossbench.claims.run import run_claims
 from lossbench.claims.spec import ClaimError
-from lossbench.config import ConfigError
+from lossbench.config.spec import ConfigError
 
 EXIT_CODES = (
     "Exit code: 0 when every claim was judged, whatever its verdict; 2 on bad input: a claim "

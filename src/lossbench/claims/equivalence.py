@@ -1,5 +1,5 @@
 """The ``equivalent: [a, b]`` assertion: two groups give the same result within ``margin``
-(in the metric's units), by two one-sided tests (TOST, :func:`lossbench.stats.tost`): paired by
+(in the metric's units), by two one-sided tests (TOST, :func:`lossbench.analysis.stats.tost`): paired by
 seed where the groups share seeds, else Welch.
 
 - REPRODUCED: equivalence shown, both one-sided tests reject at alpha (the 1 - 2·alpha CI of
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lossbench import stats
+from lossbench.analysis import stats
 from lossbench.claims.evidence import NOT_REPRODUCED, REPRODUCED, Evidence, Runs
 from lossbench.claims.select import measure
 from lossbench.claims.spec import Assertion, Claim, ClaimError

@@ -338,7 +338,7 @@ def _judge_loss_value(claim: Claim, assertion: Assertion, runs: Runs) -> Evidenc
     import torch
     from hydra.utils import get_method
 
-    from lossbench.config import build
+    from lossbench.config.spec import build
 
     o = assertion.options
     loss = build(o["loss"])

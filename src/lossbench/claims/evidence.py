@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lossbench import stats
+from lossbench.analysis import stats
 from lossbench.claims.spec import Assertion, Claim, ClaimError, RunKey, Selector, job_key
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "REPRODUCED", "NOT REPRODUCED", "INCONCLUSIVE"
@@ -133,7 +133,7 @@ def compare_values(
     a: Mapping[int, float], b: Mapping[int, float], kind: str, alpha: float, min_effect: float
 ) -> PairTest:
     """Test "a less than b" (``kind`` less) or "a greater than b" (greater): paired by seed or
-    Welch (:func:`lossbench.stats.compare`); a Mann-Whitney U test where diverged runs rank
+    Welch (:func:`lossbench.analysis.stats.compare`); a Mann-Whitney U test where diverged runs rank
     worst (infinite values). REPRODUCED: the claimed direction, p < alpha and |difference| ≥
     min_effect; NOT REPRODUCED: the opposite is significant, or the difference is significant
     but smaller than min_effect; else INCONCLUSIVE."""

@@ -17,7 +17,7 @@ import yaml
 from lossbench.claims.evaluate import KINDS
 from lossbench.claims.select import check_judged, parse_nuisance, selects
 from lossbench.claims.spec import Assertion, Claim, ClaimError, Selector
-from lossbench.config import CONF_DIR
+from lossbench.config.spec import CONF_DIR
 
 CLAIMS_DIR = CONF_DIR / "claims"
 TOP_KEYS = {

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lossbench.analysis.render import figure, markdown_table, p_value, plus_minus, print_table
 from lossbench.claims.evaluate import Verdict, describe
 from lossbench.claims.evidence import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Evidence
-from lossbench.render import figure, markdown_table, p_value, plus_minus, print_table
 
 HEADER = [
     "id",

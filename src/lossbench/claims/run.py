@@ -1,4 +1,4 @@
-"""Running the claims' sweeps: through :func:`lossbench.sweep.run_sweep`, as the launcher
+"""Running the claims' sweeps: through :func:`lossbench.sweep.run.run_sweep`, as the launcher
 does, so that nothing already in the store trains again and a config shared by two claims
 trains once; then reading back what evaluation needs."""
 
@@ -12,7 +12,8 @@ from typing import Any
 from lossbench.claims.evidence import RunData
 from lossbench.claims.select import selects
 from lossbench.claims.spec import Claim, ClaimError, RunKey, job_key
-from lossbench.config import CONF_DIR, RunSpec, recorded_metrics
+from lossbench.config.checks import recorded_metrics
+from lossbench.config.spec import CONF_DIR, RunSpec
 from lossbench.identity import config_hash
 
 
@@ -24,10 +25,12 @@ def run_claims(
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    from lossbench import sweep as sw
-    from lossbench.executors import make_executor, worker_count
     from lossbench.interrupts import interrupts
-    from lossbench.jobs import compose_jobs
+    from lossbench.sweep.checking import check_all
+    from lossbench.sweep.executors import make_executor, worker_count
+    from lossbench.sweep.jobs import compose_jobs
+    from lossbench.sweep.plan import SweepPlan
+    from lossbench.sweep.run import run_sweep
     from lossbench.tracking.records import metric_histories
     from lossbench.tracking.writer import Tracker
 
@@ -50,7 +53,7 @@ def run_claims(
     for spec in specs:
         spec.cfg["rerun"] = False
 
-    def announce(plan: sw.SweepPlan) -> None:
+    def announce(plan: SweepPlan) -> None:
         print(f"{len(specs)} runs for {len(claims)} claims: {len(plan.done)} already in the store, "
               f"{plan.shared} shared between claims, {plan.trained} to train as {len(plan.stacks)} "
               f"fits on {plan.n_workers} worker(s)", flush=True)  # fmt: skip
@@ -60,9 +63,9 @@ def run_claims(
     interrupted = True
     try:
         with interrupts():
-            facts = sw.check_all(specs, executor, n_workers)
+            facts = check_all(specs, executor, n_workers)
             check_metrics(claims, keys, specs, facts)
-            sw.run_sweep(specs, facts, sweep_dir, executor, n_workers, lambda job, result: None,
+            run_sweep(specs, facts, sweep_dir, executor, n_workers, lambda job, result: None,
                          alone=alone, on_plan=announce)  # fmt: skip
         interrupted = False
     finally:

@@ -3,7 +3,7 @@ lr grid, say) whose value is chosen for each compared group instead of compared:
 whose runs have the best mean ``select`` metric on the validation split. The group is then
 judged on the assertion's metric, which may not be a validation metric.
 
-Ranking (:func:`lossbench.stats.rank_settings`, as the report's fair comparison): a value
+Ranking (:func:`lossbench.analysis.stats.rank_settings`, as the report's fair comparison): a value
 where any run diverged ranks below every value where none did; then the better mean; ties keep
 the grid's order. The choice is noted when it is at an edge of the grid (the grid may be too
 narrow) and when divergence decided it.
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossbench import stats
+from lossbench.analysis import stats
 from lossbench.claims.evidence import (
     INCONCLUSIVE,
     Evidence,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossbench.config import ConfigError
+from lossbench.config.spec import ConfigError
 
 RunKey = tuple[str, tuple[tuple[str, str], ...], int]  # claim id, (axis, label) pairs, seed
 

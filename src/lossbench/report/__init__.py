@@ -6,7 +6,7 @@ recipe axes. It groups the runs by them and aggregates over seeds: mean, std, 95
 validation metric, the test metric, the final train loss, epochs- and seconds-to-target (runs
 that never reach the target are counted as censored) and time per run. Failed, diverged and
 killed runs are counted per group. Within each problem, groups are tested against its best
-group (or ``--vs``), paired by seed where the seeds match (see :mod:`lossbench.stats`); groups
+group (or ``--vs``), paired by seed where the seeds match (see :mod:`lossbench.analysis.stats`); groups
 of two problems are never compared. With a scientific and a nuisance axis, it also gives the
 fair comparison within each problem: for each value of the scientific axis, the best setting
 of the nuisance axis chosen on validation, reported on test. Across problems it ranks the

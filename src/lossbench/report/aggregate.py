@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lossbench import stats
+from lossbench.analysis import stats
 from lossbench.tracking.records import SweepRecord, metric_histories, outcome
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def fair_comparison(
     """For each value of the scientific axis (and of the other axes), the nuisance setting
     with the best mean validation metric, and that setting's test metric (Google's tuning
     playbook: select on validation, report on test). A setting where a run diverged ranks
-    below every setting where none did (:func:`lossbench.stats.rank_settings`)."""
+    below every setting where none did (:func:`lossbench.analysis.stats.rank_settings`)."""
     import pandas as pd
 
     higher = stats.higher_is_better(metric)

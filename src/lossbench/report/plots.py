@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossbench import stats
-from lossbench.render import figure, number
+from lossbench.analysis import stats
+from lossbench.analysis.render import figure, number
 
 if TYPE_CHECKING:
     from lossbench.report.build import Report
@@ -193,7 +193,7 @@ def _plot_profile(report: Report, path: Path) -> None:
     """ρ(τ), a step per recipe: the share of problems reached within τ × the best time."""
     import numpy as np
 
-    from lossbench import ranking
+    from lossbench.analysis import ranking
 
     across = report.across
     assert across is not None and across.times is not None

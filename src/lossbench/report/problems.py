@@ -2,7 +2,7 @@
 and which the recipe, and the recipes compared across the problems (mean ranks, Friedman and
 post-hoc tests, wins/ties/losses against a baseline, a performance profile). Within a problem
 the report compares groups as it always did; two problems are never compared with each other.
-The statistics are :mod:`lossbench.ranking`'s."""
+The statistics are :mod:`lossbench.analysis.ranking`'s."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lossbench import ranking, stats
+from lossbench.analysis import ranking, stats
 from lossbench.report.aggregate import by_seed, group_label, groups_of
 
 if TYPE_CHECKING:

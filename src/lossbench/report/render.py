@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lossbench import stats
-from lossbench.render import (
+from lossbench.analysis import stats
+from lossbench.analysis.render import (
     MISSING,
     html_table,
     interval,

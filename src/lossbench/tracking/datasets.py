@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow.entities import DatasetInput
 
-    from lossbench.data import SplitData
+    from lossbench.problem.data import SplitData
 
 CONTEXT_TAG = "mlflow.data.context"  # mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT
 SPLITS = ("train", "validation", "test")

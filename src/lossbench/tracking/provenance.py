@@ -2,7 +2,7 @@
 the writing process (host, pid, pid start time), by which stale RUNNING runs are found.
 
 What decides a run's floating-point results on the machine that trained it (CPU capability,
-torch build, device) is known only where torch runs: see :mod:`lossbench.platform_facts`.
+torch build, device) is known only where torch runs: see :mod:`lossbench.fit.platform_facts`.
 """
 
 from __future__ import annotations

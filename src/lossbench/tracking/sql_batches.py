@@ -1,4 +1,5 @@
-"""Writing a stack's runs to a SQL store in two transactions (``tracking.sql_batches=true``).
+"""Writing a stack's runs to a SQL store in a few transactions (the SQL write path, the default
+where it is verified: ``tracking.sql_batches``).
 
 MLflow's client creates, fills and closes runs one call at a time, each a transaction of its
 own. MLflow has no batch API for runs, so this module writes a stack's runs in one transaction
@@ -30,29 +31,24 @@ log = logging.getLogger(__name__)
 # MLflow versions whose table models and validation this module was checked against.
 VERIFIED_MLFLOW = ("3.17.2",)
 
-_notice_given = False
 
-
-def batch_store(client: Any) -> Any | None:
+def batch_store(client: Any) -> tuple[Any | None, str]:
     """MLflow's SQLAlchemy store behind ``client``, if it is one and the installed MLflow is
-    verified; else ``None`` (with a one-line notice for an unverified MLflow)."""
-    global _notice_given
+    verified, else ``None``; and why."""
     import mlflow
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     if mlflow.__version__ not in VERIFIED_MLFLOW:
-        if not _notice_given:
-            log.warning(
-                "tracking.sql_batches: not verified with MLflow %s (only %s); writing through "
-                "MLflow's API",
-                mlflow.__version__,
-                ", ".join(VERIFIED_MLFLOW),
-            )
-            _notice_given = True
-        return None
+        return None, (
+            f"MLflow {mlflow.__version__} is not a version the SQL path was verified against "
+            f"({', '.join(VERIFIED_MLFLOW)})"
+        )
     # The client exposes no public accessor for its store.
     store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    return store if isinstance(store, SqlAlchemyStore) else None
+    if not isinstance(store, SqlAlchemyStore):
+        return None, "the store is not a SQL database MLflow opens itself (an HTTP server, say)"
+    dialect = getattr(store, "db_type", "SQL")
+    return store, f"a {dialect} store on MLflow {mlflow.__version__}, verified for the SQL path"
 
 
 def create_runs(

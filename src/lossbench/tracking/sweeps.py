@@ -17,14 +17,27 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from filelock import FileLock
 
 from lossbench.tracking.store import timed
 
-if TYPE_CHECKING:
-    from lossbench.tracking.writer import Tracker
+
+class SweepWriter(Protocol):
+    """What :func:`sweep_parent` needs of a writer (:class:`lossbench.tracking.writer.Tracker`
+    is one; naming it here would make the two modules import each other)."""
+
+    uri: str
+
+    def reap(self) -> list[str]: ...  # noqa: D102
+
+    def start_sweep(
+        self, sweep_id: str, overrides: Sequence[str], sweep_dir: str, report: Any = None
+    ) -> SweepInfo: ...  # noqa: D102
+
+    def start_study(self, sweep_id: str, parent_run_id: str, label: str) -> str: ...  # noqa: D102
+
 
 SWEEP_FILE = "lossbench-sweep.json"  # in the Hydra sweep dir: how jobs find their parent run
 
@@ -111,7 +124,7 @@ def sweep_store(sweep_dir: str | Path) -> str | None:
     return _read(sweep_dir).get("store_uri")
 
 
-def sweep_parent(sweep_dir: str | Path, tracker: Tracker) -> SweepInfo:
+def sweep_parent(sweep_dir: str | Path, tracker: SweepWriter) -> SweepInfo:
     """The sweep's parent run, created on first call (across processes). Creating it first
     marks the experiment's stale RUNNING runs KILLED (see :mod:`lossbench.tracking.reaping`)."""
     with _locked_state(sweep_dir) as state:

@@ -1,0 +1,219 @@
+"""The vectorized updates of a stack: the torch.optim classes whose update lossbench writes
+once for all members, each with a column of hyperparameters (one value per member).
+
+Each update does its arithmetic in torch's order (``addcdiv(p, a, b, value=v)`` is
+``p + v * a / b``), so members round as they do alone: the single-tensor updates of SGD,
+RMSprop, Adagrad, Adam/AdamW and NAdam, up to float rounding (within 1e-5 relative over a run,
+tested against the plain model in ``tests/test_own_recipes.py``). Members are grouped by update
+and options (SGD with Nesterov momentum, AdamW, ...): a group's update is a handful of tensor
+ops on its rows of one ``[K, P]`` buffer. Any other optimizer steps each member through its own
+instance (:mod:`lossbench.recipe.stacked_optim`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+Hyper = dict[str, Tensor]  # hyperparameter -> one value per member of a group, [k, 1]
+State = dict[str, Tensor]  # a group's optimizer state, [k, P] tensors
+Flags = frozenset[str]  # the options on in a group, e.g. {"momentum", "nesterov"}
+Update = Callable[[Tensor, Tensor, State, Hyper, int, Flags], Tensor]
+
+
+def _kept(state: State, key: str, new: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
+    """``state[key]``, or ``new(like)`` at the first step (built only then)."""
+    return state[key] if key in state else new(like)
+
+
+def _signed(grad: Tensor, f: Flags) -> Tensor:
+    return -grad if "maximize" in f else grad
+
+
+def _l2(grad: Tensor, param: Tensor, h: Hyper, f: Flags) -> Tensor:
+    """``grad + weight_decay * param``: L2 weight decay, added to the gradient as torch does."""
+    return grad.addcmul(param, h["weight_decay"]) if "weight_decay" in f else grad
+
+
+def _sgd(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    g = _l2(_signed(g, f), p, h, f)
+    if "momentum" in f:
+        if "momentum_buffer" not in state:
+            buf = g.clone()
+        else:
+            buf = torch.addcmul(state["momentum_buffer"] * h["momentum"], g, h["1-dampening"])
+        state["momentum_buffer"] = buf
+        g = g.addcmul(buf, h["momentum"]) if "nesterov" in f else buf
+    return p.addcmul(g, -h["lr"])
+
+
+def _decay(p: Tensor, g: Tensor, h: Hyper, f: Flags) -> tuple[Tensor, Tensor]:
+    """Weight decay as Adam, AdamW and NAdam apply it: decoupled (the weights shrink by
+    ``1 - lr * weight_decay``) or L2 (added to the gradient)."""
+    if "decoupled" in f and "weight_decay" in f:
+        return p * (1 - h["lr_64"] * h["weight_decay_64"]).to(p.dtype), g
+    return p, _l2(g, p, h, f)
+
+
+def _moments(g: Tensor, state: State, h: Hyper) -> tuple[Tensor, Tensor]:
+    exp_avg = _kept(state, "exp_avg", torch.zeros_like, g).lerp(g, h["1-beta1"])
+    exp_avg_sq = _kept(state, "exp_avg_sq", torch.zeros_like, g) * h["beta2"]
+    exp_avg_sq = torch.addcmul(exp_avg_sq, g, g * h["1-beta2"])
+    state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
+    return exp_avg, exp_avg_sq
+
+
+def _adam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    p, g = _decay(p, _signed(g, f), h, f)
+    exp_avg, second = _moments(g, state, h)
+    step_size = (h["lr_64"] / (1 - h["beta1_64"] ** step)).to(p.dtype)
+    correction2 = (1 - h["beta2_64"] ** step).sqrt().to(p.dtype)
+    if "amsgrad" in f:
+        second = torch.maximum(state.get("max_exp_avg_sq", second), second)
+        state["max_exp_avg_sq"] = second
+    denom = second.sqrt() / correction2 + h["eps"]
+    return p + (-step_size * exp_avg) / denom
+
+
+def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    p, g = _decay(p, _signed(g, f), h, f)
+    beta1, decay = h["beta1_64"], h["momentum_decay_64"]
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * decay))
+    # torch keeps the product of the mu's as a float32 state tensor
+    previous = _kept(state, "mu_product", lambda m: torch.ones_like(m, dtype=p.dtype), mu)
+    mu_product = previous * mu.to(p.dtype)
+    state["mu_product"] = mu_product
+    exp_avg, exp_avg_sq = _moments(g, state, h)
+    correction2 = (1 - h["beta2_64"] ** step).to(p.dtype)
+    denom = (exp_avg_sq / correction2).sqrt() + h["eps"]
+    product = mu_product.double()
+    now = (-h["lr_64"] * (1.0 - mu) / (1.0 - product)).to(p.dtype)
+    ahead = (-h["lr_64"] * mu_next / (1.0 - product * mu_next)).to(p.dtype)
+    return p + (now * g) / denom + (ahead * exp_avg) / denom
+
+
+def _rmsprop(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    g = _l2(_signed(g, f), p, h, f)
+    square_avg = _kept(state, "square_avg", torch.zeros_like, g) * h["alpha"]
+    square_avg = torch.addcmul(square_avg, g, g * h["1-alpha"])
+    state["square_avg"] = square_avg
+    if "centered" in f:
+        grad_avg = _kept(state, "grad_avg", torch.zeros_like, g).lerp(g, h["1-alpha"])
+        state["grad_avg"] = grad_avg
+        avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt() + h["eps"]
+    else:
+        avg = square_avg.sqrt() + h["eps"]
+    if "momentum" not in f:
+        return p + (-h["lr"] * g) / avg
+    buf = _kept(state, "momentum_buffer", torch.zeros_like, g) * h["momentum"] + g / avg
+    state["momentum_buffer"] = buf
+    return p.addcmul(buf, -h["lr"])
+
+
+def _adagrad(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+    g = _l2(_signed(g, f), p, h, f)
+    if "sum" not in state:
+        state["sum"] = h["initial_accumulator_value"].expand_as(g).clone()
+    state["sum"] = state["sum"].addcmul(g, g)
+    rate = (h["lr_64"] / (1 + (step - 1) * h["lr_decay_64"])).to(p.dtype)
+    return p + (-rate * g) / (state["sum"].sqrt() + h["eps"])
+
+
+# torch.optim class -> its update and the param-group values it reads (AdamW is Adam with
+# decoupled weight decay: one update for both).
+_ADAM_KEYS = ("beta1", "beta2", "eps", "weight_decay")
+KINDS: dict[type[Optimizer], tuple[Update, tuple[str, ...]]] = {
+    torch.optim.SGD: (_sgd, ("momentum", "dampening", "weight_decay")),
+    torch.optim.Adam: (_adam, _ADAM_KEYS),
+    torch.optim.AdamW: (_adam, _ADAM_KEYS),
+    torch.optim.NAdam: (_nadam, (*_ADAM_KEYS, "momentum_decay")),
+    torch.optim.RMSprop: (_rmsprop, ("alpha", "eps", "weight_decay", "momentum")),
+    torch.optim.Adagrad: (
+        _adagrad,
+        ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"),
+    ),  # fmt: skip
+}
+_COMPLEMENTS = ("beta1", "beta2", "alpha", "dampening")  # also as 1 - value
+_DOUBLES = ("lr", "beta1", "beta2", "weight_decay", "momentum_decay", "lr_decay")  # also as f64
+
+
+def _values(group: dict[str, Any], keys: Sequence[str]) -> tuple[float, ...]:
+    """A param group's ``lr`` and ``keys`` (``beta1``, ``beta2``: its betas), as floats."""
+    betas = group.get("betas", (math.nan, math.nan))
+    named = {**group, "beta1": betas[0], "beta2": betas[1]}
+    return (float(group["lr"]), *(float(named[key]) for key in keys))
+
+
+def variant(shadow: Optimizer) -> tuple[Update, tuple[str, ...], Flags]:
+    """How a member steps: its update, the values it reads, and the options that change the
+    update's form (they never change during a run: schedules change values, not options)."""
+    if type(shadow) not in KINDS:
+        supported = ", ".join(sorted(k.__name__ for k in KINDS))
+        raise ValueError(
+            f"{type(shadow).__name__} cannot train as a stack member; supported: {supported}"
+        )
+    update, keys = KINDS[type(shadow)]
+    group = shadow.param_groups[0]
+    flags = {
+        "maximize": group.get("maximize"),
+        "weight_decay": group.get("weight_decay"),
+        "momentum": group.get("momentum"),
+        "nesterov": group.get("nesterov"),
+        "decoupled": group.get("decoupled_weight_decay"),
+        "amsgrad": group.get("amsgrad"),
+        "centered": group.get("centered"),
+    }
+    return update, keys, frozenset(name for name, on in flags.items() if on)
+
+
+class VectorGroup:
+    """Members stepped by the same update in the same form: their rows of the stack and the
+    recipes they use."""
+
+    def __init__(self, update: Update, keys: tuple[str, ...], flags: Flags) -> None:
+        self.update, self.keys, self.flags = update, keys, flags
+        self.rows: list[int] = []
+        self.recipes: list[int] = []  # distinct recipes of the group
+        self.slots: list[int] = []  # each row's index into recipes
+        self.span: slice | Tensor = slice(0)  # its rows: a slice where they are contiguous
+        self._values: list[tuple[float, ...]] = []
+        self._hyper: Hyper = {}
+        self._slots: Tensor | None = None  # self.slots as a tensor, once built
+
+    def add(self, member: int, recipe: int) -> None:
+        """Add a member that trains with ``recipe``."""
+        if recipe not in self.recipes:
+            self.recipes.append(recipe)
+        self.rows.append(member)
+        self.slots.append(self.recipes.index(recipe))
+
+    def hyper(self, shadows: Sequence[Any], like: Tensor) -> Hyper:
+        """This step's hyperparameters, a column ``[k, 1]`` each, read from the recipes'
+        shadows (a column is rebuilt only when a schedule has changed one of its values)."""
+        values = [_values(shadows[r].param_groups[0], self.keys) for r in self.recipes]
+        if values == self._values:
+            return self._hyper
+        if self._slots is None or self._slots.device != like.device:
+            self._slots = torch.tensor(self.slots, device=like.device)
+        slots = self._slots
+
+        def column(per_recipe: list[float], dtype: torch.dtype) -> Tensor:
+            return torch.tensor(per_recipe, dtype=dtype, device=like.device)[slots].unsqueeze(1)
+
+        for i, name in enumerate(("lr", *self.keys)):
+            per_recipe = [v[i] for v in values]
+            if self._values and per_recipe == [v[i] for v in self._values]:
+                continue
+            self._hyper[name] = column(per_recipe, like.dtype)
+            if name in _COMPLEMENTS:  # 1 - beta in double precision, then rounded, as torch
+                self._hyper[f"1-{name}"] = column([1 - v for v in per_recipe], like.dtype)
+            if name in _DOUBLES:  # torch computes its scalars in double precision
+                self._hyper[f"{name}_64"] = column(per_recipe, torch.float64)
+        self._values = values
+        return self._hyper
