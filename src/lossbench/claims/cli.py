@@ -55,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--claims-dir", type=Path, default=CLAIMS_DIR, help="where the claim files are"
     )
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        help="a folder of your own config options (e.g. optimizer/mine.yaml) that claims may "
+        "name as lossbench's own (as lossbench-train's --config-dir)",
+    )
     parser.add_argument("--n-jobs", type=int, help="worker processes (default: all cores)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: as training)")
     args = parser.parse_args(argv)
@@ -72,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         tracker.check_reachable()
         open_sweep(sweep_dir, [c.id for c in claims])
-        runs = run_claims(claims, uri, args.experiment, args.n_jobs, sweep_dir)
+        runs = run_claims(
+            claims, uri, args.experiment, args.n_jobs, sweep_dir, config_dir=args.config_dir
+        )
         verdicts = [evaluate(claim, runs) for claim in claims]
     except (ConfigError, StoreUnreachable) as err:
         print(f"lossbench-claims: {err}", file=sys.stderr)

@@ -18,11 +18,18 @@ from lossbench.identity import config_hash
 
 
 def run_claims(
-    claims: Sequence[Claim], uri: str, experiment: str, n_jobs: int | None, sweep_dir: Path
+    claims: Sequence[Claim],
+    uri: str,
+    experiment: str,
+    n_jobs: int | None,
+    sweep_dir: Path,
+    config_dir: Path | None = None,
 ) -> dict[RunKey, RunData]:
-    """Train what the store does not hold yet for these claims; return every job's run data."""
+    """Train what the store does not hold yet for these claims; return every job's run data.
+    ``config_dir``: a folder of the user's own config options, searched after lossbench's."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
     from hydra.types import RunMode
 
     from lossbench.interrupts import interrupts
@@ -46,8 +53,12 @@ def run_claims(
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
-        master = loader.load_configuration("train", [], run_mode=RunMode.MULTIRUN)
-        jobs = compose_jobs(loader, master, overrides, 0)
+        search = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]"] if config_dir else []
+        try:
+            master = loader.load_configuration("train", search, run_mode=RunMode.MULTIRUN)
+            jobs = compose_jobs(loader, master, overrides, 0)
+        except HydraException as err:
+            raise ClaimError(f"composing the claims' runs: {err}") from None
     GlobalHydra.instance().clear()
     specs = [job.spec for job in jobs]
     for spec in specs:
