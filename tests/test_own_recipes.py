@@ -250,7 +250,8 @@ def test_shipped_presets_stack_and_match_the_plain_model(
         spec.cfg["optimizer"]["lr"] = spec.cfg["optimizer"]["lr"] * factor
         specs.append(spec)
     assert len({stack_key(s) for s in specs}) == 1
-    assert_members_match_plain_model(specs, rtol)
+    assert_members_match_plain_model(specs, rtol)  # stacked
+    assert_members_match_plain_model(specs[:1], rtol)  # and alone
 
 
 @pytest.mark.slow
