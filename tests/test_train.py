@@ -130,3 +130,27 @@ def test_bad_input_writes_nothing(make_spec, store_uri: str) -> None:  # noqa: A
     with pytest.raises(ConfigError, match="classification loss"):
         run_once(make_spec, store_uri, "bad-input", "dataset=diabetes", "loss=focal")
     assert MlflowClient(store_uri).get_experiment_by_name("bad-input") is None
+
+
+def test_in_a_slurm_job_lightning_does_not_requeue_it(
+    make_spec, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """Lightning would requeue a SLURM job on SIGUSR1 itself; the sweep retries lost stacks,
+    so in a SLURM job the fit's SLURM environment has auto_requeue off."""
+    from lossbench.fit import training
+
+    for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "lossbench", "SLURM_JOB_ID": "7",
+                        "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    built = []
+    real = training.build_trainer
+
+    def recorded(node, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        built.append(dict(node))
+        return real(node, **kwargs)
+
+    monkeypatch.setattr(training, "build_trainer", recorded)
+    spec = make_spec(["tracking=none", "trainer.max_epochs=1", "dataset.source.n_samples=200"])
+    training.fit_members([spec.cfg])
+    [plugin] = built[0]["plugins"]
+    assert plugin.auto_requeue is False

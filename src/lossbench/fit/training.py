@@ -12,6 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from lossbench.config.checks import MEMBER_SAFE, epoch_metrics
 from lossbench.config.spec import batch_rows, build, build_trainer
@@ -84,6 +85,10 @@ def fit_members(
         callbacks.append(Diagnostics(first["diagnostics"], x_train, data.summary()))
     if exact:
         trainer_cfg["precision"] = "64-true"
+    if SLURMEnvironment.detect():
+        # in a SLURM job (executor=slurm) Lightning would requeue the job itself on SIGUSR1;
+        # the sweep retries a lost stack instead, so a stack must never run twice in SLURM
+        trainer_cfg["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     trainer: pl.Trainer = build_trainer(trainer_cfg, callbacks=callbacks)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
