@@ -133,7 +133,8 @@ def test_bad_input_writes_nothing(make_spec, store_uri: str) -> None:  # noqa: A
 
 
 def test_in_a_slurm_job_lightning_does_not_requeue_it(
-    make_spec, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    make_spec,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     """Lightning would requeue a SLURM job on SIGUSR1 itself; the sweep retries lost stacks,
     so in a SLURM job the fit's SLURM environment has auto_requeue off."""
