@@ -9,7 +9,8 @@ from pathlib import Path
 
 from lossbench.report.aggregate import default_uri
 from lossbench.report.build import build_report
-from lossbench.report.render import print_report, run_description, write_report
+from lossbench.report.description import run_description
+from lossbench.report.render import print_report, write_report
 from lossbench.tracking.artifacts import log_report, set_description
 from lossbench.tracking.records import NotInStore
 from lossbench.tracking.store import StoreUnreachable, check_reachable
