@@ -635,7 +635,7 @@ def test_the_report_sets_each_fixed_claim_beside_its_fair_variant(tmp_path: Path
     assert (fixed_verdict.verdict, fair_verdict.verdict) == (C.REPRODUCED, C.NOT_REPRODUCED)
     other = C.evaluate(fixed, runs_for(fixed, {"a": a, "b": b}))  # no fair variant: not listed
     other.claim = C.load_claim(claim_file(tmp_path, id="T2"))
-    text = render.write_report(
+    text = C.write_report(
         [fixed_verdict, fair_verdict, other], tmp_path / "reports", 1.0, "claims", "sqlite://"
     ).read_text()
     section = text.split("## Fixed learning rate vs each at its best learning rate")[1]
