@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="headline metric (default: the sweep's report.metric, else val/acc or val/rmse)",
     )
     parser.add_argument(
-        "--target", type=float, help="value of the metric that counts as reached (epochs-to-target)"
+        "--target",
+        type=float,
+        help="value of the metric that counts as reached (time to target: Kaplan-Meier median over seeds, runs that never reach it censored)",
     )
     parser.add_argument(
         "--vs",
