@@ -388,6 +388,12 @@ def test_performance_profile_of_epochs_to_target(suite: report.Report) -> None:
     assert across.profile.loc["optimizer=adam", 1.0] == 1.0
     header, rows = report.profile_table(suite)
     assert header[:2] == ["recipe", "ρ(1)"] and rows[0][:2] == ["optimizer=adam", "3/3"]
+    header, rows = report.times_table(suite)  # the times the profile compares, with their CIs
+    cells = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    moons = [stats_epochs(f + VAL_OFFSET) for f in SUITE[("moons", "adam")]]
+    assert cells["optimizer=adam"]["dataset=moons"].startswith(f"{sorted(moons)[1]:.0f} [")
+    assert cells["optimizer=adam"]["dataset=moons"].endswith("(3/3)")
+    assert cells["optimizer=sgd"]["dataset=iris"] == "> 5 (0/3)"  # never: censored at 5 epochs
 
 
 def stats_epochs(final: float) -> float:
@@ -435,6 +441,7 @@ def test_suite_files_and_description_lead_with_the_across_table(
     assert report.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.index("Across problems") < printed.index("dataset=iris: runs grouped by")
+    assert printed.index("Epochs to val/acc ≥ 0.9 on each problem") < printed.index("Performance profile")
     for name in ("report.md", "report.html", "curves.png", "bars.png", "heatmap.png", "cd.png",
                  "profile.png"):  # fmt: skip
         assert (tmp_path / name).stat().st_size > 0, name
