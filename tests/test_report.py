@@ -441,7 +441,9 @@ def test_suite_files_and_description_lead_with_the_across_table(
     assert report.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.index("Across problems") < printed.index("dataset=iris: runs grouped by")
-    assert printed.index("Epochs to val/acc ≥ 0.9 on each problem") < printed.index("Performance profile")
+    assert printed.index("Epochs to val/acc ≥ 0.9 on each problem") < printed.index(
+        "Performance profile"
+    )
     for name in ("report.md", "report.html", "curves.png", "bars.png", "heatmap.png", "cd.png",
                  "profile.png"):  # fmt: skip
         assert (tmp_path / name).stat().st_size > 0, name
