@@ -673,9 +673,10 @@ def test_stopped_epochs_and_audits_have_columns_and_a_failed_audit_stands_out(
     assert report.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.index("AUDIT FAILED") < printed.index("runs grouped by")
-    assert (tmp_path / "report.md").read_text().index("AUDIT FAILED") < (
-        tmp_path / "report.md"
-    ).read_text().index("| optimizer |")
+    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    assert md.index("**AUDIT FAILED") < md.index("| optimizer |") and "**FAILED 3/3**" in md
+    assert "<td class=loud>FAILED 3/3</td>" in page
+    assert page.index("<p class=loud>AUDIT FAILED") < page.index("<table>")
     client = MlflowClient(store_uri)
     parent = client.search_runs([client.get_experiment_by_name("stopped").experiment_id],
                                 "tags.`lossbench.role` = 'sweep'")[0]  # fmt: skip
@@ -718,6 +719,8 @@ def test_sparse_histories_are_read_by_their_logged_epochs(store_uri: str, tmp_pa
     assert rows.loc["sparse", "best val/acc mean"] == pytest.approx(0.96)
     report.write_report(built, tmp_path)  # the curves plot by epoch
     assert (tmp_path / "curves.png").stat().st_size > 0
+    note = report.run_description(built)  # the MLflow description's table has it too
+    assert "epochs to val/acc ≥ 0.95 (median [95% CI]) | reached |" in note and "12–16 [" in note
 
 
 DECLARED = {"_target_": "mymetrics.auroc", "task": "classification", "every_epoch": True}

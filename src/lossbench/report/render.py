@@ -309,18 +309,18 @@ def _sections(report: Report) -> list[tuple[str, Table | str, bool]]:
         axes = ", ".join(report.axes if single else report.recipe_axes) or "nothing (one group)"
         fair = []
         if report.fair is not None and not report.fair.empty:
-            fair = [(f"{where}fair comparison: best {report.nuisance} per "
-                     f"{report.scientific or ', '.join(_others(report)) or 'all runs'}",
+            per = report.scientific or ", ".join(_others(report))
+            fair = [(f"{where}fair comparison: best {report.nuisance}{f' per {per}' if per else ''}",
                      fair_table(report, None if single else problem), False)]  # fmt: skip
         shown = report.shown(None if single else problem)
         table_title = f"{where}runs grouped by {axes}"
         if report.searched:
-            others = ", ".join(_others(report)) or "all runs"
+            others = ", ".join(_others(report))
             total = (
                 len(report.summary) if single else int((report.summary["problem"] == problem).sum())
             )
-            table_title = (f"{where}the best trials of each {others} ({len(shown)} of {total} "
-                           f"trials; {report.nuisance} searched)")  # fmt: skip
+            table_title = (f"{where}the best trials{f' of each {others}' if others else ''} "
+                           f"({len(shown)} of {total} trials; {report.nuisance} searched)")  # fmt: skip
         sections += fair if report.searched else []
         sections.append((table_title, display_table(report, None if single else problem), True))
         baseline = report.baselines.get(problem)
@@ -374,7 +374,13 @@ def write_report(report: Report, out: Path) -> list[Path]:
     md = [f"# lossbench report: {sweep.experiment}", "", intro, ""]
     for title, content, _ in sections:
         md += [f"## {title}", ""] if title else []
-        md += [content if isinstance(content, str) else markdown_table(*content), ""]
+        if isinstance(content, str):
+            loud = content in report.warnings or content == "\n".join(report.warnings)
+            md += [f"**{content}**" if loud else content, ""]
+        else:
+            header, rows = content
+            rows = [[f"**{c}**" if c.startswith(LOUD) else c for c in row] for row in rows]
+            md += [markdown_table(header, rows), ""]
     md += [
         "## Plots",
         "",
@@ -389,7 +395,8 @@ def write_report(report: Report, out: Path) -> list[Path]:
 
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;"
              "margin:1em 0;font-size:13px} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             " th{background:#f0f0f0} tr.best{background:#e3f6e3;font-weight:bold} img{max-width:100%}")  # fmt: skip
+             " th{background:#f0f0f0} tr.best{background:#e3f6e3;font-weight:bold} img{max-width:100%}"
+             " .loud{color:#b00000;font-weight:bold}")  # fmt: skip
     name = html.escape(sweep.experiment)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lossbench report: {name}"
              f"</title><style>{style}</style></head><body><h1>lossbench report: {name}</h1>"
@@ -398,9 +405,11 @@ def write_report(report: Report, out: Path) -> list[Path]:
         parts.append(f"<h2>{html.escape(title)}</h2>" if title else "")
         if isinstance(content, str):
             lines = content.split("\n")
-            parts.append("".join(f"<p>{html.escape(line)}</p>" for line in lines))
+            css = " class=loud" if content == "\n".join(report.warnings) else ""
+            parts.append("".join(f"<p{css}>{html.escape(line)}</p>" for line in lines))
         else:
-            parts.append(html_table(*content, best))
+            table = html_table(*content, best)  # a failed audit in red
+            parts.append(table.replace(f"<td>{LOUD}", f"<td class=loud>{LOUD}"))
     parts.append("<h2>Plots</h2>")
     for png in pngs:
         data = base64.b64encode(png.read_bytes()).decode()
