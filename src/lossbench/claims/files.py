@@ -143,6 +143,17 @@ def _records(folder: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (len(r["id"]), r["id"]))
 
 
+def _float(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _effect(record: Mapping[str, Any]) -> str:
+    """A claim's effect as data, shown with what it is."""
+    if record.get("effect") is None:
+        return "–"
+    return f"{record['effect']:.3g} ({record.get('effect_kind', '')})"
+
+
 def write_index(out: Path, judged_now: int = 0, seconds: float = 0.0) -> Path:
     """``out/claims.md`` from every claim file of ``out/claims/``: the verdicts table, the
     method, fixed vs fair learning rates, then each claim's section."""
@@ -150,9 +161,8 @@ def write_index(out: Path, judged_now: int = 0, seconds: float = 0.0) -> Path:
     records = _records(folder)
     counts = Counter(r["verdict"] for r in records)
     summary = [
-        [r["id"], r.get("claim", ""), f"**{r['verdict']}**", p_value(r["p_value"] if r["p_value"] is not None else float("nan")),
-         (f"{r['effect']:.3g} ({r.get('effect_kind', '')})" if r.get("effect") is not None else "–"),
-         str(r["n"]), f"{r.get('judged', '')} (`{r.get('experiment', '')}`)"]
+        [r["id"], r.get("claim", ""), f"**{r['verdict']}**", p_value(_float(r["p_value"])),
+         _effect(r), str(r["n"]), f"{r.get('judged', '')} (`{r.get('experiment', '')}`)"]
         for r in records
     ]  # fmt: skip
     lines = [
@@ -161,7 +171,8 @@ def write_index(out: Path, judged_now: int = 0, seconds: float = 0.0) -> Path:
         + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         + ". Each claim's section, plot and verdict as data are in `claims/` (`<id>.md`, "
         "`<id>.png`, `<id>.json`); judging a claim again replaces its own.", "",
-        markdown_table(["id", "claim", "verdict", "p", "effect (what it is)", "n", "judged (experiment)"], summary),
+        markdown_table(["id", "claim", "verdict", "p", "effect (what it is)", "n",
+                        "judged (experiment)"], summary),
         "", METHODS, "",
         *fair_comparison_lines(records),
     ]  # fmt: skip

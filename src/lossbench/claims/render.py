@@ -191,8 +191,9 @@ def _assertion_json(e: Evidence) -> dict[str, Any]:
 
 
 def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
-    """The verdicts as data: id, verdict, p_value, effect, n (of the deciding assertion), and
-    per assertion the same with why and each group's mean and 95% CI; where a claim has a nuisance axis, the claim's
+    """The verdicts as data: id, verdict, p_value, effect and effect_kind, n (of the deciding
+    assertion), and per assertion the same with why and each group's mean and 95% CI (for a
+    time to target: median, its CI and runs reached); where a claim has a nuisance axis, the claim's
     ``nuisance`` and per assertion the value ``chosen`` for each group, the ``selection`` means
     it was chosen on, and ``notes``."""
     out = []
@@ -201,7 +202,10 @@ def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
         item = {"id": v.claim.id, "verdict": v.verdict, "p_value": _number(d.p_value),
                 "effect": _number(d.effect), "effect_kind": d.effect_kind, "n": d.n}  # fmt: skip
         if nuisance:
-            mode = {True: "max", False: "min"}.get(nuisance.higher, nuisance.mode)  # type: ignore[arg-type]
+            # the direction decided (before training), else as the file gave it
+            mode = (
+                nuisance.mode if nuisance.higher is None else ("max" if nuisance.higher else "min")
+            )
             item["nuisance"] = {"axis": nuisance.axis, "select": nuisance.select.label(),
                                 "mode": mode}  # fmt: skip
         item["assertions"] = [_assertion_json(e) for e in v.evidence]

@@ -89,8 +89,9 @@ def build_report(
     problem: str | None = None,
 ) -> Report:
     """Read a sweep (the latest one by default) and aggregate it. Unset options come from the
-    sweep's ``report`` settings (its target only for its own headline metric). ``problem``: the problem axes (comma-separated, or ``none``);
-    by default the dataset, model and data_seed axes. Raises :class:`NotInStore` or
+    sweep's ``report`` settings (its target only for its own headline metric). ``problem``: the
+    problem axes (comma-separated, or ``none``); by default the dataset, model and data_seed
+    axes. Raises :class:`NotInStore` or
     ``ValueError`` naming the bad value and the choices."""
     record = load_sweep(tracking_uri or default_uri(), experiment, sweep)
     tags = record.tags

@@ -37,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--target",
         type=float,
-        help="value of the metric that counts as reached (time to target: Kaplan-Meier median over seeds, runs that never reach it censored)",
+        help="value of the metric that counts as reached (time to target: Kaplan-Meier median "
+        "over seeds, runs that never reach it censored)",
     )
     parser.add_argument(
         "--vs",
