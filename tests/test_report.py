@@ -606,6 +606,8 @@ def test_a_searched_axis_is_grouped_out_its_best_trials_shown_and_the_fair_compa
     md = (tmp_path / "report.md").read_text()
     assert md.index("## fair comparison") < md.index("## the best trials")
     assert "0.056016038175032964" not in md
+    with pytest.raises(ValueError, match=r"--vs 'optimizer.lr=0.1': \['optimizer.lr'\] is not"):
+        report.build_report(trials_store, "trials", vs="optimizer.lr=0.1")
 
 
 def test_shown_numbers_keep_values_apart() -> None:
@@ -617,6 +619,11 @@ def test_shown_numbers_keep_values_apart() -> None:
     close = short_values(["0.0010001", "0.0010002", "0.002"])  # 4 digits would merge two
     assert close == {"0.0010001": "0.0010001", "0.0010002": "0.0010002", "0.002": "0.002"}
     assert short_values(["0.123456789", "0.123456", "1"])["0.123456789"] == "0.123457"
+    from lossbench.report.values import translate  # --vs takes the recorded value too
+
+    shown = {"optimizer.lr": {"0.056016038175032964": "0.05602"}}
+    assert translate({"optimizer.lr": "0.056016038175032964", "loss": "mse"}, shown) == {
+        "optimizer.lr": "0.05602", "loss": "mse"}  # fmt: skip
 
 
 def test_a_test_metric_as_the_headline_shows_once_and_no_table_is_empty(

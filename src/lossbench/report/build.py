@@ -147,8 +147,15 @@ def build_report(
     notes += _single_recipe_notes(summary, problems)
     column = test_metric(metric) if test_metric(metric) in frame.columns else metric
     wanted = translate(_wanted(vs), shown) if vs is not None else None
-    baselines = _baselines(summary, axes, problems, vs, wanted, notes)
-    comparisons = _comparisons(frame, recipes, column, {} if searched else baselines)
+    if searched:  # no tests between single trials: --vs names a group of the other axes
+        others = [a for a in recipes if a != nuisance]
+        if wanted is not None and not set(wanted) <= set(others):
+            raise ValueError(f"--vs {vs!r}: {sorted(set(wanted) - set(others))} is not a recipe "
+                             f"axis here; {nuisance} is searched; axes: {others}")  # fmt: skip
+        baselines: dict[str, str] = {}
+    else:
+        baselines = _baselines(summary, axes, problems, vs, wanted, notes)
+    comparisons = _comparisons(frame, recipes, column, baselines)
     fair = None
     if nuisance and (scientific or searched):
         fair = _fair(frame, axes, problems, scientific, nuisance, metric, higher)
