@@ -148,7 +148,9 @@ def _float(value: float | None) -> float:
 
 
 def _effect(record: Mapping[str, Any]) -> str:
-    """A claim's effect as data, shown with what it is."""
+    """A claim's effect as data, shown with what it is (as the verdict table shows it)."""
+    if record.get("effect_text"):
+        return str(record["effect_text"])
     if record.get("effect") is None:
         return "–"
     return f"{record['effect']:.3g} ({record.get('effect_kind', '')})"

@@ -200,7 +200,8 @@ def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
     for v in verdicts:
         d, nuisance = v.deciding, v.claim.nuisance
         item = {"id": v.claim.id, "verdict": v.verdict, "p_value": _number(d.p_value),
-                "effect": _number(d.effect), "effect_kind": d.effect_kind, "n": d.n}  # fmt: skip
+                "effect": _number(d.effect), "effect_kind": d.effect_kind,
+                "effect_text": effect_text(d), "n": d.n}  # fmt: skip
         if nuisance:
             # the direction decided (before training), else as the file gave it
             mode = (
