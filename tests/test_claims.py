@@ -635,7 +635,7 @@ def test_the_report_sets_each_fixed_claim_beside_its_fair_variant(tmp_path: Path
     assert (fixed_verdict.verdict, fair_verdict.verdict) == (C.REPRODUCED, C.NOT_REPRODUCED)
     other = C.evaluate(fixed, runs_for(fixed, {"a": a, "b": b}))  # no fair variant: not listed
     other.claim = C.load_claim(claim_file(tmp_path, id="T2"))
-    text = render.write_report(
+    text = C.write_report(
         [fixed_verdict, fair_verdict, other], tmp_path / "reports", 1.0, "claims", "sqlite://"
     ).read_text()
     section = text.split("## Fixed learning rate vs each at its best learning rate")[1]
@@ -771,3 +771,223 @@ def test_ranks_use_complete_problems_only(tmp_path: Path) -> None:
 def test_malformed_across_assertions(tmp_path: Path, assertion: dict, message: str) -> None:
     with pytest.raises(C.ClaimError, match=message):
         across_claim(tmp_path, assertion)
+
+
+# -- times to target, directions, sparse histories, effects, report files (issues 23, 26, 29) ---
+
+
+def target_runs(claim: C.Claim, epochs: dict[str, list[float]], max_epochs: int = 20) -> dict:
+    """Runs whose diagnostics.target was first reached at these epochs (NaN: never)."""
+    data = {}
+    for labels, seed, _ in claim.jobs():
+        value = epochs[labels["variant"]][claim.seeds.index(seed)]
+        metrics = {"target/epochs": value, "time/epoch_seconds": 0.5}
+        data[C.job_key(claim, labels, seed)] = C.RunData("finished", metrics, {}, max_epochs)
+    return data
+
+
+def test_epochs_to_target_count_the_runs_that_never_reach_it(tmp_path: Path) -> None:
+    """a reaches the target fast in 2 seeds of 8 and never in 6; b a little later in all 8.
+    The mean over the runs that reached it would favour a; Kaplan–Meier and the log-rank test
+    (SciPy's, on the censored data) find b faster."""
+    nan = math.nan
+    claim = C.load_claim(claim_file(tmp_path, metric="target/epochs", seeds=list(range(8)),
+                                    **{"assert": [{"less": ["b", "a"]}]}))  # fmt: skip
+    epochs = {"a": [3, 3, nan, nan, nan, nan, nan, nan], "b": [6, 7, 7, 8, 8, 6, 7, 8]}
+    verdict = C.evaluate(claim, target_runs(claim, epochs))
+    evidence = verdict.evidence[0]
+    a, b = evidence.times["a"], evidence.times["b"]
+    assert (a.median, a.reached, a.n, b.median, b.reached) == (math.inf, 2, 8, 7, 8)
+    expected = st.logrank(st.CensoredData(uncensored=[6, 7, 7, 8, 8, 6, 7, 8]),
+                          st.CensoredData(uncensored=[3, 3], right=[20] * 6))  # fmt: skip
+    assert evidence.verdict == C.REPRODUCED and expected.statistic > 0  # b: more events
+    assert evidence.p_value == pytest.approx(expected.pvalue)
+    assert evidence.effect == -math.inf and evidence.effect_kind == "Δ median, epochs"
+    [row] = render.verdict_rows([verdict])
+    assert row[5] == "b: median 7 [6, 8], 8/8 reached; a: median > 20 [3, ∞], 2/8 reached"
+    assert row[6] == "-inf (Δ median, epochs)"
+    seconds = C.load_claim(claim_file(tmp_path, metric="target/seconds", seeds=list(range(8)),
+                                      **{"assert": [{"less": ["b", "a"]}]}))  # fmt: skip
+    timed = C.evaluate(seconds, target_runs(seconds, epochs)).evidence[0]
+    assert timed.times["b"].median == 3.5 and timed.effect_kind == "Δ median, seconds"
+    assert timed.p_value == pytest.approx(expected.pvalue)  # the same runs, on another scale
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"metric": "target/epochs", "assert": [{"within": {"group": "a", "range": [1, 5]}}]},
+         "within cannot judge 'target/epochs': runs that never reach the target count as censored"),
+        ({"metric": {"name": "target/epochs", "at": "min"}}, "one number per run: no at, ratio"),
+        ({"metric": {"name": "grad_norm/layer0", "at": "best"}},
+         "at: best on 'grad_norm/layer0': it has no better end; read at: min or at: max"),
+    ],
+)  # fmt: skip
+def test_times_and_directions_refused_where_they_cannot_be_read(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    with pytest.raises(C.ClaimError, match=message):
+        C.load_claim(claim_file(tmp_path, **change))
+
+
+AUROC = "+metrics.auroc={_target_: lossbench.problem.metrics.ece, task: classification, every_epoch: true, higher_is_better: true}"
+
+
+def test_a_user_metric_where_higher_is_better_is_read_at_its_best_and_selected_on(
+    tmp_path: Path,
+    make_spec,  # noqa: ANN001
+) -> None:
+    """Issue 23: the direction a metrics: entry declares (recorded as a param) decides at:
+    best and the nuisance selection; the claim leaves it to the runs' config, checked before
+    training, where a contradicting mode is refused."""
+    fields = {**NUISANCE, "base": ["dataset=moons", AUROC],
+              "nuisance": {"axis": "lr", "select": "val/auroc"}}  # fmt: skip
+    claim = C.load_claim(claim_file(tmp_path, **fields))
+    assert claim.nuisance is not None and claim.nuisance.higher is None  # its runs say
+    at_best = C.load_claim(claim_file(tmp_path / "..", **{**fields, "nuisance": None,
+        "metric": {"name": "val/auroc", "at": "best"}, "assert": [{"less": ["variant=a,lr=1", "variant=b,lr=1"]}]}))  # fmt: skip
+    auroc = {"0.01": 0.6, "0.1": 0.9, "1": 0.7}  # lr -> final val/auroc; 0.1 is the best
+    runs = {}
+    for labels, seed, _ in claim.jobs():
+        value = auroc[labels["lr"]] + (0.1 if labels["variant"] == "a" else 0) + seed / 1000
+        metrics = {"val/auroc": value, "test/loss": 0.5 - value / 10 + seed / 1000}
+        runs[C.job_key(claim, labels, seed)] = C.RunData(
+            "finished", metrics, {"val/auroc": [0.1, value + 0.05, value]}, 3,
+            directions={"auroc": True},
+        )  # fmt: skip
+    evidence = C.evaluate(claim, runs).evidence[0]
+    assert evidence.chosen == {"a": "0.1", "b": "0.1"}  # the highest, as declared
+    best = C.evaluate(at_best, runs).evidence[0]
+    assert best.groups["variant=a,lr=1"].mean == pytest.approx(0.7 + 0.1 + 0.05 + 0.002)
+    # an entry that does not declare it: lower is better (recorded params: no such key)
+    default = {k: C.RunData(r.outcome, r.metrics, r.histories, 3, directions={"auroc": False})
+               for k, r in runs.items()}  # fmt: skip
+    assert C.evaluate(claim, default).evidence[0].chosen == {"a": "0.01", "b": "0.01"}
+    unknown = {k: C.RunData(r.outcome, r.metrics, r.histories, 3) for k, r in runs.items()}
+    with pytest.raises(C.ClaimError, match="'val/auroc': nothing says whether higher or lower"):
+        C.evaluate(claim, unknown)  # no metrics: entry of that name: no direction at all
+
+    spec = make_spec(["dataset=moons", AUROC])
+    keys = [C.job_key(claim, labels, seed) for labels, seed, _ in claim.jobs()]
+    facts = [check_run(spec).summary()] * len(keys)
+    C.check_metrics([claim], keys, [spec] * len(keys), facts)
+    assert claim.nuisance.higher is True  # set from the config before anything trains
+    contradicting = C.load_claim(claim_file(tmp_path, **{**fields, "nuisance": {
+        "axis": "lr", "select": "val/auroc", "mode": "min"}}))  # fmt: skip
+    with pytest.raises(C.ClaimError, match="mode='min' contradicts 'val/auroc', where higher"):
+        C.check_metrics([contradicting], keys, [spec] * len(keys), facts)
+
+
+def test_sparse_histories_are_read_by_their_logged_epochs(tmp_path: Path) -> None:
+    """Issue 29: at: first reads the first logged epoch and says which; min/max/best read the
+    logged epochs and say that every epoch's is a bound."""
+    from lossbench.tracking.records import History
+
+    def runs(claim: C.Claim, start: int) -> dict:
+        epochs = (start, start + 5, start + 10)
+        return {C.job_key(claim, labels, seed): C.RunData("finished", {}, {"grad_norm/layer0": History(
+                    epochs, (1.0 + seed / 10, 0.5, 0.8 if labels["variant"] == "a" else 0.9))}, 15)
+                for labels, seed, _ in claim.jobs()}  # fmt: skip
+
+    first = C.load_claim(claim_file(tmp_path, metric={"name": "grad_norm/layer0", "at": "first"}))
+    assert C.evaluate(first, runs(first, 1)).evidence[0].notes == []  # epoch 1 logged
+    shifted = C.evaluate(first, runs(first, 2)).evidence[0]
+    assert shifted.groups["a"].mean == pytest.approx(1.2)  # the first logged value
+    assert "the first logged epoch (2) is read, not epoch 1" in shifted.notes[0]
+    low = C.load_claim(claim_file(tmp_path, metric={"name": "grad_norm/layer0", "at": "min"}))
+    evidence = C.evaluate(low, runs(low, 1)).evidence[0]
+    assert evidence.groups["b"].mean == pytest.approx(0.5)
+    assert "10 of 10 runs logged it at some epochs only" in evidence.notes[0]
+    assert "every epoch's is at most it" in evidence.notes[0]
+
+
+def test_each_effect_says_what_it_is(tmp_path: Path) -> None:
+    """Issue 26: "effect" was a standardized size in one row and a difference of means in
+    another, and nothing said which."""
+    a, b = [0.10, 0.11, 0.12, 0.10, 0.11], [0.30, 0.31, 0.29, 0.30, 0.32]
+    paired = C.evaluate(C.load_claim(claim_file(tmp_path)), runs_for(
+        C.load_claim(claim_file(tmp_path)), {"a": a, "b": b}))  # fmt: skip
+    equivalence = C.load_claim(claim_file(tmp_path, **EQUIVALENT))
+    same = C.evaluate(equivalence, runs_for(equivalence, {"a": a, "b": a}))
+    rows = render.verdict_rows([paired, same])
+    assert rows[0][6].endswith("(Cohen's d_z)") and rows[1][6].endswith(
+        "(Δ mean, train/final_loss)"
+    )
+    data = C.verdicts_json([paired, same])
+    assert [d["assertions"][0]["effect_kind"] for d in data] == [
+        "Cohen's d_z",
+        "Δ mean, train/final_loss",
+    ]
+
+
+def test_the_claims_report_accumulates_by_claim_id(tmp_path: Path) -> None:
+    """Issue 26: each run replaced reports/claims.md; now each claim has its files and the
+    index holds every claim judged there, a claim judged again replacing its own."""
+    a, b = [0.10, 0.11, 0.12, 0.10, 0.11], [0.30, 0.31, 0.29, 0.30, 0.32]
+    out = tmp_path / "reports"
+    first = C.load_claim(claim_file(tmp_path))
+    C.write_report(
+        [C.evaluate(first, runs_for(first, {"a": a, "b": b}))], out, 1.0, "claims", "sqlite://"
+    )
+    (tmp_path / "other").mkdir()
+    second = C.load_claim(claim_file(tmp_path / "other", id="T2"))
+    index = C.write_report([C.evaluate(second, runs_for(second, {"a": b, "b": a}))], out, 1.0,
+                           "claims", "sqlite://").read_text()  # fmt: skip
+    assert "| T1 | a is below b | **REPRODUCED** |" in index
+    assert "| T2 | a is below b | **NOT REPRODUCED** |" in index
+    assert "## T1: a is below b" in index and "## T2: a is below b" in index
+    assert "![T1](claims/T1.png)" in index and (out / "claims" / "T1.png").exists()
+    assert "![T1](T1.png)" in (out / "claims" / "T1.md").read_text()
+    assert json.loads((out / "claims" / "T2.json").read_text())["verdict"] == C.NOT_REPRODUCED
+    again = C.write_report([C.evaluate(first, runs_for(first, {"a": b, "b": a}))], out, 1.0,
+                           "claims", "sqlite://").read_text()  # fmt: skip
+    assert "| T1 | a is below b | **NOT REPRODUCED** |" in again and again.count("## T1:") == 1
+    assert "2 claims judged so far (this run: 1" in again
+
+
+def test_a_missing_claim_id_suggests_claims_dir(
+    tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Issue 26: `lossbench-claims U1` for a file outside conf/claims/ said only that there is
+    no such claim."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["U1", "--tracking-uri", store_uri, "--out", str(tmp_path / "reports")]
+    assert C.main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "no claim ['U1'] in" in err
+        and "for claim files in another directory: --claims-dir DIR" in err
+    )
+    folder = claims_dir(tmp_path, {"V1.yaml": yaml.safe_dump(WORKED)})
+    assert C.main([*argv, "--claims-dir", str(folder)]) == 2
+    assert "--claims-dir DIR" not in capsys.readouterr().err  # given: no hint
+
+
+def test_a_claim_with_early_stopping_runs(
+    tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27: claims take early_stopping=... in base like any option (a tiny one)."""
+    claim = {"id": "ES", "claim": "adam reaches a lower test loss than sgd, with early stopping",
+             "base": [*TINY, "trainer.max_epochs=4", "early_stopping=val_loss", "early_stopping.patience=0",
+                      "early_stopping.min_delta=10"],  # no improvement is that large: stop at epoch 2
+             "axes": {"optimizer": {"sgd": ["optimizer=sgd", "optimizer.lr=0.01"], "adam": ["optimizer=adam"]}},
+             "seeds": [0, 1], "metric": "test/loss", "assert": [{"less": ["adam", "sgd"]}]}  # fmt: skip
+    folder = claims_dir(tmp_path, {"ES.yaml": yaml.safe_dump(claim)})
+    monkeypatch.chdir(tmp_path)
+    rc = C.main(["--claims-dir", str(folder), "--tracking-uri", store_uri, "--experiment", "claims-es",
+                 "--out", str(tmp_path / "reports"), "--json", str(tmp_path / "v.json"), "--n-jobs", "1"])  # fmt: skip
+    assert rc == 0
+    [verdict] = json.loads((tmp_path / "v.json").read_text())
+    assert verdict["id"] == "ES" and verdict["assertions"][0]["n"] == 2
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store_uri)
+    runs = client.search_runs([client.get_experiment_by_name("claims-es").experiment_id],
+                              "tags.`lossbench.role` = 'run'")  # fmt: skip
+    assert len(runs) == 4 and {r.data.params["early_stopping.patience"] for r in runs} == {"0"}
+    assert {r.data.tags.get("lossbench.stopped_epoch") for r in runs} == {"1"}  # 0-based
+    from lossbench import report
+
+    built = report.build_report(store_uri, "claims-es")  # and the report says so
+    header, rows = report.display_table(built)
+    assert [r[header.index("stopped early (mean epoch)")] for r in rows] == ["2.0 (2/2)"] * 2

@@ -104,3 +104,42 @@ def test_bad_diagnostics_are_clear_errors(make_spec) -> None:  # noqa: ANN001
         ConfigError, match="unknown key diagnostics.nope=True.*Keys under diagnostics: coefficients"
     ):
         check_run(make_spec(["+diagnostics.nope=true"]))
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("{metric: val/nope, value: 0.9}", "diagnostics.target.metric='val/nope' is not a validation "
+         "metric this run records every epoch \\(binary data\\); valid: val/acc, val/balanced_acc, "
+         "val/f1_macro, val/loss; a metric of yours: every_epoch: true"),
+        ("{metric: val/ece, value: 0.1}", "'val/ece' is not a validation metric this run records every epoch"),
+        ("{metric: test/acc, value: 0.9}", "'test/acc' is not a validation metric"),
+        ("{metric: val/rmse, value: 0.9}", "'val/rmse' is not a validation metric .*binary data"),
+        ("{metric: val/acc, value: high}", "diagnostics.target.value='high' must be a number"),
+    ],
+    ids=["unknown", "not-every-epoch", "test-split", "other-task", "not-a-number"],
+)  # fmt: skip
+def test_an_unknown_target_metric_is_refused_before_training(
+    make_spec,
+    target: str,
+    message: str,  # noqa: ANN001
+) -> None:
+    """Issue 23: a target on a metric the run does not record every epoch was never reached,
+    and nothing said so."""
+    with pytest.raises(ConfigError, match=message):
+        check_run(make_spec(["tracking=none", f"+diagnostics.target={target}"]))
+
+
+def test_a_declared_direction_decides_what_reaching_the_target_means(make_spec) -> None:  # noqa: ANN001
+    """A metric of the config declared higher_is_better reaches a target from below: ECE
+    recorded as such is at least 0 from the first epoch; taken as lower is better (the
+    default), it never gets to 0 or below."""
+    entry = ("+metrics.calib={_target_: lossbench.problem.metrics.ece, task: classification, "
+             "every_epoch: true")  # fmt: skip
+    reached = {}
+    for declared in (", higher_is_better: true", ""):
+        spec = make_spec(["tracking=none", "trainer.max_epochs=2", "dataset.source.n_samples=200",
+                          entry + declared + "}", "+diagnostics.target={metric: val/calib, value: 0.0}"])  # fmt: skip
+        [result] = fit_members([spec.cfg], check_run(spec))
+        reached[bool(declared)] = result.final["target/epochs"]
+    assert reached[True] == 1 and math.isnan(reached[False])

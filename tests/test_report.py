@@ -101,22 +101,25 @@ def test_failed_run_is_counted_not_averaged(built: report.Report) -> None:
 
 
 def test_censored_runs(built: report.Report) -> None:
-    """Target 0.85: the histories end at their finals, so runs ending below never reach it."""
+    """Target 0.85: the histories end at their finals, so runs ending below never reach it.
+    Time to target is the Kaplan–Meier median: runs that never reach it count (censored)."""
     ce = row(built, "cross_entropy", 0.1)
     assert (ce["reached"], ce["censored_runs"]) == (3, 0)
-    epochs = [
+    epochs = sorted(
         next(i for i, v in enumerate(history(f), 1) if v >= 0.85)
         for f in FINAL[("cross_entropy", 0.1)]
-    ]
-    assert ce["epochs_to_target mean"] == pytest.approx(np.mean(epochs))
-    assert ce["seconds_to_target mean"] == pytest.approx(np.mean(epochs) * 2.0 / 5)
+    )
+    assert ce["epochs_to_target median"] == epochs[1]  # no censoring: the middle run
+    assert ce["seconds_to_target median"] == pytest.approx(epochs[1] * 2.0 / 5)
     low_lr = row(built, "cross_entropy", 0.01)  # 0.85 reached only by the runs ending at 0.85+
     assert (low_lr["reached"], low_lr["censored_runs"]) == (3, 0)
     mse = row(built, "mse", 0.1)
     assert (mse["reached"], mse["censored_runs"]) == (0, 3)
+    assert mse["epochs_to_target median"] == math.inf
     header, rows = report.display_table(built)
     mse_row = next(r for r in rows if r[:2] == ["mse", "0.1"])
-    assert "(3 censored)" in " ".join(mse_row)
+    assert mse_row[header.index("reached")] == "0/3"
+    assert mse_row[header.index("epochs to val/acc ≥ 0.85 (median [95% CI])")] == "> 5"
 
 
 def test_pairwise_tests_equal_scipys(built: report.Report) -> None:
@@ -181,7 +184,7 @@ def test_files_hold_the_groups_and_reach_mlflow(
     for loss, lr in FINAL:  # every group, in the Markdown table and in the HTML one
         assert f"| {loss} | {lr} |" in md, (loss, lr)
         assert f"<td>{loss}</td><td>{lr}</td>" in page, (loss, lr)
-    assert "censored" in md and "censored" in page
+    assert "Kaplan–Meier" in md and "0/3" in page
     assert "data:image/png;base64," in page  # self-contained
     client = MlflowClient(sweep_store)
     parent = client.search_runs(
@@ -385,13 +388,20 @@ def test_performance_profile_of_epochs_to_target(suite: report.Report) -> None:
     assert across.profile.loc["optimizer=adam", 1.0] == 1.0
     header, rows = report.profile_table(suite)
     assert header[:2] == ["recipe", "ρ(1)"] and rows[0][:2] == ["optimizer=adam", "3/3"]
+    header, rows = report.times_table(suite)  # the times the profile compares, with their CIs
+    cells = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    moons = [stats_epochs(f + VAL_OFFSET) for f in SUITE[("moons", "adam")]]
+    assert cells["optimizer=adam"]["dataset=moons"].startswith(f"{sorted(moons)[1]:.0f} [")
+    assert cells["optimizer=adam"]["dataset=moons"].endswith("(3/3)")
+    assert cells["optimizer=sgd"]["dataset=iris"] == "> 5 (0/3)"  # never: censored at 5 epochs
 
 
 def stats_epochs(final: float) -> float:
-    from lossbench.analysis import stats
+    from lossbench.analysis import survival
 
-    reached = stats.epochs_to_target(history(final), 0.9, True)
-    return math.inf if reached is None else float(reached)
+    values = history(final)
+    reach = survival.first_reach(range(1, len(values) + 1), values, 0.9, True, len(values))
+    return reach.latest if reach.reached else math.inf
 
 
 def test_vs_is_a_recipe_tested_on_every_problem(suite_store: str) -> None:
@@ -431,6 +441,9 @@ def test_suite_files_and_description_lead_with_the_across_table(
     assert report.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.index("Across problems") < printed.index("dataset=iris: runs grouped by")
+    assert printed.index("Epochs to val/acc ≥ 0.9 on each problem") < printed.index(
+        "Performance profile"
+    )
     for name in ("report.md", "report.html", "curves.png", "bars.png", "heatmap.png", "cd.png",
                  "profile.png"):  # fmt: skip
         assert (tmp_path / name).stat().st_size > 0, name
@@ -512,3 +525,247 @@ def test_no_complete_problem_leaves_nothing_to_rank() -> None:
     assert across.problems == [] and across.mean_ranks.empty and across.table().empty
     assert across.dropped == {"dataset=iris": ["optimizer=adam"], "dataset=wine": ["optimizer=sgd"]}
     assert across.omnibus.test == "" and math.isnan(across.omnibus.p_value)
+
+
+# --- a sweep that reads poorly unless the report takes care (issues 23, 26, 27, 28, 29) ----------
+
+
+def record_sweep(
+    uri: str,
+    experiment: str,
+    runs: list[tuple[dict, dict, RunResult]],
+    report_settings: dict | None = None,
+) -> str:
+    """Record runs (config, choices, result) as one sweep of ``experiment``, cheaply."""
+    tracker = Tracker(uri, experiment)
+    sweep = tracker.start_sweep(f"{experiment}-sweep", ["(recorded by a test)"], "/tmp/sweep",
+                                report_settings or {})  # fmt: skip
+    for cfg, choices, result in runs:
+        choices = {"dataset": "moons", **choices}  # (the run's name starts with it)
+        spec = RunSpec(cfg, choices, [f"{k}={v}" for k, v in choices.items()])
+        tracker.finish_run(tracker.start_run(spec, {"task": "binary"}, sweep), result)
+    tracker.end_sweep(sweep)
+    return uri
+
+
+# An Optuna-like search: each trial its own long learning rate, one run each
+TRIAL_LRS = {
+    "adam": [0.056016038175032964, 0.12484030808286077, 0.004484087772907755,
+             0.0010549774340694123, 0.0001347817711680272],
+    "sgd": [0.3766576841599298, 0.1696174638729098, 0.10323260351976568,
+            0.05547119471592124, 2.8765041432546945],
+}  # fmt: skip
+
+
+def trial_loss(optimizer: str, lr: float) -> float:
+    """val/loss of a trial: best near lr 0.05 for adam, 0.4 for sgd; adam better overall."""
+    best = 0.05 if optimizer == "adam" else 0.4
+    return (0.08 if optimizer == "adam" else 0.1) + 0.05 * abs(math.log10(lr / best))
+
+
+@pytest.fixture(scope="module")
+def trials_store(store_uri: str) -> str:
+    runs = []
+    for optimizer, lrs in TRIAL_LRS.items():
+        for lr in lrs:
+            cfg = {"seed": 0, "optimizer": {"_target_": optimizer, "lr": lr}}
+            val = trial_loss(optimizer, lr)
+            series = {"val/loss": list(np.linspace(0.7, val, 4))}
+            final = {"val/loss": val, "test/loss": val + 0.03, "train/loss": val}
+            runs.append((cfg, {"optimizer": optimizer}, RunResult(series, final)))
+    return record_sweep(
+        store_uri, "trials", runs, {"metric": "val/loss", "scientific": "optimizer"}
+    )
+
+
+def test_a_searched_axis_is_grouped_out_its_best_trials_shown_and_the_fair_comparison_first(
+    trials_store: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Issue 26: lossbench-report --experiment hpo made every Optuna trial a group keyed by a
+    full-precision lr, printed a table of Welch tests of single runs, and the fair comparison
+    last."""
+    built = report.build_report(trials_store, "trials")
+    assert built.searched == ["optimizer.lr"] and built.nuisance == "optimizer.lr"
+    assert built.comparisons.empty  # no tests between single trials
+    fair = built.fair.set_index("optimizer")
+    for optimizer, lrs in TRIAL_LRS.items():  # each optimizer's best lr, chosen on val/loss
+        best = min(lrs, key=lambda lr: trial_loss(optimizer, lr))
+        assert float(fair.loc[optimizer, "best optimizer.lr"]) == pytest.approx(best, rel=1e-3)
+    header, rows = report.display_table(built)
+    assert [r[0] for r in rows] == ["adam"] * 3 + ["sgd"] * 3  # each group's 3 best trials
+    losses = [float(r[header.index("val/loss (95% CI)")]) for r in rows]
+    assert losses[:3] == sorted(losses[:3]) and losses[3:] == sorted(losses[3:])
+    assert report.main(["--tracking-uri", trials_store, "--experiment", "trials",
+                        "--out", str(tmp_path)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert printed.index("fair comparison: best optimizer.lr per optimizer") < printed.index(
+        "the best trials of each optimizer (6 of 10 trials"
+    )
+    assert "each group vs" not in printed and "Welch" not in printed
+    assert "0.05602" in printed and "0.056016038175032964" not in printed  # 4 digits
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## fair comparison") < md.index("## the best trials")
+    assert "0.056016038175032964" not in md
+    with pytest.raises(ValueError, match=r"--vs 'optimizer.lr=0.1': \['optimizer.lr'\] is not"):
+        report.build_report(trials_store, "trials", vs="optimizer.lr=0.1")
+
+
+def test_shown_numbers_keep_values_apart() -> None:
+    from lossbench.report.values import short_values
+
+    assert short_values(["0.056016038175032964", "0.1", "64", "[64, 64]", "adam"]) == {
+        "0.056016038175032964": "0.05602", "0.1": "0.1", "64": "64", "[64, 64]": "[64, 64]",
+        "adam": "adam"}  # fmt: skip
+    close = short_values(["0.0010001", "0.0010002", "0.002"])  # 4 digits would merge two
+    assert close == {"0.0010001": "0.0010001", "0.0010002": "0.0010002", "0.002": "0.002"}
+    assert short_values(["0.123456789", "0.123456", "1"])["0.123456789"] == "0.123457"
+    from lossbench.report.values import translate  # --vs takes the recorded value too
+
+    shown = {"optimizer.lr": {"0.056016038175032964": "0.05602"}}
+    assert translate({"optimizer.lr": "0.056016038175032964", "loss": "mse"}, shown) == {
+        "optimizer.lr": "0.05602", "loss": "mse"}  # fmt: skip
+
+
+def test_a_test_metric_as_the_headline_shows_once_and_no_table_is_empty(
+    sweep_store: str, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """Issue 26: lossbench-report --metric test/top2_error showed the test metric twice and
+    an empty "each group vs all runs" table."""
+    built = report.build_report(sweep_store, "report", metric="test/acc")
+    header, _ = report.display_table(built)
+    assert sum("test/acc" in h for h in header) == 1
+    assert not any(h.startswith("best ") for h in header)  # test/acc has no history
+    record_sweep(sweep_store, "one-group", [
+        ({"seed": s, "dataset": {"name": "iris"}}, {"dataset": "iris"},
+         RunResult({"val/acc": [0.8, 0.9]}, {"val/acc": 0.9, "test/acc": 0.88 + s / 100}))
+        for s in range(3)])  # fmt: skip
+    argv = ["--tracking-uri", sweep_store, "--experiment", "one-group", "--out", str(tmp_path),
+            "--metric", "test/acc", "--no-mlflow"]  # fmt: skip
+    assert report.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "each group vs" not in printed and "runs grouped by nothing (one group)" in printed
+    for section in report.render._sections(report.build_report(sweep_store, "one-group")):
+        assert isinstance(section[1], str) or section[1][1], section[0]  # no table without rows
+
+
+def test_stopped_epochs_and_audits_have_columns_and_a_failed_audit_stands_out(
+    store_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Issue 27: the mean stopped epoch of runs that stopped early; issue 28: the audit, a
+    failure loud (first in the terminal, Markdown and the MLflow description)."""
+    runs = []
+    for optimizer, stopped, audit in (
+        ("sgd", [None, "6", "9"], "passed"),
+        ("adam", [None] * 3, "failed"),
+    ):
+        for seed, epoch in enumerate(stopped):
+            tags = {
+                "lossbench.audit": audit,
+                "lossbench.audit_difference": "2e-14" if audit == "passed" else "0.012",
+            }
+            if epoch is not None:
+                tags["lossbench.stopped_epoch"] = epoch  # 0-based: epochs 7 and 10
+            val = [0.6, 0.7, 0.8][: 3 if epoch is None else 2]
+            runs.append(({"seed": seed, "optimizer": {"_target_": optimizer}}, {"optimizer": optimizer},
+                         RunResult({"val/acc": val}, {"val/acc": val[-1], "test/acc": 0.7}, tags=tags)))  # fmt: skip
+    record_sweep(store_uri, "stopped", runs)
+    built = report.build_report(store_uri, "stopped")
+    header, rows = report.display_table(built)
+    cells = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+    assert cells["sgd"]["stopped early (mean epoch)"] == "8.5 (2/3)"
+    assert cells["adam"]["stopped early (mean epoch)"] == "–"
+    assert cells["adam"]["audit"] == "FAILED 3/3" and cells["sgd"]["audit"] == "passed (≤ 2e-14)"
+    assert built.warnings and "AUDIT FAILED: 3 run(s)" in built.warnings[0]
+    argv = ["--tracking-uri", store_uri, "--experiment", "stopped", "--out", str(tmp_path)]
+    assert report.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("AUDIT FAILED") < printed.index("runs grouped by")
+    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    assert md.index("**AUDIT FAILED") < md.index("| optimizer |") and "**FAILED 3/3**" in md
+    assert "<td class=loud>FAILED 3/3</td>" in page
+    assert page.index("<p class=loud>AUDIT FAILED") < page.index("<table>")
+    client = MlflowClient(store_uri)
+    parent = client.search_runs([client.get_experiment_by_name("stopped").experiment_id],
+                                "tags.`lossbench.role` = 'sweep'")[0]  # fmt: skip
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**AUDIT FAILED") and "**FAILED 3/3**" in note
+
+
+def test_sparse_histories_are_read_by_their_logged_epochs(store_uri: str, tmp_path: Path) -> None:
+    """Issue 29: with tracking.log_every_n_epochs=5 the history of val/acc holds epochs 1, 6,
+    11, 16, 20 (steps 0, 5, 10, 15, 19). Time to target read the list positions (4 instead of
+    14); it reads the logged epochs: the first at or above 0.95 is 16 and the one before, 11,
+    is below, so the median is 12–16, and a run logged every epoch says 14."""
+    dense = [0.5 + 0.45 * e / 14 if e < 14 else 0.96 for e in range(1, 21)]
+    steps = [0, 5, 10, 15, 19]
+    runs = []
+    for seed in range(3):
+        for logging, series, at in (
+            ("every", dense, None),
+            ("sparse", [dense[s] for s in steps], steps),
+        ):
+            result = RunResult({"val/acc": series}, {"val/acc": 0.96, "test/acc": 0.95, "time/seconds": 4.0,
+                                                     "time/epoch_seconds": 0.2},
+                               steps={"val/acc": at} if at else {})  # fmt: skip
+            cfg = {"seed": seed, "trainer": {"max_epochs": 20}, "logging": logging}
+            runs.append((cfg, {"dataset": "moons", "logging": logging}, result))
+    record_sweep(store_uri, "sparse", runs, {"target": 0.95})
+    built = report.build_report(store_uri, "sparse", problem="none")
+    rows = built.summary.set_index("logging")
+    assert rows.loc["every", "epochs_to_target median"] == 14
+    assert rows.loc["sparse", "epochs_to_target median"] == 16
+    assert rows.loc["sparse", "epochs_to_target median_earliest"] == 12
+    assert rows.loc["sparse", "seconds_to_target median"] == pytest.approx(16 * 0.2)
+    header, cells = report.display_table(built)
+    column = header.index("epochs to val/acc ≥ 0.95 (median [95% CI])")
+    shown = {r[header.index("logging")]: r[column] for r in cells}
+    assert shown["every"].startswith("14 ") and shown["sparse"].startswith("12–16 ")
+    assert any("logged at some epochs only in 3 of 6 runs" in n for n in built.notes)
+    sparse = built.runs[built.runs["logging"] == "sparse"]["history"].iloc[0]
+    assert sparse.epochs == (1, 6, 11, 16, 20) and not sparse.dense
+    assert rows.loc["sparse", "best val/acc mean"] == pytest.approx(0.96)
+    report.write_report(built, tmp_path)  # the curves plot by epoch
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    note = report.run_description(built)  # the MLflow description's table has it too
+    assert "epochs to val/acc ≥ 0.95 (median [95% CI]) | reached |" in note and "12–16 [" in note
+
+
+DECLARED = {"_target_": "mymetrics.auroc", "task": "classification", "every_epoch": True}
+
+
+@pytest.mark.parametrize("declared", [True, None], ids=["higher-is-better", "undeclared"])
+def test_a_user_metric_where_higher_is_better_is_ranked_by_its_declaration(
+    store_uri: str, declared: bool | None
+) -> None:
+    """Issue 23: the report's "best", its order and the fair comparison read the direction a
+    metrics: entry declares (recorded as the param metrics.auroc.higher_is_better); without
+    it, lower is better, as the README says."""
+    entry = {**DECLARED, **({"higher_is_better": True} if declared else {})}
+    auroc = {("a", "0.1"): 0.9, ("a", "0.01"): 0.7, ("b", "0.1"): 0.6, ("b", "0.01"): 0.8}
+    runs = []
+    for (variant, lr), value in auroc.items():
+        for seed in range(2):
+            cfg = {
+                "seed": seed,
+                "variant": variant,
+                "optimizer": {"lr": lr},
+                "metrics": {"auroc": entry},
+            }
+            history = [0.5, value + 0.05, value]  # its best epoch is not its last
+            runs.append((cfg, {"optimizer": variant}, RunResult(
+                {"val/auroc": history}, {"val/auroc": value + seed / 100, "test/auroc": value})))  # fmt: skip
+    experiment = f"direction-{declared}"
+    record_sweep(store_uri, experiment, runs)
+    built = report.build_report(store_uri, experiment, metric="val/auroc", scientific="optimizer",
+                                nuisance="optimizer.lr")  # fmt: skip
+    assert built.higher is bool(declared)
+    first = built.summary.iloc[0]
+    best_lr = built.fair.set_index("optimizer")["best optimizer.lr"]
+    if declared:
+        assert (first["optimizer"], first["optimizer.lr"]) == ("a", "0.1")
+        assert first["best val/auroc mean"] == pytest.approx(0.95)
+        assert dict(best_lr) == {"a": "0.1", "b": "0.01"}
+    else:
+        assert (first["optimizer"], first["optimizer.lr"]) == ("b", "0.1")
+        assert first["best val/auroc mean"] == pytest.approx(0.5)
+        assert dict(best_lr) == {"a": "0.01", "b": "0.1"}

@@ -79,31 +79,6 @@ def test_holm_adjustment() -> None:
 
 
 @pytest.mark.parametrize(
-    ("history", "target", "higher", "expected"),
-    [
-        ([0.5, 0.8, 0.95, 0.99], 0.9, True, 3),
-        ([0.5, 0.8], 0.9, True, None),  # censored
-        ([2.0, 1.0, 0.4], 0.5, False, 3),
-        ([float("nan"), 0.95], 0.9, True, 2),
-    ],
-)
-def test_epochs_to_target(
-    history: list[float], target: float, higher: bool, expected: int | None
-) -> None:
-    assert stats.epochs_to_target(history, target, higher) == expected
-
-
-def test_direction_of_metrics() -> None:
-    assert stats.higher_is_better("val/acc") and stats.higher_is_better("test/r2")
-    assert not stats.higher_is_better("val/rmse") and not stats.higher_is_better("train/loss")
-
-
-def test_direction_is_none_where_the_name_does_not_say() -> None:
-    assert stats.direction("val/acc") == "max" and stats.direction("val/loss") == "min"
-    assert stats.direction("test/brier") == "min" and stats.direction("val/widgets") is None
-
-
-@pytest.mark.parametrize(
     ("settings", "higher", "expected"),
     [
         (
@@ -321,17 +296,6 @@ def test_performance_profile_on_a_hand_computed_case() -> None:
     assert ranking.profile_taus(times) == [1.0, 2.0]
 
 
-@pytest.mark.parametrize(
-    ("times", "expected"),
-    [([5, 7, 9], 7), ([5, float("nan"), 9], 9), ([5, float("nan"), float("nan")], math.inf),
-     ([4, 6, 8, math.inf], 7), ([4, 6, math.inf, math.inf], math.inf), ([], math.inf)],
-)  # fmt: skip
-def test_a_recipes_time_on_a_problem_is_the_median_over_seeds(times: list, expected: float) -> None:
-    from lossbench.analysis import ranking
-
-    assert ranking.profile_times(times) == expected
-
-
 def test_partial_conjunction() -> None:
     """At least k of n: (n - k + 1) times the k-th smallest p (Benjamini and Heller 2008)."""
     from lossbench.analysis import ranking
@@ -342,3 +306,150 @@ def test_partial_conjunction() -> None:
     assert ranking.partial_conjunction(p, 1) == pytest.approx(4 * 0.01)  # any: Bonferroni
     assert ranking.partial_conjunction([0.01, float("nan")], 2) == 1.0
     assert math.isnan(ranking.partial_conjunction(p, 5))
+
+
+# -- time to target: Kaplan–Meier (lossbench.analysis.survival) -------------------------------
+
+# The AML "maintained" group (Miller 1981; R's survival::aml): times, 1 = event, 0 = censored.
+AML_TIMES = [9, 13, 13, 18, 23, 28, 31, 34, 45, 48, 161]
+AML_EVENT = [1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 0]
+
+
+def km_by_hand(times: list[float], events: list[int]) -> tuple[float, float, float]:
+    """Product-limit estimate, Greenwood's variance, the log-log band, and the median and its
+    CI where the estimate and the bands first reach one half: written out, not SciPy's."""
+    z = st.norm.ppf(0.975)
+    survival_, greenwood = 1.0, 0.0
+    steps = []  # (time, S, low, high)
+    for t in sorted(set(times)):
+        at_risk = sum(1 for x in times if x >= t)
+        died = sum(1 for x, e in zip(times, events, strict=True) if x == t and e)
+        if died:
+            survival_ *= 1 - died / at_risk
+            greenwood += died / (at_risk * (at_risk - died)) if at_risk > died else math.inf
+        if 0 < survival_ < 1:
+            se = math.sqrt(greenwood) / abs(math.log(survival_))
+            low, high = survival_ ** math.exp(z * se), survival_ ** math.exp(-z * se)
+        else:
+            low = high = survival_
+        steps.append((t, survival_, low, high))
+
+    def first(column: int) -> float:
+        return next((step[0] for step in steps if step[column] <= 0.5 + 1e-12), math.inf)
+
+    return first(1), first(2), first(3)
+
+
+def test_kaplan_meier_median_and_ci_against_a_hand_computation_and_r() -> None:
+    """R's survfit(Surv(time, status) ~ 1, aml[aml$x == "Maintained", ], conf.type =
+    "log-log") gives median 31, 0.95LCL 13, 0.95UCL NA (no upper limit)."""
+    from lossbench.analysis import survival
+
+    got = survival.kaplan_meier_median(AML_TIMES, [bool(e) for e in AML_EVENT])
+    assert got == (31.0, 13.0, math.inf) == km_by_hand(AML_TIMES, AML_EVENT)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kaplan_meier_against_scipys_estimate_on_random_censored_data(seed: int) -> None:
+    """Runs reaching a target at random epochs, a share never: the median is where SciPy's
+    survival function first drops to one half, and the CI as written out by hand."""
+    from lossbench.analysis import survival
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 12))
+    times = rng.integers(1, 30, n).astype(float).tolist()
+    events = (rng.random(n) < 0.7).astype(int).tolist()
+    events[0] = 1
+    got = survival.kaplan_meier_median(times, [bool(e) for e in events])
+    sf = st.ecdf(st.CensoredData(
+        uncensored=[t for t, e in zip(times, events, strict=True) if e],
+        right=[t for t, e in zip(times, events, strict=True) if not e],
+    )).sf  # fmt: skip
+    below = sf.quantiles[sf.probabilities <= 0.5 + 1e-12]
+    assert got[0] == (below[0] if below.size else math.inf)
+    assert got == km_by_hand(times, events)
+
+
+def test_runs_that_never_reach_the_target_count() -> None:
+    """Fast in 2 seeds of 5 and never in the others loses to a little later in all 5: the
+    mean over the runs that reached it (what the report showed before) says the opposite."""
+    from lossbench.analysis import survival
+
+    fast = [survival.Reach(True, 3, 3)] * 2 + [survival.Reach(False, 50, 50)] * 3
+    steady = [survival.Reach(True, e, e) for e in (6, 7, 7, 8, 8)]
+    f, s = survival.time_to_target(fast), survival.time_to_target(steady)
+    assert (f.median, f.reached, f.n, f.horizon) == (math.inf, 2, 5, 50)
+    assert (s.median, s.reached, s.share) == (7, 5, 1.0)
+    assert f.exact and s.exact
+
+
+def test_epochs_to_target_read_logged_epochs_not_positions() -> None:
+    """Issue 29: val/acc first at or above 0.95 in epoch 14. Logged every epoch: 14. Logged
+    every 5 epochs (epochs 1, 6, 11, 16, ..., MLflow steps 0, 5, 10, 15): the first logged
+    epoch at the target is 16 (step 15), and it was not reached by epoch 11, so the first
+    epoch lies in 12..16 (the position in the list, 4, was the bug)."""
+    from lossbench.analysis import survival
+
+    values = [0.5 + 0.45 * e / 14 if e < 14 else 0.96 for e in range(1, 31)]
+    dense = survival.first_reach(list(range(1, 31)), values, 0.95, True, 30)
+    assert (dense.reached, dense.latest, dense.exact) == (True, 14, True)
+    epochs = [1, 6, 11, 16, 21, 26, 30]
+    sparse = survival.first_reach(epochs, [values[e - 1] for e in epochs], 0.95, True, 30)
+    assert (sparse.latest, sparse.earliest) == (16, 12)
+    t = survival.time_to_target([sparse] * 3)
+    assert (t.median_earliest, t.median) == (12, 16) and not t.exact
+    assert t.median_earliest <= dense.latest <= t.median
+    never = survival.first_reach(epochs, [0.5] * 7, 0.95, True, 30)
+    assert (never.reached, never.latest) == (False, 30)
+    lower = survival.first_reach([2, 4], [0.9, 0.3], 0.5, False, 4)  # a loss: lower is better
+    assert (lower.latest, lower.earliest) == (4, 3)
+
+
+def test_the_range_of_medians_is_every_first_epoch_the_logged_ones_allow() -> None:
+    """Brute force over every first epoch in each run's open interval, with a censored run
+    whose end falls inside one of them (where the estimate is not monotone in the times)."""
+    import itertools
+
+    from lossbench.analysis import survival
+
+    runs = [survival.Reach(True, 8, 3), survival.Reach(False, 5, 5), survival.Reach(True, 6, 6),
+            survival.Reach(True, 10, 7), survival.Reach(False, 9, 9)]  # fmt: skip
+    reached = [r.reached for r in runs]
+    choices = [range(int(r.earliest), int(r.latest) + 1) if r.reached else [r.latest] for r in runs]
+    medians = [survival.kaplan_meier_median(list(times), reached)[0]
+               for times in itertools.product(*choices)]  # fmt: skip
+    t = survival.time_to_target(runs)
+    assert (t.median_earliest, t.median) == (min(medians), max(medians))
+
+
+# -- which end of a metric is better (lossbench.problem.directions) ---------------------------
+
+
+def test_directions_of_built_in_and_declared_metrics() -> None:
+    from lossbench.problem import directions as d
+
+    assert d.higher_is_better("val/acc") and d.higher_is_better("test/r2")
+    assert d.higher_is_better("val/rmse") is False and d.higher_is_better("train/loss") is False
+    assert (
+        d.higher_is_better("test/brier") is False and d.higher_is_better("target/epochs") is False
+    )
+    assert d.higher_is_better("val/widgets") is None and d.higher_is_better("lr") is None
+    assert d.direction("val/acc") == "max" and d.direction("train/grad_norm") is None
+    assert d.higher_is_better("val/auroc", {"auroc": True}) is True
+    assert d.higher_is_better("test/top2_error", {"top2_error": False}) is False
+
+
+def test_directions_are_recovered_from_a_runs_params() -> None:
+    """What training reads from the config, the report reads back from the params."""
+    from lossbench.problem import directions as d
+    from lossbench.tracking.payloads import flatten
+
+    cfg = {"metrics": {"auroc": {"_target_": "m.auroc", "task": "classification",
+                                 "higher_is_better": True},
+                       "ece": {"_target_": "lossbench.problem.metrics.ece", "task": "classification"}}}  # fmt: skip
+    assert d.config_directions(cfg) == {"auroc": True, "ece": False}
+    assert d.recorded_directions(flatten(cfg)) == d.config_directions(cfg)
+    with pytest.raises(
+        ValueError, match="metrics.auroc.higher_is_better='yes' must be true or false"
+    ):
+        d.config_directions({"metrics": {"auroc": {"higher_is_better": "yes"}}})

@@ -178,11 +178,13 @@ def test_a_regression_metric_gets_predictions_in_data_units(make_spec, user_modu
          r"metrics.one returned \(\); a metric returns one value per stacked member"),
         ("metrics.ece.every_epoch=sometimes",
          r"metrics.ece.every_epoch='sometimes' must be true or false"),
+        ("+metrics.ece.higher_is_better=often",
+         r"metrics.ece.higher_is_better='often' must be true or false"),
         ("+metrics.ece.bins=5",
          r"unknown key metrics.ece.bins=5: .*Did you mean metrics.ece.n_bins=5\?"),
     ],
     ids=["no-module", "no-function", "not-callable", "built-in-name", "no-task", "not-per-member",
-         "bad-every-epoch", "bad-argument"],
+         "bad-every-epoch", "bad-direction", "bad-argument"],
 )  # fmt: skip
 def test_bad_metrics_fail_before_anything_trains(
     make_spec, user_module: str, store_uri: str, entry: str, message: str

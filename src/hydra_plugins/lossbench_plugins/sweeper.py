@@ -46,7 +46,8 @@ class OptunaConf:
     n_trials: int = 20  # per study
     trials_per_round: int = 2  # trials of each study launched together
     metric: str = "val/loss"  # the final metric to optimize
-    direction: str = "minimize"  # or maximize
+    # minimize or maximize; null: as the metric's direction says (val/loss: minimize)
+    direction: Optional[str] = None  # noqa: UP045
     penalty: Optional[float] = None  # noqa: UP045 (diverged/failed trials; null: infinitely bad)
     seed: int = 0  # the samplers' seed
 
@@ -123,10 +124,14 @@ class LossbenchSweeper(BasicSweeper):
         initial_job_idx = 0
         try:
             if self.optuna.get("search"):
+                from lossbench.problem.directions import config_directions
                 from lossbench.sweep.hpo import run_studies
 
                 combos = [list(job) for batch in self.overrides for job in batch]
-                returns = run_studies(combos, self._launch_trials, self.optuna, sweep_dir)
+                metrics = self.config.get("metrics")  # the directions its entries declare
+                entries = OmegaConf.to_container(metrics, resolve=True) if metrics else {}
+                declared = config_directions({"metrics": entries})
+                returns = run_studies(combos, self._launch_trials, self.optuna, sweep_dir, declared)
             while not self.optuna.get("search") and not self.is_done():
                 batch = self.get_job_batch()
                 self.validate_batch_is_legal(batch)

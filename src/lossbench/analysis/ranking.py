@@ -158,19 +158,6 @@ def tally(outcomes: Sequence[str]) -> tuple[int, int, int]:
     return outcomes.count(WIN), outcomes.count(TIE), outcomes.count(LOSS)
 
 
-def profile_times(times: Sequence[float]) -> float:
-    """A recipe's time to target on one problem from its runs' times (NaN or inf: the run never
-    reached the target, or failed): the median, infinite when half the runs or more never
-    reached it."""
-    values = sorted(v if v is not None and math.isfinite(v) else math.inf for v in times)
-    if not values:
-        return math.inf
-    middle = len(values) // 2
-    if len(values) % 2:
-        return values[middle]
-    return (values[middle - 1] + values[middle]) / 2  # inf when either is inf
-
-
 def performance_ratios(times: pd.DataFrame) -> pd.DataFrame:
     """Each recipe's time on each problem over the best recipe's time there (1 = the best;
     inf where the recipe never reached the target, and for every recipe on a problem that

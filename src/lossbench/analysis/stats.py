@@ -1,5 +1,6 @@
-"""Statistics over seeds: confidence intervals, paired and unpaired tests, effect sizes,
-epochs-to-target with censoring, and best-over-nuisance selection.
+"""Statistics over seeds: confidence intervals, paired and unpaired tests, effect sizes, and
+best-over-nuisance selection (times to target: :mod:`lossbench.analysis.survival`; which end of
+a metric is better: :mod:`lossbench.problem.directions`).
 
 Pure NumPy/SciPy/pandas on values already read from the store, so that the report and the
 claims judge results the same way, and so that both can be tested on known numbers.
@@ -27,23 +28,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-HIGHER_IS_BETTER = ("acc", "balanced_acc", "f1_macro", "r2")
-LOWER_IS_BETTER = ("loss", "final_loss", "rmse", "mae", "ece", "brier")
 K = TypeVar("K", bound=Hashable)
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether larger values of a metric are better (accuracy, F1, R²) or worse (losses, errors)."""
-    return metric.rsplit("/", 1)[-1] in HIGHER_IS_BETTER
-
-
-def direction(metric: str) -> str | None:
-    """``"max"`` or ``"min"`` where a metric's name says which values are better (accuracies,
-    F1, R²; losses and errors), ``None`` where it does not."""
-    last = metric.rsplit("/", 1)[-1]
-    if last in HIGHER_IS_BETTER:
-        return "max"
-    return "min" if last in LOWER_IS_BETTER else None
 
 
 @dataclass(frozen=True)
@@ -156,15 +141,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
-
-
-def epochs_to_target(history: Sequence[float], target: float, higher: bool) -> int | None:
-    """The first epoch (1-based count of epochs trained) whose value reaches the target, or
-    ``None`` if none does: the run is censored at its length."""
-    for epoch, value in enumerate(history, start=1):
-        if math.isfinite(value) and (value >= target if higher else value <= target):
-            return epoch
-    return None
 
 
 def rank_settings(settings: Mapping[K, tuple[Sequence[float], int]], higher: bool) -> list[K]:

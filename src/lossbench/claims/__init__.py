@@ -21,14 +21,22 @@ See the README for the file format and complete examples. The modules, in the or
 goes through them: ``spec`` (a claim as data), ``load`` (reading claim files), ``run`` (the
 sweeps), ``evaluate`` (the verdicts, one entry per assertion kind) with ``evidence`` (the
 numbers runs contribute), ``select`` (best over a nuisance axis) and ``equivalence`` (TOST),
-``render`` (table, report, plots, JSON) and ``cli``.
+``render`` (table, plots, JSON), ``files`` (the report files, by claim id) and ``cli``.
 """
 
 from lossbench.claims.cli import main
 from lossbench.claims.evaluate import KINDS, Verdict, describe, evaluate, evaluate_assertion
 from lossbench.claims.evidence import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Evidence, RunData
-from lossbench.claims.load import CLAIMS_DIR, ClaimFiles, load_claim, load_claims, read_claims
-from lossbench.claims.render import print_verdicts, verdicts_json, write_report
+from lossbench.claims.files import write_report
+from lossbench.claims.load import (
+    CLAIMS_DIR,
+    ClaimFiles,
+    MissingClaim,
+    load_claim,
+    load_claims,
+    read_claims,
+)
+from lossbench.claims.render import print_verdicts, verdicts_json
 from lossbench.claims.run import check_metrics, run_claims
 from lossbench.claims.spec import Assertion, Claim, ClaimError, Nuisance, Selector, job_key
 
@@ -44,6 +52,7 @@ __all__ = [
     "ClaimError",
     "ClaimFiles",
     "Evidence",
+    "MissingClaim",
     "RunData",
     "Selector",
     "Verdict",

@@ -17,7 +17,8 @@ problems, and two assertion kinds judge recipes over them, each problem a block.
   Problems where a group has no value are left out (complete blocks), and counted.
 
 "Better" is the metric's direction: higher for accuracies, F1 and R², lower for losses and
-errors (:func:`lossbench.analysis.stats.direction`); ``mode: min|max`` says it for other names.
+errors, as a metric of the config declares it (:mod:`lossbench.problem.directions`);
+``mode: min|max`` says it for other names.
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from lossbench.analysis import ranking, stats
+from lossbench.analysis import ranking
 from lossbench.claims.evidence import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
     Evidence,
     Runs,
-    compare_values,
+    pair_test,
 )
 from lossbench.claims.select import measure
-from lossbench.claims.spec import Assertion, Claim, ClaimError
+from lossbench.claims.spec import Assertion, Claim, ClaimError, check_direction
 
 FORMATS = {
     "beats": "beats: [a, b] with across: <the problems' axis> and at_least: <k problems>",
@@ -89,19 +90,19 @@ def check(claim: Claim, assertion: Assertion, where: str) -> None:
         raise ClaimError(f"{where}: at_least={at_least} but {across!r} has {n} problems "
                          f"({', '.join(claim.axes[across])})")  # fmt: skip
     assert assertion.metric is not None
-    implied, mode = stats.direction(assertion.metric.name), assertion.options.get("mode")
-    if mode is None and implied is None:
-        raise ClaimError(f"{where}: metric {assertion.metric.name!r}: its name does not say "
-                         "whether higher or lower is better; give mode: min or mode: max")  # fmt: skip
-    if mode is not None and implied is not None and mode != implied:
-        raise ClaimError(f"{where}: mode={mode!r} contradicts {assertion.metric.name!r}, where "
-                         f"{'higher' if implied == 'max' else 'lower'} is better")  # fmt: skip
+    check_direction(assertion.metric.name, assertion.options.get("mode"), claim.overrides(),
+                    f"{where}:")  # fmt: skip
 
 
-def _higher(assertion: Assertion) -> bool:
+def _higher(claim: Claim, assertion: Assertion, runs: Runs) -> bool:
+    """Which end of the assertion's metric is better: its mode, the metric's direction, as the
+    claim's runs recorded it for a metric of their own."""
     assert assertion.metric is not None
-    mode = assertion.options.get("mode") or stats.direction(assertion.metric.name)
-    return mode == "max"
+    declared = {k: v for key, run in runs.items() if key[0] == claim.id
+                for k, v in run.directions.items()}  # fmt: skip
+    higher = check_direction(assertion.metric.name, assertion.options.get("mode"), [],
+                             f"{claim.path.name}:", declared)  # fmt: skip
+    return bool(higher)
 
 
 def describe(a: Assertion) -> str:
@@ -135,7 +136,7 @@ def _per_problem(
     evidence = measure(claim, replace(assertion, groups=flat), runs)
     evidence.assertion = assertion
     names = {ref: f"{g} on {label}" for label, refs in keys.items() for g, ref in refs.items()}
-    for attribute in ("groups", "values", "counts", "chosen", "selection"):
+    for attribute in ("groups", "values", "counts", "chosen", "selection", "times", "reaches"):
         table = getattr(evidence, attribute)
         setattr(evidence, attribute, {names.get(k, k): v for k, v in table.items()})
     return evidence, {
@@ -147,10 +148,10 @@ def judge_beats(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     """On each problem a against b, then at least k of n by the partial conjunction."""
     evidence, keys = _per_problem(claim, assertion, runs)
     a, b = assertion.groups
-    kind = "greater" if _higher(assertion) else "less"
+    kind = "greater" if _higher(claim, assertion, runs) else "less"
     min_effect = float(assertion.options.get("min_effect", 0.0))
-    tests = {label: compare_values(evidence.values[names[a]], evidence.values[names[b]], kind,
-                                   assertion.alpha, min_effect) for label, names in keys.items()}  # fmt: skip
+    tests = {label: pair_test(evidence, names[a], names[b], kind, assertion.alpha, min_effect)
+             for label, names in keys.items()}  # fmt: skip
     n = len(tests)
     k = int(assertion.options.get("at_least") or n)
     for_p = [t.p_value if t.supports else 1.0 for t in tests.values()]
@@ -160,6 +161,7 @@ def judge_beats(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     counted = [t.verdict for t in tests.values()]
     wins, losses = counted.count(REPRODUCED), counted.count(NOT_REPRODUCED)
     evidence.n, evidence.effect = n, wins / n
+    evidence.effect_kind = "share of problems better"
     each = "; ".join(f"{label}: {t.why}" for label, t in tests.items())
     tally = (
         f"{a} vs {b}: {wins} better, {n - wins - losses} undecided, {losses} not (each at alpha)"
@@ -202,8 +204,8 @@ def judge_ranks_first(claim: Claim, assertion: Assertion, runs: Runs) -> Evidenc
     if n < 2:
         evidence.why = f"fewer than two problems with every group{left_out}"
         return evidence
-    ranks = ranking.rank_table(complete, _higher(assertion)).mean(axis=0)
-    evidence.effect = float(ranks[first])
+    ranks = ranking.rank_table(complete, _higher(claim, assertion, runs)).mean(axis=0)
+    evidence.effect, evidence.effect_kind = float(ranks[first]), f"mean rank of {first}"
     ranked = ", ".join(f"{g} {r:.2f}" for g, r in ranks.sort_values(kind="stable").items())
     omnibus = ranking.omnibus(complete)
     others = [g for g in assertion.groups if g != first]

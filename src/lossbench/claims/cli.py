@@ -13,8 +13,9 @@ from pathlib import Path
 
 import lossbench.claims
 from lossbench.claims.evaluate import evaluate
-from lossbench.claims.load import CLAIMS_DIR, read_claims
-from lossbench.claims.render import print_verdicts, verdicts_json, write_report
+from lossbench.claims.files import write_report
+from lossbench.claims.load import CLAIMS_DIR, MissingClaim, read_claims
+from lossbench.claims.render import print_verdicts, verdicts_json
 from lossbench.claims.run import run_claims
 from lossbench.claims.spec import ClaimError
 from lossbench.config.spec import ConfigError
@@ -53,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, default=Path("reports"), help="report directory (default: reports)"
     )
     parser.add_argument(
-        "--claims-dir", type=Path, default=CLAIMS_DIR, help="where the claim files are"
+        "--claims-dir", type=Path, help="where the claim files are (default: conf/claims/)"
     )
     parser.add_argument(
         "--config-dir",
@@ -70,10 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     uri = args.tracking_uri or tracking_uri({"root": "mlruns"})
     sweep_dir = Path("multirun") / "claims" / time.strftime("%Y-%m-%d_%H-%M-%S")
     tracker = Tracker(uri, args.experiment)
-    files = read_claims(args.claims_dir)
+    files = read_claims(args.claims_dir or CLAIMS_DIR)
     _print_problems(files.errors)  # now, and again at the end
     try:
-        claims = files.select(args.ids)
+        try:
+            claims = files.select(args.ids)
+        except MissingClaim as err:
+            if args.claims_dir is None:  # a claim file of your own is found with --claims-dir
+                raise MissingClaim(
+                    f"{err}; for claim files in another directory: --claims-dir DIR"
+                ) from None
+            raise
         if not claims and files.errors:
             return 2
         tracker.check_reachable()
@@ -92,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     print_verdicts(verdicts)
     report = write_report(verdicts, args.out, seconds, args.experiment, uri)
-    print(f"Report: {report} (plots in {args.out / 'claims'})")
+    print(f"Report: {report} (each claim's section, plot and JSON in {args.out / 'claims'})")
     parent = sweep_parent(sweep_dir, tracker).parent_run_id  # created here if nothing trained
     assert parent is not None
     log_report(uri, parent, args.out / "claims", "claims-report")

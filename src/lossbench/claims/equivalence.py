@@ -53,6 +53,7 @@ def judge(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     margin, alpha = float(assertion.options["margin"]), assertion.alpha
     result = stats.tost(evidence.values[a], evidence.values[b], margin)
     evidence.effect, evidence.p_value = result.diff, result.p_value
+    evidence.effect_kind = f"Δ mean, {assertion.metric.name if assertion.metric else 'units'}"
     evidence.n = result.n_pairs if result.paired else min(result.n_a, result.n_b)
     if math.isnan(result.p_value):
         evidence.why = "fewer than two runs in a group"

@@ -21,8 +21,8 @@ from lossbench.claims.evidence import (
     REPRODUCED,
     Evidence,
     Runs,
-    compare_values,
     group_values,
+    pair_test,
 )
 from lossbench.claims.select import measure
 from lossbench.claims.spec import Assertion, Claim, ClaimError
@@ -136,16 +136,14 @@ def _judge_pairs(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
         direction = "greater" if kind == "decreasing" else "less"
         pairs = [(a, b, direction) for a, b in itertools.pairwise(g)]
     min_effect = float(assertion.options.get("min_effect", 0.0))
-    values = evidence.values
-    results = [
-        compare_values(values[a], values[b], k, assertion.alpha, min_effect) for a, b, k in pairs
-    ]
+    results = [pair_test(evidence, a, b, k, assertion.alpha, min_effect) for a, b, k in pairs]
     evidence.verdict = combine([r.verdict for r in results])
     evidence.why = "; ".join(
         f"{a} vs {b}: {r.why}" for (a, b, _), r in zip(pairs, results, strict=True)
     )
     worst = max(results, key=lambda r: 0 if math.isnan(r.p_value) else r.p_value)
     evidence.effect, evidence.p_value = worst.effect, worst.p_value
+    evidence.effect_kind = worst.effect_kind
     return evidence
 
 
@@ -191,12 +189,14 @@ def _judge_range(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
         evidence.p_value = max(p_low, p_high)
         center = (low + high) / 2
         evidence.effect = (ci.mean - center) / center if center else ci.mean - center
+        evidence.effect_kind = "(mean − centre) / centre" if center else "mean − centre, units"
         outside = ci.high < low or ci.low > high
     else:
         threshold = float(options["value"])
         side = "greater" if assertion.kind == "above" else "less"
         evidence.p_value = float(st.ttest_1samp(sample, threshold, alternative=side).pvalue)
         evidence.effect = (ci.mean - threshold) / ci.std if ci.std else math.nan
+        evidence.effect_kind = "(mean − value) / sd"
         outside = ci.high < threshold if assertion.kind == "above" else ci.low > threshold
     if evidence.p_value < assertion.alpha:
         evidence.verdict = REPRODUCED
@@ -234,6 +234,7 @@ def _judge_inside(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
     share = sum(inside) / len(inside) if inside else math.nan
     needed = float(options.get("min_share", 1.0))
     evidence.effect, evidence.n = share, len(inside)
+    evidence.effect_kind = "share of runs inside"
     counted = f"{sum(inside)}/{len(inside)} runs inside"
     if not inside:
         evidence.why = "no runs"
@@ -280,6 +281,7 @@ def _judge_proportion_positive(claim: Claim, assertion: Assertion, runs: Runs) -
     values = evidence.values[assertion.groups[0]]
     k, total = _successes(values, assertion.options["success"]), len(values)
     evidence.effect, evidence.n = (k / total if total else math.nan), total
+    evidence.effect_kind = "share of seeds"
     if total == 0:
         evidence.why = "no runs"
     elif k > 0:
@@ -306,6 +308,7 @@ def _judge_proportion_increases(claim: Claim, assertion: Assertion, runs: Runs) 
     proportions = [k / n if n else math.nan for k, n in shares]
     monotone = all(a <= b for a, b in itertools.pairwise(proportions))
     evidence.p_value, evidence.effect = p_up, proportions[-1] - proportions[0]
+    evidence.effect_kind = "Δ share of seeds"
     text = ", ".join(f"{g}: {k}/{n}" for g, (k, n) in zip(assertion.groups, shares, strict=True))
     if p_up < assertion.alpha and monotone:
         evidence.verdict, evidence.why = REPRODUCED, f"{text}; Fisher p = {p_up:.2g}"
@@ -361,7 +364,12 @@ def _judge_loss_value(claim: Claim, assertion: Assertion, runs: Runs) -> Evidenc
     ok = abs(value - expected) <= tol
     why = f"{value:.9g} vs {expected:.9g} ({against}), tol {tol:g}"
     return Evidence(
-        assertion, REPRODUCED if ok else NOT_REPRODUCED, why, effect=value - expected, n=1
+        assertion,
+        REPRODUCED if ok else NOT_REPRODUCED,
+        why,
+        effect=value - expected,
+        n=1,
+        effect_kind="value − expected",
     )
 
 

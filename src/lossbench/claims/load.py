@@ -16,8 +16,16 @@ import yaml
 
 from lossbench.claims.evaluate import KINDS
 from lossbench.claims.select import check_judged, parse_nuisance, selects
-from lossbench.claims.spec import Assertion, Claim, ClaimError, Selector
+from lossbench.claims.spec import (
+    TIME_METRICS,
+    Assertion,
+    Claim,
+    ClaimError,
+    Selector,
+    declared_here,
+)
 from lossbench.config.spec import CONF_DIR
+from lossbench.problem import directions
 
 CLAIMS_DIR = CONF_DIR / "claims"
 TOP_KEYS = {
@@ -43,9 +51,16 @@ TOP_TYPES = {
     "alpha": ((int, float), "a number"),
     "nuisance": (Mapping, "a mapping {axis: <an axis>, select: <a val/ metric>, mode: min|max}"),
 }
+# kinds that judge times to target (runs that never reach it censored): log-rank between groups
+TIME_KINDS = ("less", "greater", "decreasing", "increasing", "beats", "proportion_increases",
+              "proportion_positive")  # fmt: skip
 OPTION_KEYS = ("min_effect", "success", "low", "high", "min_share", "margin", "across", "at_least",
                "mode", "why")  # fmt: skip
 ASSERT_KEYS = {"metric", "alpha", *OPTION_KEYS}
+
+
+class MissingClaim(ClaimError):
+    """A claim id asked for that no claim file of the directory has."""
 
 
 def _overrides(value: Any, where: str) -> list[str]:
@@ -94,7 +109,7 @@ def load_claim(path: Path) -> Claim:
                   str(raw.get("setup") or "").strip(), _overrides(raw.get("base") or [], f"{name}: base"),
                   axes, list(seeds), [], path, bool(raw.get("stack", True)))  # fmt: skip
     if raw.get("nuisance") is not None:
-        claim.nuisance = parse_nuisance(raw["nuisance"], axes, name)
+        claim.nuisance = parse_nuisance(raw["nuisance"], axes, name, claim.overrides())
     alpha = float(raw.get("alpha", 0.05))
     for i, item in enumerate(raw["assert"]):
         claim.assertions.append(
@@ -129,6 +144,7 @@ def _assertion(claim: Claim, item: Any, where: str, alpha: float, metric: Any) -
             f"{where}: no metric (give one in the assertion or at the top of the file)"
         )
     selector = assertion.metric = Selector.parse(chosen, where)
+    _check_selector(claim, kind, selector, where)
     if selector.spread_over is not None and selector.spread_over not in claim.axes:
         raise ClaimError(
             f"{where}: spread_over={selector.spread_over!r} is not an axis; axes: {sorted(claim.axes)}"
@@ -146,6 +162,30 @@ def _assertion(claim: Claim, item: Any, where: str, alpha: float, metric: Any) -
             "worst there (leave diverged: exclude, the default)"
         )
     return assertion
+
+
+def _check_selector(claim: Claim, kind: str, selector: Selector, where: str) -> None:
+    """A time to target is judged with censoring (log-rank between groups), and ``at: best``
+    and ``diverged: worst`` need a metric with a better end."""
+    name = selector.name
+    if name in TIME_METRICS:
+        if kind not in TIME_KINDS:
+            raise ClaimError(
+                f"{where}: {kind} cannot judge {name!r}: runs that never reach the target count "
+                f"as censored, which a mean cannot take; compare groups with "
+                f"{', '.join(TIME_KINDS[:5])} (log-rank test), or judge target/reached"
+            )
+        if selector.needs_history or selector.spread_over:
+            raise ClaimError(
+                f"{where}: {name!r} is one number per run: no at, ratio or spread_over"
+            )
+    wants = [w for w, on in (("at: best", selector.at == "best"),
+                             ("diverged: worst", selector.diverged == "worst")) if on]  # fmt: skip
+    if wants and directions.direction(name) is None and not declared_here(name, claim.overrides()):
+        raise ClaimError(
+            f"{where}: {' and '.join(wants)} on {name!r}: it has no better end; read at: min or "
+            f"at: max (or declare metrics.<name>.{directions.KEY})"
+        )
 
 
 def _check_one_run_per_seed(claim: Claim, assertion: Assertion, ref: str, where: str) -> None:
@@ -190,7 +230,7 @@ class ClaimFiles:
                 raise ClaimError("; ".join(lost))
             if missing:
                 failed = f" ({len(self.errors)} file(s) failed to load)" if self.errors else ""
-                raise ClaimError(
+                raise MissingClaim(
                     f"no claim {missing} in {self.directory}{failed}; claims: "
                     f"{', '.join(sorted(self.claims))}"
                 )

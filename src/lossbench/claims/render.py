@@ -1,14 +1,21 @@
-"""Showing verdicts: the terminal table, ``reports/claims.md`` with a plot per claim, and JSON."""
+"""Showing verdicts: the terminal table, a plot per claim, the cells the Markdown report shares
+(:mod:`lossbench.claims.files` writes it) and JSON."""
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lossbench.analysis.render import figure, markdown_table, p_value, plus_minus, print_table
+from lossbench.analysis import survival
+from lossbench.analysis.render import (
+    MISSING,
+    figure,
+    p_value,
+    plus_minus,
+    print_table,
+)
 from lossbench.claims.evaluate import Verdict, describe
 from lossbench.claims.evidence import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Evidence
 
@@ -19,7 +26,7 @@ HEADER = [
     "assertion verdict",
     "assertion",
     "groups: mean ± 95% CI",
-    "effect",
+    "effect (what it is)",
     "p",
     "n",
     "why",
@@ -34,7 +41,12 @@ METHODS = (
     "REPRODUCED when both reject, NOT REPRODUCED when a difference beyond the margin is "
     "significant. Where a claim has a nuisance axis, each group is judged at the value with "
     "the best mean validation metric (shown as 'group at axis=value'; a value with diverged "
-    "runs ranks below every value without)."
+    "runs ranks below every value without). Effects are labelled with what they are: Cohen's "
+    "d_z (paired) or d (Welch) and the rank-biserial r are standardized sizes; 'Δ ...' is a "
+    "difference in the metric's units. Times to target (target/epochs, target/seconds): "
+    "Kaplan–Meier median [95% CI] and the runs that reached it (a run that never did is "
+    "censored at its planned epochs: it counts); groups are compared by the log-rank test "
+    "(SciPy), the effect being the difference of the medians."
 )
 COLORS = {REPRODUCED: "green", NOT_REPRODUCED: "red", INCONCLUSIVE: "yellow"}
 
@@ -44,11 +56,36 @@ def _group_name(e: Evidence, group: str) -> str:
     return f"{group} at {e.nuisance}={e.chosen[group]}" if group in e.chosen else group
 
 
-def _groups_text(e: Evidence) -> str:
-    return "; ".join(f"{_group_name(e, g)}: {plus_minus(ci)}" for g, ci in e.groups.items())
+def _time_text(t: survival.TimeToTarget) -> str:
+    """``median 14 [12, 17], 5/5 reached``: a group's time to target (Kaplan–Meier)."""
+    if t.n == 0:
+        return "no runs"
+
+    def shown(v: float) -> str:
+        return "∞" if math.isinf(v) else f"{v:.4g}"
+
+    median = shown(t.median) if t.exact else f"{shown(t.median_earliest)}–{shown(t.median)}"
+    if math.isinf(t.median):
+        median = f"> {shown(t.horizon)}"
+    ci = "" if math.isinf(t.low) else f" [{shown(t.low)}, {shown(t.high)}]"
+    return f"median {median}{ci}, {t.reached}/{t.n} reached"
 
 
-def _why(e: Evidence) -> str:
+def groups_text(e: Evidence) -> str:
+    return "; ".join(
+        f"{_group_name(e, g)}: {_time_text(e.times[g]) if g in e.times else plus_minus(ci)}"
+        for g, ci in e.groups.items()
+    )
+
+
+def effect_text(e: Evidence) -> str:
+    """The effect and what it is: ``-1.85 (Cohen's d_z)``, ``-3 (Δ median, epochs)``."""
+    if math.isnan(e.effect):
+        return MISSING
+    return f"{e.effect:.3g} ({e.effect_kind})" if e.effect_kind else f"{e.effect:.3g}"
+
+
+def why_text(e: Evidence) -> str:
     """Why, and the notes on a nuisance choice (a grid edge, divergence)."""
     return "; ".join([e.why, *(f"note: {n}" for n in e.notes)]) if e.notes else e.why
 
@@ -61,8 +98,8 @@ def verdict_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
             first = i == 0  # the claim's own cells, on its first row only
             rows.append([
                 v.claim.id if first else "", v.claim.claim if first else "", v.verdict if first else "",
-                e.verdict, describe(e.assertion), _groups_text(e), f"{e.effect:.3g}", p_value(e.p_value),
-                str(e.n), _why(e),
+                e.verdict, describe(e.assertion), groups_text(e), effect_text(e), p_value(e.p_value),
+                str(e.n), why_text(e),
             ])  # fmt: skip
     return rows
 
@@ -112,7 +149,13 @@ def _plot_groups(ax: Any, e: Evidence) -> None:
         excluded = e.counts[name].get("diverged", 0) * (e.assertion.metric.diverged == "exclude")
         diverged = len(points) - len(finite) + excluded
         ci = e.groups[name]
-        if ci.n:
+        if name in e.times:  # a time to target: the Kaplan–Meier median and its CI
+            t = e.times[name]
+            if math.isfinite(t.median):
+                high = t.high if math.isfinite(t.high) else t.median
+                ax.errorbar([x], [t.median], yerr=[[t.median - t.low], [high - t.median]],
+                            fmt="s", color="tab:blue", capsize=4)  # fmt: skip
+        elif ci.n:
             err = 0 if math.isnan(ci.low) else (ci.high - ci.low) / 2
             ax.errorbar([x], [ci.mean], yerr=[err], fmt="o", color="tab:blue", capsize=4)
         if diverged:
@@ -124,120 +167,19 @@ def _plot_groups(ax: Any, e: Evidence) -> None:
     ax.grid(alpha=0.3)
 
 
-FAIR_SUFFIX = "-fair"  # ``R4-fair``: R4's statement with each arm at its best learning rate
-
-
-def fair_pairs(verdicts: Sequence[Verdict]) -> list[tuple[Verdict, Verdict]]:
-    """(fixed form, fair variant) of each claim ``X-fair`` judged along with its ``X``."""
-    by_id = {v.claim.id: v for v in verdicts}
-    return [
-        (by_id[v.claim.id.removesuffix(FAIR_SUFFIX)], v)
-        for v in verdicts
-        if v.claim.id.endswith(FAIR_SUFFIX) and v.claim.id.removesuffix(FAIR_SUFFIX) in by_id
-    ]
-
-
-def fair_comparison_lines(verdicts: Sequence[Verdict]) -> list[str]:
-    """Markdown: each fixed-rate claim next to its fair variant, assertion by assertion (the
-    n-th assertion of one against the n-th of the other), saying where the verdicts differ."""
-    rows, differ = [], []
-    for fixed, fair in fair_pairs(verdicts):
-        for i, (a, b) in enumerate(zip(fixed.evidence, fair.evidence, strict=False), start=1):
-            agree = a.verdict == b.verdict
-            chosen = ", ".join(_group_name(b, g) for g in b.chosen) or "–"
-            rows.append([
-                f"{fixed.claim.id} / {fair.claim.id} #{i}", describe(a.assertion),
-                a.verdict, f"{b.verdict} ({describe(b.assertion)}; {chosen})",
-                "agree" if agree else "**disagree**",
-            ])  # fmt: skip
-            if not agree:
-                differ.append(f"{fixed.claim.id} #{i}")
-    if not rows:
-        return []
-    said = (
-        f"They disagree on {len(differ)} of {len(rows)} assertions: {', '.join(differ)}."
-        if differ
-        else f"They agree on all {len(rows)} assertions."
-    )
-    return [
-        "## Fixed learning rate vs each at its best learning rate", "",
-        "Each claim judged at the fixed rate its source used, next to its fair variant (`-fair`), "
-        "where each arm is judged at its best rate on a grid chosen before any run (see each "
-        "variant's setup). " + said, "",
-        markdown_table(
-            ["claims, assertion", "assertion (fixed rate)", "fixed rate", "each at its best rate", ""],
-            rows,
-        ),
-        "",
-    ]  # fmt: skip
-
-
-def write_report(
-    verdicts: Sequence[Verdict], out: Path, seconds: float, experiment: str, uri: str
-) -> Path:
-    """reports/claims.md with one section and one plot per claim."""
-    figures = out / "claims"
-    figures.mkdir(parents=True, exist_ok=True)
-    counts = Counter(v.verdict for v in verdicts)
-    summary = [
-        [v.claim.id, v.claim.claim, f"**{v.verdict}**", p_value(v.deciding.p_value),
-         f"{v.deciding.effect:.3g}", str(v.deciding.n)]
-        for v in verdicts
-    ]  # fmt: skip
-    lines = [
-        "# Claims", "",
-        f"{len(verdicts)} claims from `conf/claims/`, judged on runs of experiment `{experiment}` "
-        f"in `{uri}` ({seconds:.0f} s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".", "",
-        markdown_table(["id", "claim", "verdict", "p", "effect", "n"], summary),
-        "", METHODS, "",
-        *fair_comparison_lines(verdicts),
-    ]  # fmt: skip
-    for v in verdicts:
-        c = v.claim
-        lines += [
-            f"## {c.id}: {c.claim}",
-            "",
-            f"Sources: {', '.join(c.sources) or '–'}. Verdict: **{v.verdict}**.",
-            "",
-        ]
-        if c.setup:
-            lines += [c.setup, ""]
-        if c.trains:
-            axes = "; ".join(f"{a} ∈ {{{', '.join(labels)}}}" for a, labels in c.axes.items())
-            lines += [f"Sweep: `{' '.join(c.base)}`; {axes or 'no axes'}; seeds {c.seeds}.", ""]
-        if c.nuisance:
-            lines += [f"Nuisance axis `{c.nuisance.axis}`: each group at the value with the "
-                      f"{c.nuisance.label()} (validation): `group at {c.nuisance.axis}=value`.", ""]  # fmt: skip
-        header = ["assertion", "verdict", "groups: mean ± 95% CI", "effect", "p", "n", "why"]
-        rows = [
-            [describe(e.assertion), e.verdict, _groups_text(e), f"{e.effect:.3g}",
-             p_value(e.p_value), str(e.n), _why(e)]
-            for e in v.evidence
-        ]  # fmt: skip
-        lines.append(markdown_table(header, rows))
-        plot = plot_claim(v, figures)
-        if plot:
-            lines += ["", f"![{c.id}](claims/{plot.name})"]
-        if v.run_ids:
-            lines += [
-                "",
-                f"MLflow runs: {len(v.run_ids)} (tag `lossbench.config_hash`; experiment `{experiment}`).",
-            ]
-        lines.append("")
-    path = out / "claims.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
 def _number(x: float) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
 def _assertion_json(e: Evidence) -> dict[str, Any]:
     out = {"assertion": describe(e.assertion), "verdict": e.verdict, "p_value": _number(e.p_value),
-           "effect": _number(e.effect), "n": e.n, "why": e.why,
+           "effect": _number(e.effect), "effect_kind": e.effect_kind, "n": e.n, "why": e.why,
            "groups": {g: {"mean": _number(ci.mean), "ci_low": _number(ci.low), "ci_high": _number(ci.high),
                           "n": ci.n} for g, ci in e.groups.items()}}  # fmt: skip
+    for g, t in e.times.items():  # a time to target: the median instead of a mean
+        out["groups"][g] = {"median": _number(t.median), "median_earliest": _number(t.median_earliest),
+                            "ci_low": _number(t.low), "ci_high": _number(t.high), "reached": t.reached,
+                            "n": t.n}  # fmt: skip
     if e.nuisance:
         out["chosen"] = {g: {e.nuisance: value} for g, value in e.chosen.items()}
         out["selection"] = {
@@ -249,18 +191,24 @@ def _assertion_json(e: Evidence) -> dict[str, Any]:
 
 
 def verdicts_json(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
-    """The verdicts as data: id, verdict, p_value, effect, n (of the deciding assertion), and
-    per assertion the same with why and each group's mean and 95% CI; where a claim has a nuisance axis, the claim's
+    """The verdicts as data: id, verdict, p_value, effect and effect_kind, n (of the deciding
+    assertion), and per assertion the same with why and each group's mean and 95% CI (for a
+    time to target: median, its CI and runs reached); where a claim has a nuisance axis, the claim's
     ``nuisance`` and per assertion the value ``chosen`` for each group, the ``selection`` means
     it was chosen on, and ``notes``."""
     out = []
     for v in verdicts:
         d, nuisance = v.deciding, v.claim.nuisance
         item = {"id": v.claim.id, "verdict": v.verdict, "p_value": _number(d.p_value),
-                "effect": _number(d.effect), "n": d.n}  # fmt: skip
+                "effect": _number(d.effect), "effect_kind": d.effect_kind,
+                "effect_text": effect_text(d), "n": d.n}  # fmt: skip
         if nuisance:
+            # the direction decided (before training), else as the file gave it
+            mode = (
+                nuisance.mode if nuisance.higher is None else ("max" if nuisance.higher else "min")
+            )
             item["nuisance"] = {"axis": nuisance.axis, "select": nuisance.select.label(),
-                                "mode": "max" if nuisance.higher else "min"}  # fmt: skip
+                                "mode": mode}  # fmt: skip
         item["assertions"] = [_assertion_json(e) for e in v.evidence]
         out.append(item)
     return out

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from lossbench.claims.evidence import RunData
 from lossbench.claims.select import selects
-from lossbench.claims.spec import Claim, ClaimError, RunKey, job_key
+from lossbench.claims.spec import Claim, ClaimError, RunKey, check_direction, job_key
 from lossbench.config.checks import recorded_metrics
 from lossbench.config.spec import CONF_DIR, RunSpec
 from lossbench.identity import config_hash
+from lossbench.problem.directions import config_directions, recorded_directions
 
 
 def run_claims(
@@ -87,13 +89,13 @@ def run_claims(
     for key, spec in zip(keys, specs, strict=True):
         record = latest.get(config_hash(spec.cfg))
         max_epochs = int(spec.cfg["trainer"]["max_epochs"])
+        val_every = int(spec.cfg["trainer"].get("check_val_every_n_epoch") or 1)
         if record is None:
-            data[key] = RunData("missing", {}, {}, max_epochs)
+            data[key] = RunData("missing", {}, {}, max_epochs, val_every=val_every)
         else:
             audit = record.tags.get("lossbench.audit")
-            data[key] = RunData(
-                record.outcome, record.metrics, {}, max_epochs, record.run_id, audit
-            )
+            data[key] = RunData(record.outcome, record.metrics, {}, max_epochs, record.run_id,
+                                audit, recorded_directions(record.params), val_every)  # fmt: skip
     needed: dict[str, set[str]] = {}
     for claim in claims:
         selectors = [a.metric for a in claim.assertions if a.metric is not None]
@@ -127,6 +129,7 @@ def check_metrics(
             continue
         spec, fact = by_claim[claim.id]
         names = recorded_metrics(spec.cfg, str(fact["task"]))
+        _check_directions(claim, config_directions(spec.cfg))
         reads = [("nuisance select", claim.nuisance.select.name)] if claim.nuisance else []
         for i, assertion in enumerate(claim.assertions):
             wanted = [] if assertion.metric is None else [assertion.metric.name]
@@ -141,6 +144,33 @@ def check_metrics(
                     f"record; they record: {', '.join(sorted(names))} (switch diagnostics on in "
                     "base for the others)"
                 )
+
+
+def _check_directions(claim: Claim, declared: dict[str, bool]) -> None:
+    """With the runs' ``metrics:`` entries known: the direction of every metric the claim
+    chooses or ranks by, or reads at its best (a nuisance's ``select`` is set to it)."""
+    where = claim.path.name
+    if claim.nuisance is not None:
+        nuisance = claim.nuisance
+        higher = check_direction(
+            nuisance.select.name, nuisance.mode, [], f"{where}: nuisance", declared
+        )
+        claim.nuisance = replace(nuisance, higher=higher)
+    for i, assertion in enumerate(claim.assertions):
+        metric = assertion.metric
+        if metric is None:
+            continue
+        if (
+            assertion.kind in ("beats", "ranks_first")
+            or metric.at == "best"
+            or metric.diverged == "worst"
+        ):
+            mode = (
+                assertion.options.get("mode")
+                if assertion.kind in ("beats", "ranks_first")
+                else None
+            )
+            check_direction(metric.name, mode, [], f"{where}: assert[{i}]:", declared)
 
 
 def _check_target_split(

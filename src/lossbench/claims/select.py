@@ -16,24 +16,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossbench.analysis import stats
+from lossbench.analysis import stats, survival
 from lossbench.claims.evidence import (
     INCONCLUSIVE,
     Evidence,
     Runs,
+    group_reaches,
     group_runs,
     group_values,
     run_value,
 )
-from lossbench.claims.spec import Assertion, Claim, ClaimError, Nuisance, Selector
+from lossbench.claims.spec import (
+    TIME_METRICS,
+    Assertion,
+    Claim,
+    ClaimError,
+    Nuisance,
+    Selector,
+    check_direction,
+)
 
 NUISANCE_KEYS = ("axis", "select", "mode")
 SELECT_KEYS = ("name", "at")
 FORMAT = "nuisance: {axis: <an axis>, select: <a val/ metric>, mode: min|max}"
 
 
-def parse_nuisance(value: Any, axes: Mapping[str, Mapping[str, list[str]]], where: str) -> Nuisance:
-    """Read and check a claim's ``nuisance`` (``where`` names the file in errors)."""
+def parse_nuisance(
+    value: Any,
+    axes: Mapping[str, Mapping[str, list[str]]],
+    where: str,
+    overrides: list[str] | None = None,
+) -> Nuisance:
+    """Read and check a claim's ``nuisance`` (``where`` names the file in errors;
+    ``overrides``: the claim's, where a metric of its own may be defined)."""
     if not isinstance(value, Mapping):
         raise ClaimError(f"{where}: expected {FORMAT}, got {value!r}")
     unknown = sorted(set(value) - set(NUISANCE_KEYS))
@@ -61,20 +76,9 @@ def parse_nuisance(value: Any, axes: Mapping[str, Mapping[str, list[str]]], wher
             f"{where}: nuisance select {select.name!r} is not on the validation split: select on "
             "a val/ metric (val/loss, val/acc, ...) and judge on another split (test/, train/)"
         )
-    mode, implied = value.get("mode"), stats.direction(select.name)
-    if mode is not None and mode not in ("min", "max"):
-        raise ClaimError(f"{where}: nuisance mode={mode!r}; valid: min, max")
-    if mode is None and implied is None:
-        raise ClaimError(
-            f"{where}: nuisance select {select.name!r}: its name does not say whether higher or "
-            "lower is better; give mode: min or mode: max"
-        )
-    if mode is not None and implied is not None and mode != implied:
-        raise ClaimError(
-            f"{where}: nuisance mode={mode!r} contradicts {select.name!r}, where "
-            f"{'higher' if implied == 'max' else 'lower'} is better"
-        )
-    return Nuisance(axis, select, (mode or implied) == "max")
+    mode = value.get("mode")
+    higher = check_direction(select.name, mode, overrides or [], f"{where}: nuisance")
+    return Nuisance(axis, select, higher, mode)
 
 
 def selects(claim: Claim, assertion: Assertion) -> bool:
@@ -97,6 +101,7 @@ class Choice:
     diverged: dict[str, int]  # value -> diverged runs
     runs: dict[str, int]  # value -> runs
     notes: list[str] = field(default_factory=list)
+    higher: bool = False  # whether higher values of the selection metric won
 
 
 def choose(claim: Claim, ref: str, runs: Runs) -> Choice:
@@ -114,10 +119,18 @@ def choose(claim: Claim, ref: str, runs: Runs) -> Choice:
         diverged = sum(run.outcome == "diverged" for _, run in group)
         found[setting] = ([v for v in values if v is not None], diverged)
         counts[setting] = len(group)
-    ranked = stats.rank_settings(found, nuisance.higher)
+    higher = nuisance.higher
+    if higher is None:  # the metric is the claim's own: as its runs recorded it
+        declared = {
+            k: v for _, run in group_runs(claim, wanted, runs) for k, v in run.directions.items()
+        }
+        higher = check_direction(
+            nuisance.select.name, nuisance.mode, [], f"{claim.path.name}: nuisance", declared
+        )
+    ranked = stats.rank_settings(found, bool(higher))
     means = {s: stats.t_interval(v).mean for s, (v, _) in found.items()}
     diverged = {s: d for s, (_, d) in found.items()}
-    choice = Choice(ranked[0], means, diverged, counts)
+    choice = Choice(ranked[0], means, diverged, counts, higher=bool(higher))
     choice.notes = _notes(nuisance, ref, grid, choice)
     return choice
 
@@ -135,7 +148,7 @@ def _notes(nuisance: Nuisance, ref: str, grid: list[str], choice: Choice) -> lis
             f"{ref}: diverged runs at every {axis} that has finished runs; {axis}={best} has "
             f"the fewest ({choice.diverged[best]}/{choice.runs[best]})"
         )
-    sign = -1 if nuisance.higher else 1
+    sign = -1 if choice.higher else 1
     for s in grid:
         beats = sign * choice.means[s] < sign * choice.means[best]  # NaN compares False
         if choice.diverged[s] > choice.diverged[best] and beats:
@@ -181,8 +194,45 @@ def measure(claim: Claim, assertion: Assertion, runs: Runs) -> Evidence:
         values, evidence.counts[ref] = group_values(claim, ref, assertion.metric, runs, fixed=fixed)
         evidence.values[ref] = values
         evidence.groups[ref] = stats.t_interval([v for v in values.values() if math.isfinite(v)])
+        if assertion.metric.name in TIME_METRICS:
+            reaches = group_reaches(claim, ref, assertion.metric, runs, fixed)
+            evidence.reaches[ref] = reaches
+            evidence.times[ref] = survival.time_to_target(reaches)
     evidence.n = min(len(v) for v in evidence.values.values())
+    evidence.notes += history_notes(claim, assertion.metric, runs)
     return evidence
+
+
+def history_notes(claim: Claim, selector: Selector, runs: Runs) -> list[str]:
+    """Where a history read by ``at``/``ratio`` was logged at some epochs only, what the
+    logged epochs give: the first logged epoch's value for ``first``, and for min, max and
+    best the extreme of the logged values, a bound on every epoch's."""
+    if not selector.needs_history:
+        return []
+    histories = [
+        run.histories[selector.name]
+        for key, run in runs.items()
+        if key[0] == claim.id and selector.name in run.histories
+    ]
+    sparse = [h for h in histories if len(h) and not h.dense]
+    if not sparse:
+        return []
+    where = (
+        f"{selector.label()}: {len(sparse)} of {len(histories)} runs logged it at some epochs only"
+    )
+    if selector.ratio or selector.at == "first":
+        starts = sorted({h.epochs[0] for h in sparse})
+        if starts != [1]:
+            return [
+                f"{where}; the first logged epoch ({', '.join(map(str, starts))}) is read, not epoch 1"
+            ]
+        return []
+    if selector.at == "last":
+        return []
+    bound = {"min": "at most", "max": "at least", "best": "at least as good as"}[selector.at]
+    return [
+        f"{where}: the {selector.at} over the logged epochs is read; every epoch's is {bound} it"
+    ]
 
 
 def check_judged(claim: Claim, assertion: Assertion, names: list[str], where: str) -> None:

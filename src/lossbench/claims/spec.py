@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.config.spec import ConfigError
+from lossbench.problem import directions
 
 RunKey = tuple[str, tuple[tuple[str, str], ...], int]  # claim id, (axis, label) pairs, seed
+# times to diagnostics.target: runs that never reach it are censored (Kaplan–Meier, log-rank)
+TIME_METRICS = ("target/epochs", "target/seconds")
 
 
 class ClaimError(ConfigError):
@@ -79,11 +82,13 @@ class Nuisance:
 
     axis: str
     select: Selector  # a val/ metric
-    higher: bool  # whether larger values of it are better
+    higher: bool | None  # whether larger values of it are better (None: from the runs' config)
+    mode: str | None = None  # as the claim file gives it: min, max or None
 
     def label(self) -> str:
         """How the selection is named in reports."""
-        return f"{'highest' if self.higher else 'lowest'} mean {self.select.label()}"
+        best = {True: "highest", False: "lowest", None: "best"}[self.higher]
+        return f"{best} mean {self.select.label()}"
 
 
 @dataclass
@@ -144,6 +149,13 @@ class Claim:
             )
         return {owners[0]: ref}
 
+    def overrides(self) -> list[str]:
+        """Every override of the claim's sweep: its base and all its axes' values."""
+        return [
+            *self.base,
+            *(o for labels in self.axes.values() for os in labels.values() for o in os),
+        ]
+
     def group_names(self) -> str:
         """The valid group labels, for error messages."""
         return (
@@ -160,3 +172,40 @@ class Claim:
 def job_key(claim: Claim, labels: Mapping[str, str], seed: int) -> RunKey:
     """The key of one run of a claim's sweep in the run data that evaluation reads."""
     return (claim.id, tuple(sorted(labels.items())), seed)
+
+
+def declared_here(name: str, overrides: list[str]) -> bool:
+    """Whether a claim's overrides set a ``metrics:`` entry for the metric ``name``
+    (``val/top2`` -> ``metrics.top2``): its direction is then the entry's."""
+    entry = f"metrics.{name.partition('/')[2]}"
+    return any(o.lstrip("+~").startswith((f"{entry}=", f"{entry}.")) for o in overrides)
+
+
+def check_direction(
+    name: str,
+    mode: str | None,
+    overrides: list[str],
+    where: str,
+    declared: dict[str, bool] | None = None,
+) -> bool | None:
+    """Whether higher values of ``name`` are better, for choosing or ranking by it: ``mode``
+    (min, max) where given, else what the metric declares (:mod:`lossbench.problem.directions`;
+    ``declared``: the runs' ``metrics:`` entries, when known). ``None`` when the claim's own
+    overrides define the metric and ``declared`` is not known yet (checked again before
+    training). ClaimError for a mode that contradicts the metric, or no direction at all."""
+    if mode is not None and mode not in ("min", "max"):
+        raise ClaimError(f"{where} mode={mode!r}; valid: min, max")
+    implied = directions.direction(name, declared)
+    if mode is not None and implied is not None and mode != implied:
+        raise ClaimError(
+            f"{where} mode={mode!r} contradicts {name!r}, where "
+            f"{'higher' if implied == 'max' else 'lower'} is better"
+        )
+    if mode is not None or implied is not None:
+        return (mode or implied) == "max"
+    if declared is None and declared_here(name, overrides):
+        return None
+    raise ClaimError(
+        f"{where} {name!r}: nothing says whether higher or lower is better; give mode: min or "
+        f"mode: max (or declare metrics.<name>.{directions.KEY})"
+    )

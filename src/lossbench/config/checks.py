@@ -121,11 +121,30 @@ def recorded_metrics(cfg: Mapping[str, Any], task: str) -> set[str]:
     if diagnostics.get("dead_units") and layers > 1:
         names.add("units/dead_share")
     if diagnostics.get("target"):
-        names |= {"target/epochs", "target/reached"}
+        names |= {"target/epochs", "target/reached", "target/seconds"}  # seconds: read from epochs
     if diagnostics.get("coefficients") and layers == 1 and task == "regression":
         names |= {"coef/b", "ols/b", "ols/b_low", "ols/b_high"}
         names |= {"coef/w*", "ols/w*"}  # one per input feature
     return names
+
+
+def check_target(cfg: Mapping[str, Any], task: str) -> None:
+    """``diagnostics.target`` watches a validation metric the run records every epoch (else
+    it would never be reached, silently), and its value is a number."""
+    target = (cfg.get("diagnostics") or {}).get("target")
+    if not isinstance(target, Mapping):
+        return
+    valid = sorted(m for m in epoch_metrics(cfg, task) if m.startswith("val/"))
+    metric = target.get("metric")
+    if metric not in valid:
+        every = "; a metric of yours: every_epoch: true" if str(metric).startswith("val/") else ""
+        raise ConfigError(
+            f"diagnostics.target.metric={metric!r} is not a validation metric this run records "
+            f"every epoch ({task} data); valid: {', '.join(valid)}{every}"
+        )
+    value = target.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"diagnostics.target.value={value!r} must be a number")
 
 
 def check_seed(cfg: Mapping[str, Any]) -> None:
@@ -244,6 +263,7 @@ def check_run(spec: RunSpec, seen: dict[str, Any] | None = None) -> SplitData:
         except ValueError as err:
             raise ConfigError(str(err)) from err
         seen[diagnostics_key] = True
+    check_target(cfg, data.task)
 
     trainer_key = _key("trainer", cfg["trainer"])
     if trainer_key not in seen:

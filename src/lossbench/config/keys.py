@@ -28,7 +28,7 @@ from typing import Any
 # Keys Hydra's instantiate reads from a _target_ node
 HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 # Keys a metrics entry holds besides its target's arguments (lossbench.problem.metrics.RESERVED_KEYS)
-METRIC_KEYS = ("task", "every_epoch")
+METRIC_KEYS = ("task", "every_epoch", "higher_is_better")
 # Top-level keys a resolver of the config reads (lossbench.config.spec.usual_lr_times)
 RESOLVER_KEYS = ("usual_lr",)
 # Arguments lossbench passes itself, by component (the one signature of each kind): not keys

@@ -17,7 +17,11 @@ At the end of training:
 - ``dead_units``: ``units/dead_share``, the share of hidden units whose pre-activation is <= 0
   for every training row (a dead ReLU gets no gradient; a leaky one still does).
 - ``target``: ``{metric: val/acc, value: 0.9}`` gives ``target/epochs``, the first epoch (1, 2,
-  ...) whose value reaches the target, NaN if none does (censored), and ``target/reached``.
+  ...) whose value reaches the target ("reaches": at or above it where higher is better, at or
+  below otherwise, as :mod:`lossbench.problem.directions` says), NaN if none does (censored),
+  and ``target/reached``. The metric is one the run records every epoch on validation
+  (checked before training: :func:`lossbench.config.checks.check_run`); with validation every
+  k epochs, the first validated epoch that reaches it.
 - ``coefficients``: for a model without hidden layer on a regression task, the learned
   ``coef/w{i}`` and ``coef/b``, and ordinary least squares on the same training rows:
   ``ols/w{i}``, ``ols/b`` with 95% t-intervals ``ols/w{i}_low``, ``ols/w{i}_high``, ...
@@ -34,7 +38,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from lossbench.analysis.stats import higher_is_better, t_bounds
+from lossbench.analysis.stats import t_bounds
+from lossbench.problem.directions import higher_is_better
 
 FLAGS = (
     "layer_grad_norms",
@@ -125,11 +130,10 @@ class Diagnostics(pl.Callback):
         target = self.cfg.get("target")
         if target is not None and target["metric"] in module.latest_val:
             value = module.latest_val[target["metric"]]
-            hit = (
-                value >= target["value"]
-                if higher_is_better(target["metric"])
-                else value <= target["value"]
-            )
+            # the direction its metrics: entry declares, else the built-in metric's
+            declared = {name: m.higher_is_better for name, m in module.metrics.items()}
+            higher = higher_is_better(target["metric"], declared)
+            hit = value >= target["value"] if higher else value <= target["value"]
             if self._reached is None:
                 self._reached = torch.full_like(value, math.nan)
             first = torch.isnan(self._reached) & hit

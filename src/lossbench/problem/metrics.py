@@ -17,8 +17,9 @@ have one signature, ``fn(outputs, target) -> Tensor[K]``, and declare the task t
 
 ``val/<name>`` is the final model's value (recorded once, at the last epoch's step) unless the
 entry says ``every_epoch: true`` (then every epoch's: a history, at one more value per epoch to
-record). ``test/<name>`` is the final model's. Other keys of an entry are the function's keyword
-arguments.
+record). ``test/<name>`` is the final model's. ``higher_is_better: true`` says larger values are
+better (default false: lower is better; see :mod:`lossbench.problem.directions`). Other keys of
+an entry are the function's keyword arguments.
 
 :func:`ece` and :func:`brier` are shipped this way (``conf/train.yaml`` records them).
 """
@@ -34,12 +35,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-CLASSIFICATION_METRICS = ("acc", "balanced_acc", "f1_macro")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
+from lossbench.problem import directions
+
+CLASSIFICATION_METRICS = tuple(directions.CLASSIFICATION)  # acc, balanced_acc, f1_macro
+REGRESSION_METRICS = tuple(directions.REGRESSION)  # rmse, mae, r2
 # Names a metric of the config cannot take: each split's loss and the built-in metrics.
 BUILT_IN = ("loss", *CLASSIFICATION_METRICS, *REGRESSION_METRICS)
 METRIC_TASKS = ("classification", "regression")
-RESERVED_KEYS = ("_target_", "task", "every_epoch")  # what an entry says that is no argument
+# what an entry says that is no argument of its function
+RESERVED_KEYS = ("_target_", "task", "every_epoch", directions.KEY)
 SHIPPED = ("lossbench.problem.metrics.ece", "lossbench.problem.metrics.brier")
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -158,6 +162,7 @@ def check_metric_node(name: Any, node: Any) -> None:
         )
     if not isinstance(node.get("every_epoch", False), bool):
         raise ValueError(f"{where}.every_epoch={node['every_epoch']!r} must be true or false")
+    directions.entry_direction(name, node)
 
 
 def locate(path: str) -> Any:
@@ -214,10 +219,12 @@ def build_metric(name: str, node: Mapping[str, Any]) -> MetricFn:
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric of the config, built: its function and whether val/ records every epoch."""
+    """A metric of the config, built: its function, whether val/ records every epoch, and
+    whether higher values are better."""
 
     fn: MetricFn
     every_epoch: bool = False
+    higher_is_better: bool = directions.DEFAULT
 
 
 def build_metrics(nodes: Mapping[str, Any] | None, task: str) -> dict[str, Metric]:
@@ -228,7 +235,11 @@ def build_metrics(nodes: Mapping[str, Any] | None, task: str) -> dict[str, Metri
     for name, node in (nodes or {}).items():
         check_metric_node(name, node)
         if node["task"] == kind:
-            built[name] = Metric(build_metric(name, node), bool(node.get("every_epoch", False)))
+            built[name] = Metric(
+                build_metric(name, node),
+                bool(node.get("every_epoch", False)),
+                directions.entry_direction(name, node),
+            )
     return built
 
 

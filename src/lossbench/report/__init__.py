@@ -18,9 +18,10 @@ It prints the table, writes ``reports/<experiment>/report.md`` and a self-contai
 them as artifacts of the sweep's parent run, whose description (shown on its MLflow page) gets
 the headline table. Reads MLflow; never imports torch or Lightning.
 
-The modules: ``aggregate`` (reading and aggregating a sweep), ``problems`` (problem axes,
-the comparison across problems), ``build`` (the report), ``render`` (tables, files, the MLflow
-description), ``plots`` and ``cli``.
+The modules: ``aggregate`` (reading and aggregating a sweep), ``values`` (numbers as shown,
+searched axes), ``problems`` (problem axes, the comparison across problems), ``build`` (the
+report), ``render`` (tables, files), ``description`` (the MLflow description), ``plots`` and
+``cli``.
 """
 
 from lossbench.report.aggregate import (
@@ -30,6 +31,7 @@ from lossbench.report.aggregate import (
     fair_comparison,
     group_label,
     headline_metric,
+    metric_direction,
     runs_frame,
     summarize,
     sweep_axes,
@@ -37,6 +39,7 @@ from lossbench.report.aggregate import (
 )
 from lossbench.report.build import Report, aggregate, build_report, problems_table
 from lossbench.report.cli import main
+from lossbench.report.description import run_description
 from lossbench.report.plots import plot_report
 from lossbench.report.problems import Across, across_problems, is_problem_axis, problem_axes
 from lossbench.report.render import (
@@ -47,7 +50,7 @@ from lossbench.report.render import (
     fair_table,
     print_report,
     profile_table,
-    run_description,
+    times_table,
     write_report,
 )
 
@@ -70,6 +73,7 @@ __all__ = [
     "headline_metric",
     "is_problem_axis",
     "main",
+    "metric_direction",
     "plot_report",
     "print_report",
     "problem_axes",
@@ -80,5 +84,6 @@ __all__ = [
     "summarize",
     "sweep_axes",
     "test_metric",
+    "times_table",
     "write_report",
 ]

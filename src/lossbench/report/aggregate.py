@@ -8,15 +8,17 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lossbench.analysis import stats
-from lossbench.tracking.records import SweepRecord, metric_histories, outcome
+from lossbench.analysis import stats, survival
+from lossbench.problem import directions
+from lossbench.tracking.records import History, SweepRecord, metric_histories, outcome
 
 if TYPE_CHECKING:
     import pandas as pd
 
 CHOICE_TAG = "lossbench.choice."
-NOT_AXES = {"seed", "experiment", "tracking"}
+NOT_AXES = {"seed", "experiment", "tracking", "stopped_epoch", "audit", "audit_difference"}
 OUTCOMES = ("finished", "diverged", "failed", "killed", "running")
+WITH_RESULT = ("finished", "diverged")  # runs time to target counts (a diverged run: not reached)
 
 
 def default_uri() -> str:
@@ -34,11 +36,39 @@ def headline_metric(sweep: SweepRecord) -> str:
     return "val/rmse" if tasks == {"regression"} else "val/acc"
 
 
-def runs_frame(sweep: SweepRecord, metric: str, target: float | None) -> pd.DataFrame:
+def metric_direction(sweep: SweepRecord, metric: str) -> tuple[bool, str | None]:
+    """Whether higher values of ``metric`` are better in this sweep, as its runs recorded it
+    (:func:`lossbench.problem.directions.recorded_directions`), and a note where nothing says
+    (lower is then taken as better). Runs that declare opposite directions raise ValueError."""
+    name = metric.partition("/")[2]
+    found = {
+        d[name] for d in (directions.recorded_directions(r.params) for r in sweep.runs) if name in d
+    }
+    if len(found) > 1:
+        raise ValueError(
+            f"the runs of this sweep declare both directions for {metric!r} "
+            f"(metrics.{name}.{directions.KEY}): report them apart (--sweep)"
+        )
+    higher = directions.higher_is_better(metric, {name: found.pop()} if found else None)
+    if higher is None:
+        return False, (
+            f"{metric} has no direction (it is no metric with a better end): lower is taken as "
+            "better for 'best' and the ranking"
+        )
+    return higher, None
+
+
+def runs_frame(
+    sweep: SweepRecord, metric: str, target: float | None, higher: bool | None = None
+) -> pd.DataFrame:
     """One row per run: outcome, seed, every choice and param, final metrics, the headline
-    metric's history, its best value, and epochs/seconds to target."""
+    metric's :class:`History` (by logged epoch), its best logged value, and when the run reached
+    the target (a :class:`lossbench.analysis.survival.Reach` in ``reach``; ``epochs_to_target``,
+    ``censored``: the first logged epoch at the target, NaN and True when not reached)."""
     import pandas as pd
 
+    if higher is None:
+        higher = metric_direction(sweep, metric)[0]
     table = sweep.table  # MLflow's own: params.*, metrics.*, tags.* columns
     none = pd.Series(None, index=table.index, dtype=object)
     seeds = table.get("params.seed", none).fillna(table.get("tags.lossbench.seed", none))
@@ -49,29 +79,50 @@ def runs_frame(sweep: SweepRecord, metric: str, target: float | None) -> pd.Data
         "outcome": pd.Series([outcome(s, tag) for s, tag in statuses], index=table.index),
         "seed": seeds.fillna(-1).astype(int),
     }
+    for tag in ("stopped_epoch", "audit", "audit_difference"):
+        columns[tag] = table.get(f"tags.lossbench.{tag}", none)
     for prefix in (f"tags.{CHOICE_TAG}", "params.", "metrics."):  # choices, params, metrics
         for column in table.columns:
             name = column.removeprefix(prefix)
             if column.startswith(prefix) and name != "seed":
                 columns[name] = table[column]
     frame = pd.DataFrame(columns).reset_index(drop=True)
-    higher = stats.higher_is_better(metric)
     histories = metric_histories(sweep.uri, list(frame["run_id"]), metric)
-    frame["history"] = [histories[run_id] for run_id in frame["run_id"]]
-    finite = [[v for v in h if math.isfinite(v)] for h in frame["history"]]
+    frame["history"] = [histories.get(run_id, History()) for run_id in frame["run_id"]]
+    finite = [[v for v in h.values if math.isfinite(v)] for h in frame["history"]]
     frame[f"best {metric}"] = [(max(f) if higher else min(f)) if f else math.nan for f in finite]
     if target is not None:
-        reached = [stats.epochs_to_target(h, target, higher) for h in frame["history"]]
-        seconds = frame.get("time/seconds", pd.Series(math.nan, index=frame.index))
-        per_epoch = [
-            s / len(h) if h else math.nan for s, h in zip(seconds, frame["history"], strict=True)
+        reaches = [
+            survival.first_reach(h.epochs, h.values, target, higher, _planned_epochs(row, h))
+            for h, row in zip(frame["history"], frame.to_dict("records"), strict=True)
         ]
-        frame["epochs_to_target"] = [r if r is not None else math.nan for r in reached]
-        frame["seconds_to_target"] = [
-            r * p if r is not None else math.nan for r, p in zip(reached, per_epoch, strict=True)
-        ]
-        frame["censored"] = [r is None for r in reached]
+        frame["reach"] = reaches
+        frame["epochs_to_target"] = [r.latest if r.reached else math.nan for r in reaches]
+        frame["censored"] = [not r.reached for r in reaches]
+        frame["seconds_per_epoch"] = [_seconds_per_epoch(row) for row in frame.to_dict("records")]
     return frame
+
+
+def _planned_epochs(row: dict[str, Any], history: History) -> float:
+    """The epochs a run was to train (``trainer.max_epochs``), or its last logged epoch when
+    more: where a run that never reached the target is censored."""
+    last = float(history.epochs[-1]) if history.epochs else 0.0
+    try:
+        return max(float(row.get("trainer.max_epochs")), last)
+    except (TypeError, ValueError):
+        return last
+
+
+def _seconds_per_epoch(row: dict[str, Any]) -> float:
+    """A run's training seconds per epoch: ``time/epoch_seconds`` (a stacked fit's time shared
+    among its members), else its seconds over its logged epochs."""
+    value = row.get("time/epoch_seconds")
+    if value is not None and math.isfinite(value):
+        return float(value)
+    seconds, history = row.get("time/seconds"), row["history"]
+    if seconds is None or not math.isfinite(seconds) or not history.epochs:
+        return math.nan
+    return float(seconds) / history.epochs[-1]
 
 
 def sweep_axes(frame: pd.DataFrame, choices: Sequence[str] = ()) -> list[str]:
@@ -116,12 +167,20 @@ def test_metric(metric: str) -> str:
 
 
 def summarize(
-    frame: pd.DataFrame, axes: Sequence[str], metric: str, target: float | None = None
+    frame: pd.DataFrame,
+    axes: Sequence[str],
+    metric: str,
+    target: float | None = None,
+    higher: bool | None = None,
 ) -> pd.DataFrame:
     """One row per group: counts by outcome, and mean, std, 95% CI and n over its finished
-    runs of each value; sorted best first by the headline metric."""
+    runs of each value; with a target, the Kaplan–Meier time to it (:func:`time_columns`);
+    runs stopped early and the audit where there are any; sorted best first by the headline
+    metric."""
     import pandas as pd
 
+    if higher is None:
+        higher = bool(directions.higher_is_better(metric))
     values = [metric, f"best {metric}", test_metric(metric), "train/loss", "time/seconds"]
     rows = []
     for key, group in groups_of(frame, axes):
@@ -131,29 +190,60 @@ def summarize(
         row["runs"] = len(group)
         for kind in OUTCOMES:
             row[kind] = int((group["outcome"] == kind).sum())
-        for column in values:
+        for column in dict.fromkeys(values):  # a test metric as the headline: once
             if column not in frame.columns:
                 continue
             ci = stats.t_interval(finished[column].tolist())
             row.update({f"{column} mean": ci.mean, f"{column} std": ci.std, f"{column} ci_low": ci.low,
                         f"{column} ci_high": ci.high, f"{column} n": ci.n})  # fmt: skip
-        if target is not None and "epochs_to_target" in frame.columns:
-            reached = finished[~finished["censored"]]
-            row["reached"] = len(reached)
-            row["censored_runs"] = len(finished) - len(reached)
-            for column in ("epochs_to_target", "seconds_to_target"):
-                ci = stats.t_interval(reached[column].tolist())
-                row[f"{column} mean"], row[f"{column} ci_low"], row[f"{column} ci_high"] = (
-                    ci.mean,
-                    ci.low,
-                    ci.high,
-                )
+        if target is not None and "reach" in frame.columns:
+            row.update(time_columns(group))
+        row.update(_stopped(group))
+        row.update(_audit(group))
         rows.append(row)
     table = pd.DataFrame(rows)
-    ascending = not stats.higher_is_better(metric)
     return table.sort_values(
-        f"{metric} mean", ascending=ascending, na_position="last", ignore_index=True
+        f"{metric} mean", ascending=not higher, na_position="last", ignore_index=True
     )
+
+
+def time_columns(runs: pd.DataFrame) -> dict[str, Any]:
+    """Time to target of a group's runs with a result (finished, and diverged: not reached),
+    by Kaplan–Meier (:mod:`lossbench.analysis.survival`): for epochs and for seconds, the
+    median, its 95% CI and the smallest median the logged epochs allow; how many reached it."""
+    counted = runs[runs["outcome"].isin(WITH_RESULT)]
+    reaches = list(counted["reach"])
+    row: dict[str, Any] = {"target runs": len(reaches), "reached": sum(r.reached for r in reaches)}
+    row["censored_runs"] = row["target runs"] - row["reached"]
+    seconds = [r.scaled(s) for r, s in zip(reaches, counted["seconds_per_epoch"], strict=True)]
+    for column, runs_on_scale in (("epochs_to_target", reaches), ("seconds_to_target", seconds)):
+        usable = [r for r in runs_on_scale if math.isfinite(r.latest)]
+        t = survival.time_to_target(usable)
+        row.update({f"{column} median": t.median, f"{column} ci_low": t.low,
+                    f"{column} ci_high": t.high, f"{column} median_earliest": t.median_earliest,
+                    f"{column} horizon": t.horizon})  # fmt: skip
+    return row
+
+
+def _stopped(runs: pd.DataFrame) -> dict[str, Any]:
+    """Finished runs that early stopping stopped, and their mean stopped epoch (1, 2, ...)."""
+    finished = runs[runs["outcome"] == "finished"]
+    epochs = [int(e) + 1 for e in finished["stopped_epoch"] if isinstance(e, str) and e.isdigit()]
+    return {
+        "stopped": len(epochs),
+        "stopped_epoch mean": sum(epochs) / len(epochs) if epochs else math.nan,
+    }
+
+
+def _audit(runs: pd.DataFrame) -> dict[str, Any]:
+    """How many runs passed, failed or skipped the audit, and the largest difference seen."""
+    tags = [a for a in runs["audit"] if isinstance(a, str)]
+    differences = [float(d) for d in runs["audit_difference"] if isinstance(d, str)]
+    row: dict[str, Any] = {
+        f"audit {kind}": tags.count(kind) for kind in ("passed", "failed", "skipped")
+    }
+    row["audit difference"] = max(differences, default=math.nan)
+    return row
 
 
 def by_seed(group: pd.DataFrame, column: str) -> dict[int, float]:
@@ -186,7 +276,12 @@ def compare_groups(
 
 
 def fair_comparison(
-    frame: pd.DataFrame, axes: Sequence[str], scientific: str, nuisance: str, metric: str
+    frame: pd.DataFrame,
+    axes: Sequence[str],
+    scientific: str,
+    nuisance: str,
+    metric: str,
+    higher: bool | None = None,
 ) -> pd.DataFrame:
     """For each value of the scientific axis (and of the other axes), the nuisance setting
     with the best mean validation metric, and that setting's test metric (Google's tuning
@@ -194,7 +289,8 @@ def fair_comparison(
     below every setting where none did (:func:`lossbench.analysis.stats.rank_settings`)."""
     import pandas as pd
 
-    higher = stats.higher_is_better(metric)
+    if higher is None:
+        higher = bool(directions.higher_is_better(metric))
     others = [a for a in axes if a != nuisance]
     rows = []
     for key, group in groups_of(frame, others):

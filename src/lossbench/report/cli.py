@@ -9,7 +9,8 @@ from pathlib import Path
 
 from lossbench.report.aggregate import default_uri
 from lossbench.report.build import build_report
-from lossbench.report.render import print_report, run_description, write_report
+from lossbench.report.description import run_description
+from lossbench.report.render import print_report, write_report
 from lossbench.tracking.artifacts import log_report, set_description
 from lossbench.tracking.records import NotInStore
 from lossbench.tracking.store import StoreUnreachable, check_reachable
@@ -34,7 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="headline metric (default: the sweep's report.metric, else val/acc or val/rmse)",
     )
     parser.add_argument(
-        "--target", type=float, help="value of the metric that counts as reached (epochs-to-target)"
+        "--target",
+        type=float,
+        help="value of the metric that counts as reached (time to target: Kaplan-Meier median "
+        "over seeds, runs that never reach it censored)",
     )
     parser.add_argument(
         "--vs",

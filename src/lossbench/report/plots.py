@@ -30,7 +30,7 @@ def plot_report(report: Report, out: Path) -> list[Path]:
     if across is not None and len(across.problems) >= 1 and len(across.mean_ranks) >= 2:
         files.append(out / "heatmap.png")
         _plot_rank_heatmap(report, files[-1])
-    elif across is None and len(report.axes) >= 2:
+    elif across is None and len(report.axes) >= 2 and not report.searched:
         files.append(out / "heatmap.png")
         _plot_heatmap(report, files[-1])
     if across is not None and across.posthoc is not None:
@@ -62,7 +62,7 @@ def _curves(report: Report, problem: str, ax: Any) -> None:
     import numpy as np
 
     metric, frame = report.metric, report.runs
-    summary = report.summary[report.summary["problem"] == problem]
+    summary = report.shown(problem)
     for _, row in summary.head(MAX_CURVES).iterrows():
         runs = frame[frame["problem"] == problem]
         for axis in report.recipe_axes:
@@ -70,14 +70,18 @@ def _curves(report: Report, problem: str, ax: Any) -> None:
         curves = [
             h
             for h, o in zip(runs["history"], runs["outcome"], strict=True)
-            if o == "finished" and h
+            if o == "finished" and len(h)
         ]
         if not curves:
             continue
-        length = min(len(c) for c in curves)
-        mean, low, high = stats.t_band([c[:length] for c in curves])
-        epochs = np.arange(1, length + 1)
-        ax.plot(epochs, mean, label=row["recipe"])
+        # the epochs every run logged (step = epoch - 1), not positions in the lists
+        common = sorted(set.intersection(*(set(c.epochs) for c in curves)))
+        if not common:
+            continue
+        values = [[dict(zip(c.epochs, c.values, strict=True))[e] for e in common] for c in curves]
+        mean, low, high = stats.t_band(values)
+        epochs = np.asarray(common)
+        ax.plot(epochs, mean, label=row["recipe"], marker="." if len(common) < 30 else None)
         if len(curves) > 1:
             ax.fill_between(epochs, low, high, alpha=0.2)
     if report.target is not None:
@@ -98,11 +102,11 @@ def _plot_bars(report: Report, path: Path) -> None:
 
     metric = report.metric
     problems = report.problems
-    heights = [max(1.5, 0.3 * (report.summary["problem"] == p).sum() + 1) for p in problems]
+    heights = [max(1.5, 0.3 * len(report.shown(p)) + 1) for p in problems]
     with figure(path, 110, nrows=len(problems), ncols=1, figsize=(8, sum(heights)),
                 squeeze=False, gridspec_kw={"height_ratios": heights}) as (_, axes):  # fmt: skip
         for ax, problem in zip(axes[:, 0], problems, strict=True):
-            summary = report.summary[report.summary["problem"] == problem]
+            summary = report.shown(problem)
             means = summary[f"{metric} mean"].to_numpy(float)
             low = np.nan_to_num(means - summary[f"{metric} ci_low"].to_numpy(float))
             high = np.nan_to_num(summary[f"{metric} ci_high"].to_numpy(float) - means)
@@ -130,7 +134,7 @@ def _plot_heatmap(report: Report, path: Path) -> None:
     pivot = finished.pivot_table(index=rows_axis, columns=cols_axis, values=metric, aggfunc="mean")
     size = (1.2 * pivot.shape[1] + 3, 0.6 * pivot.shape[0] + 2)
     with figure(path, 110, figsize=size) as (fig, ax):
-        cmap = "viridis" if stats.higher_is_better(metric) else "viridis_r"
+        cmap = "viridis" if report.higher else "viridis_r"
         image = ax.imshow(pivot.to_numpy(), cmap=cmap, aspect="auto")
         ax.set_xticks(
             range(pivot.shape[1]), [str(c) for c in pivot.columns], rotation=30, ha="right"

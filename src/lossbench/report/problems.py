@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lossbench.analysis import ranking, stats
-from lossbench.report.aggregate import by_seed, group_label, groups_of
+from lossbench.analysis import ranking, stats, survival
+from lossbench.problem import directions
+from lossbench.report.aggregate import WITH_RESULT, by_seed, group_label, groups_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +81,8 @@ class Across:
     baseline: str
     wilcoxon: pd.DataFrame  # each recipe vs the baseline over problems, Holm-adjusted
     outcomes: pd.DataFrame  # complete problems x recipes: win, tie, loss vs the baseline
-    times: pd.DataFrame | None = None  # epochs to target (median over seeds; inf: not reached)
+    times: pd.DataFrame | None = None  # epochs to target (Kaplan-Meier median; inf: not reached)
+    time_cells: dict[tuple[str, str], survival.TimeToTarget] | None = None  # (problem, recipe)
     profile: pd.DataFrame | None = None  # recipes x τ: share of problems within τ × the best
     chosen: pd.DataFrame | None = None  # problems x recipes: the nuisance value chosen
     nuisance: str | None = None
@@ -172,13 +174,16 @@ def across_problems(
     baseline: str | None = None,
     nuisance: str | None = None,
     fair: pd.DataFrame | None = None,
+    higher: bool | None = None,
 ) -> Across:
     """Compare the recipes across the problems on ``column`` (each cell's mean over its
-    finished runs); the baseline is ``baseline`` or the best mean rank. With a target, the
-    performance profile of epochs to target."""
+    finished runs); the baseline is ``baseline`` or the best mean rank. With a target, each
+    cell's Kaplan–Meier epochs to target and the performance profile of their medians.
+    ``higher``: whether higher values are better (default: what ``metric``'s name says)."""
     import pandas as pd
 
-    higher = stats.higher_is_better(metric)
+    if higher is None:
+        higher = bool(directions.higher_is_better(metric))
     table = cells(frame, problem_axes, recipe_axes, nuisance, fair)
     problems = sorted({p for p, _ in table})
     recipes = sorted({r for _, r in table})
@@ -216,16 +221,16 @@ def across_problems(
                     mean_ranks, omnibus, posthoc, ranking.critical_difference(k, n, ALPHA), baseline,
                     wilcoxon, outcomes, chosen=chosen if nuisance else None, nuisance=nuisance,
                     recipe_values=recipe_values(frame, recipe_axes))  # fmt: skip
-    if target is not None and "epochs_to_target" in frame.columns:
+    if target is not None and "reach" in frame.columns:
         times = pd.DataFrame(math.inf, index=list(complete.index), columns=list(complete.columns))
+        result.time_cells = {}
         for problem in times.index:
             for recipe in times.columns:
                 runs, _ = table[(problem, recipe)]
-                reached = [
-                    e if o == "finished" else math.inf
-                    for e, o in zip(runs["epochs_to_target"], runs["outcome"], strict=True)
-                ]
-                times.loc[problem, recipe] = ranking.profile_times(reached)
+                counted = runs[runs["outcome"].isin(WITH_RESULT)]
+                cell = survival.time_to_target(list(counted["reach"]))
+                result.time_cells[(problem, recipe)] = cell
+                times.loc[problem, recipe] = cell.median if cell.n else math.inf
         result.times = times
         result.profile = ranking.performance_profile(times, PROFILE_TAUS)
     return result

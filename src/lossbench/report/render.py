@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lossbench.analysis import stats
 from lossbench.analysis.render import (
     MISSING,
     html_table,
@@ -43,27 +42,92 @@ def _axes(report: Report, problem: str | None) -> list[str]:
     return report.axes if problem is None else report.recipe_axes
 
 
+def time_cell(row: Mapping[str, Any], column: str, digits: int = 0) -> str:
+    """A group's time to target: the Kaplan–Meier median (``low–high`` where the logged epochs
+    allow a range; ``> T`` where half the runs did not reach it by the longest run's T) and its
+    95% CI (``∞``: no upper limit)."""
+    median = row.get(f"{column} median", math.nan)
+    if median is None or math.isnan(median):
+        return MISSING
+    earliest, horizon = row[f"{column} median_earliest"], row[f"{column} horizon"]
+
+    def shown(value: float) -> str:
+        return "∞" if math.isinf(value) else number(float(value), digits)
+
+    if math.isinf(median):
+        text = f"> {shown(horizon)}" if earliest == median else f"≥ {shown(earliest)}"
+    elif earliest < median:
+        text = f"{shown(earliest)}–{shown(median)}"
+    else:
+        text = shown(median)
+    low, high = row[f"{column} ci_low"], row[f"{column} ci_high"]
+    if math.isinf(low):  # the whole interval beyond the runs' epochs: nothing more to say
+        return text
+    return f"{text} [{shown(low)}, {shown(high)}]"
+
+
+def _has(report: Report, problem: str | None, column: str) -> bool:
+    rows = report.shown(problem)
+    return column in rows and bool((rows[column].fillna(0) > 0).any())
+
+
+def audit_cell(row: Mapping[str, Any]) -> str:
+    """A group's audit: ``FAILED k/n`` (shown loud), ``passed`` (with the largest difference),
+    ``skipped``, or a dash where its runs were not audited."""
+    passed, failed, skipped = (
+        int(row.get(f"audit {k}", 0)) for k in ("passed", "failed", "skipped")
+    )
+    audited = passed + failed + skipped
+    if failed:
+        return f"FAILED {failed}/{audited}"
+    if passed:
+        diff = row.get("audit difference", math.nan)
+        more = f", {skipped} skipped" if skipped else ""
+        return f"passed (≤ {diff:.1g}{more})" if not math.isnan(diff) else f"passed{more}"
+    return "skipped" if skipped else MISSING
+
+
 def display_table(report: Report, problem: str | None = None) -> Table:
     """The summary (every group, or one problem's) as header and rows of strings (terminal,
-    Markdown and HTML share it)."""
+    Markdown and HTML share it). A test metric as the headline has no test column of its own;
+    "best" is shown where the metric has a history; time to target, runs stopped early and
+    the audit where there are any."""
     m, axes = report.metric, _axes(report, problem)
     test = test_metric(m)
-    header = [*axes, f"{m} (95% CI)", f"best {m}", f"{test} (95% CI)", "train/loss", "s/run"]
+    rows_in = report.shown(problem)
+    histories = report.runs.get("history", [])
+    with_best = any(len(h) > 1 for h in histories)
+    with_test = test != m and f"{test} mean" in rows_in
+    header = [*axes, f"{m} (95% CI)", *([f"best {m}"] if with_best else []),
+              *([f"{test} (95% CI)"] if with_test else []), "train/loss", "s/run"]  # fmt: skip
     if report.target is not None:
-        header += [
-            f"epochs to {m} {'≥' if stats.higher_is_better(m) else '≤'} {report.target:g}",
-            "s to target",
-        ]
-    header += ["n", "failed", "diverged"]
+        sign = "≥" if report.higher else "≤"
+        header += [f"epochs to {m} {sign} {report.target:g} (median [95% CI])", "reached",
+                   "s to target"]  # fmt: skip
+    stopped, audited = (
+        _has(report, problem, "stopped"),
+        any(_has(report, problem, f"audit {k}") for k in ("passed", "failed", "skipped")),
+    )
+    header += [*(["stopped early (mean epoch)"] if stopped else []), *(["audit"] if audited else []),
+               "n", "failed", "diverged"]  # fmt: skip
     rows = []
-    for _, row in _rows(report, report.summary, problem).iterrows():
-        cells = [str(row[a]) for a in axes]
-        cells += [_ci(row, m), number(row.get(f"best {m} mean", math.nan)), _ci(row, test),
-                  number(row.get("train/loss mean", math.nan)), number(row.get("time/seconds mean", math.nan), 2)]  # fmt: skip
+    for _, row in rows_in.iterrows():
+        cells = [str(row[a]) for a in axes] + [_ci(row, m)]
+        cells += [number(row.get(f"best {m} mean", math.nan))] if with_best else []
+        cells += [_ci(row, test)] if with_test else []
+        cells += [number(row.get("train/loss mean", math.nan)),
+                  number(row.get("time/seconds mean", math.nan), 2)]  # fmt: skip
         if report.target is not None:
-            censored = f" ({row['censored_runs']} censored)" if row["censored_runs"] else ""
-            cells += [number(row["epochs_to_target mean"], 1) + censored,
-                      number(row["seconds_to_target mean"], 2)]  # fmt: skip
+            counted = row.get("target runs", 0)
+            cells += [time_cell(row, "epochs_to_target"),
+                      f"{row['reached']}/{counted}" if counted else MISSING,
+                      time_cell(row, "seconds_to_target", 2)]  # fmt: skip
+        if stopped:
+            count = int(row["stopped"])
+            epoch = number(row["stopped_epoch mean"], 1) if count else MISSING
+            cells.append(f"{epoch} ({count}/{row['finished']})" if count else MISSING)
+        if audited:
+            cells.append(audit_cell(row))
         cells += [str(row["finished"]), str(row["failed"] + row["killed"] + row["running"]),
                   str(row["diverged"])]  # fmt: skip
         rows.append(cells)
@@ -73,7 +137,8 @@ def display_table(report: Report, problem: str | None = None) -> Table:
 def comparison_table(report: Report, problem: str | None = None) -> Table:
     """The pairwise tests (every problem's, or one's) as header and rows of strings."""
     baseline = report.baselines.get(problem, report.baseline) if problem else report.baseline
-    header = ["group", f"diff vs {baseline}", "effect size", "test", "pairs", "p", "p (Holm)"]
+    header = ["group", f"diff vs {baseline} (metric units)", "effect size (Cohen's d_z / d)",
+              "test", "pairs", "p", "p (Holm)"]  # fmt: skip
     if problem is None and report.problem_axes:
         header.insert(0, "problem")
     rows = []
@@ -89,7 +154,7 @@ def fair_table(report: Report, problem: str | None = None) -> Table:
     assert report.fair is not None
     others = [a for a in _axes(report, problem) if a != report.nuisance]
     header = [*others, f"best {report.nuisance}", f"{report.metric} (selected on)",
-              "test (95% CI)", "n"]  # fmt: skip
+              f"{test_metric(report.metric)} (95% CI)", "n"]  # fmt: skip
     rows = []
     for _, row in _rows(report, report.fair, problem).iterrows():
         test = {"test mean": row["test mean"], "test ci_low": row["test ci_low"],
@@ -152,7 +217,7 @@ def across_text(report: Report) -> str:
 
 def profile_table(report: Report) -> Table:
     """The performance profile at a few τ: the share of problems on which a recipe reached the
-    target within τ × the best recipe's epochs there."""
+    target within τ × the best recipe's epochs there (each a Kaplan–Meier median)."""
     across = report.across
     assert across is not None and across.profile is not None
     n = len(across.problems)
@@ -164,64 +229,124 @@ def profile_table(report: Report) -> Table:
     return header, rows
 
 
+def times_table(report: Report) -> Table:
+    """Each recipe's epochs to target on each problem: the Kaplan–Meier median [95% CI] over
+    its seeds, and how many reached it (the times the performance profile compares)."""
+    across = report.across
+    assert across is not None and across.time_cells is not None
+    header = ["recipe", *across.problems]
+    rows = []
+    for recipe in across.mean_ranks.index:
+        cells = [recipe]
+        for problem in across.problems:
+            t = across.time_cells[(problem, recipe)]
+            row = {"epochs_to_target median": t.median, "epochs_to_target ci_low": t.low,
+                   "epochs_to_target ci_high": t.high,
+                   "epochs_to_target median_earliest": t.median_earliest,
+                   "epochs_to_target horizon": t.horizon}  # fmt: skip
+            cells.append(f"{time_cell(row, 'epochs_to_target')} ({t.reached}/{t.n})")
+        rows.append(cells)
+    return header, rows
+
+
 METHODS = (
     "Mean over seeds of each group's finished runs, with Student's t 95% confidence interval "
     "(mean ± t(0.975, n−1)·s/√n). Failed, killed and diverged runs are counted, not averaged. "
-    "Epochs to target: the first epoch whose validation metric reaches the target; runs that "
-    "never reach it are censored (counted, left out of the mean). Seconds to target: those "
-    "epochs times the run's mean time per epoch. Tests compare each group with the baseline on "
+    "'Best' and the ranking follow the metric's direction (higher for accuracy, F1, R² and "
+    "metrics that declare higher_is_better; lower otherwise). "
+    "Epochs to target (Kaplan–Meier, SciPy's ecdf on CensoredData): a run reaches the target "
+    "at the first logged epoch whose validation metric is at or past it; a run that never does "
+    "(a diverged one included) is right-censored at its planned epochs, so it counts. The "
+    "median is the first epoch by which the estimated share of runs reaching the target is at "
+    "least one half ('> T': not within the T epochs run); its 95% CI comes from the log-log "
+    "pointwise bands (Greenwood's variance) where they cross one half (∞: no upper limit). "
+    "Where the metric was logged at some epochs only, a run's first epoch at the target lies "
+    "after the logged epoch before, and the median is shown as the range those epochs allow "
+    "(low–high), with the widest CI. Seconds to target: the same on each run's epochs times its "
+    "seconds per epoch. Tests compare each group with the baseline on "
     "the test metric: a paired t-test by seed when the groups share seeds (effect size Cohen's "
     "d_z), else Welch's t-test (Cohen's d, pooled sd); two-sided p-values, Holm-adjusted for the "
     "number of comparisons. Groups are compared only within their problem (dataset, model, "
-    "data_seed). Across problems (Demšar, JMLR 2006): the recipes are ranked within each problem "
+    "data_seed). An axis searched over a range (no value run twice, as Optuna's trials) is not "
+    "a group: each group of the other axes shows its best trials, and its best value chosen on "
+    "validation (the fair comparison). Across problems (Demšar, JMLR 2006): the recipes are "
+    "ranked within each problem "
     "on their mean test metric (ties share the mean rank); the Friedman test (SciPy, tie-"
     "corrected) and Nemenyi's post-hoc test (scikit-posthocs) for three recipes or more; "
     "Wilcoxon's signed-rank test over the problems (zero differences split) for two, and for "
     "each recipe against the baseline, Holm-adjusted. Only problems where every recipe has a "
     "finished run are used. Performance profile (Dolan and Moré 2002): a recipe's epochs to "
-    "target on a problem is the median over its seeds (a run that never reached it, or did not "
-    "finish, counts as never); ρ(τ) is the share of problems where it is at most τ × the best "
-    "recipe's."
+    "target on a problem is its Kaplan–Meier median over its seeds (infinite when fewer than "
+    "half reached it); ρ(τ) is the share of problems where it is at most τ × the best "
+    "recipe's. Stopped early: finished runs that early stopping ended, and their mean last "
+    "epoch. Audit: whether a stacked member trained as its plain model alone (README, How "
+    "sweeps run fast); a FAILED audit means those runs' numbers cannot be trusted."
 )
 
 
 def _sections(report: Report) -> list[tuple[str, Table | str, bool]]:
-    """(title, table or paragraph, whether its first row is the best) in the order shown."""
+    """(title, table or paragraph, whether its first row is the best) in the order shown:
+    failed audits first; with a searched axis, each problem's fair comparison before its
+    trials. A table without rows is left out."""
     sections: list[tuple[str, Table | str, bool]] = []
+    if report.warnings:
+        sections.append(("", "\n".join(report.warnings), False))
     if report.across is not None:
         across = report.across
         title = (
             f"Across problems: {len(across.problems)} problems by {', '.join(report.problem_axes)}"
         )
         sections += [(title, across_table(report), True), ("", across_text(report), False)]
+        if across.time_cells is not None and across.problems:
+            sections.append((f"Epochs to {report.metric} {'≥' if report.higher else '≤'} "
+                             f"{report.target:g} on each problem (Kaplan–Meier median [95% CI], "
+                             "reached)", times_table(report), False))  # fmt: skip
         if across.profile is not None:
             sections.append(("Performance profile: epochs to target", profile_table(report), False))
     for problem in report.problems:
         single = not report.problem_axes
         where = "" if single else f"{problem}: "
         axes = ", ".join(report.axes if single else report.recipe_axes) or "nothing (one group)"
-        sections.append(
-            (
-                f"{where}runs grouped by {axes}",
-                display_table(report, None if single else problem),
-                True,
+        fair = []
+        if report.fair is not None and not report.fair.empty:
+            per = report.scientific or ", ".join(_others(report))
+            fair = [(f"{where}fair comparison: best {report.nuisance}{f' per {per}' if per else ''}",
+                     fair_table(report, None if single else problem), False)]  # fmt: skip
+        shown = report.shown(None if single else problem)
+        table_title = f"{where}runs grouped by {axes}"
+        if report.searched:
+            others = ", ".join(_others(report))
+            total = (
+                len(report.summary) if single else int((report.summary["problem"] == problem).sum())
             )
-        )
+            table_title = (f"{where}the best trials{f' of each {others}' if others else ''} "
+                           f"({len(shown)} of {total} trials; {report.nuisance} searched)")  # fmt: skip
+        sections += fair if report.searched else []
+        sections.append((table_title, display_table(report, None if single else problem), True))
         baseline = report.baselines.get(problem)
-        if baseline is not None:
+        if baseline is not None and not report.searched:
             sections.append((f"{where}each group vs {baseline} ({test_metric(report.metric)})",
                              comparison_table(report, None if single else problem), False))  # fmt: skip
-        if report.fair is not None and not report.fair.empty:
-            sections.append((f"{where}fair comparison: best {report.nuisance} per {report.scientific}",
-                             fair_table(report, None if single else problem), False))  # fmt: skip
+        sections += [] if report.searched else fair
     if report.notes:
         sections.append(("Notes", "\n".join(f"- {n}" for n in report.notes), False))
-    return sections
+    return [(t, c, b) for t, c, b in sections if isinstance(c, str) or c[1]]
+
+
+def _others(report: Report) -> list[str]:
+    """The recipe axes but the nuisance axis."""
+    return [a for a in report.recipe_axes if a != report.nuisance]
+
+
+LOUD = "FAILED"  # a cell that starts with it is shown loud (a failed audit)
 
 
 def print_report(report: Report) -> None:
-    """The terminal view: across problems first (if several), then each problem's summary
-    (best group highlighted), tests and fair comparison; then what was left out."""
+    """The terminal view: failed audits first, across problems (if several), then each
+    problem's summary (best group highlighted), tests and fair comparison; then what was left
+    out."""
+    from rich.markup import escape
+
     sweep = report.sweep
     print(f"{sweep.experiment} · sweep {sweep.sweep_id} · {len(sweep.runs)} runs · {report.metric}")
     for title, content, best in _sections(report):
@@ -231,97 +356,9 @@ def print_report(report: Report) -> None:
         header, rows = content
         names = {*report.axes, "group", "problem", "recipe"}
         justify = ["left" if name in names else "right" for name in header]
-        print_table(title, header, rows, 220, justify, ["bold green"] if best else [])
-
-
-NOTE_LIMIT = 7000  # characters; MLflow keeps at most 8,000 in a tag's value
-
-
-def _headline(report: Report, problem: str | None) -> Table:
-    """A problem's headline columns: axes, the metric's mean [95% CI] on validation and test,
-    n, and failed or diverged runs where there are any."""
-    header, rows = display_table(report, problem)
-    m = report.metric
-    n_axes = len(_axes(report, problem))
-    keep = [*range(n_axes), header.index(f"{m} (95% CI)")]
-    if any(row[header.index(f"{test_metric(m)} (95% CI)")] != MISSING for row in rows):
-        keep.append(header.index(f"{test_metric(m)} (95% CI)"))
-    keep.append(header.index("n"))
-    for extra in ("failed", "diverged"):  # shown only when some group has such runs
-        if any(row[header.index(extra)] != "0" for row in rows):
-            keep.append(header.index(extra))
-    head = [header[i] if header[i] != "n" else "n (finished)" for i in keep]
-    return head, [[row[i] for i in keep] for row in rows]
-
-
-def run_description(report: Report, limit: int = NOTE_LIMIT) -> str:
-    """The sweep run's description (MLflow's ``mlflow.note.content``, Markdown), table first
-    (the run page shows a description's first lines until "Show more"). One problem: each
-    group's mean [95% CI] on validation and test, n, best first, the fair comparison if any.
-    Several: the recipes across the problems first, then each problem's headline table.
-    What does not fit in ``limit`` characters is counted, not shown."""
-    if report.across is not None:
-        return _across_description(report, limit)
-    head, cells = _headline(report, None)
-    sweep, m = report.sweep, report.metric
-    intro = (f"{len(sweep.runs)} runs of sweep `{sweep.sweep_id}`, grouped by "
-             f"{', '.join(report.axes) or 'nothing (one group)'}: mean [95% CI] over seeds, "
-             f"best `{m}` first (lossbench-report).")  # fmt: skip
-    fair = ""
-    if report.fair is not None and not report.fair.empty:
-        caption = (
-            f"**Fair comparison**: best {report.nuisance} per {report.scientific}, chosen on {m}"
-        )
-        fair = f"{caption}\n\n{markdown_table(*fair_table(report))}\n\n"
-    shown = len(cells)
-    while True:
-        more = len(cells) - shown
-        rest = f" {more} more group{'s' if more > 1 else ''} in the full report." if more else ""
-        text = f"{markdown_table(head, cells[:shown])}\n\n{intro}{rest}\n\n{fair}{FOOTER}"
-        if len(text) <= limit or shown <= 1:
-            return text[:limit]
-        shown -= 1
-
-
-FOOTER = ("Full report (every metric, tests against the best group, plots, method): this "
-          "run's artifacts, `report/report.html` and `report/report.md`.")  # fmt: skip
-
-
-def _across_description(report: Report, limit: int) -> str:
-    """Several problems: the across-problem table, then per-problem headlines, as many groups
-    per problem (then problems, then recipes) as fit."""
-    across = report.across
-    assert across is not None
-    sweep = report.sweep
-    head, rows = across_table(report, compact=True)
-    intro = (f"{len(sweep.runs)} runs of sweep `{sweep.sweep_id}`: {len(report.problems)} problems "
-             f"({', '.join(report.problem_axes)}), recipes by {', '.join(across.recipe_axes)} "
-             f"(lossbench-report). {across_text(report)}")  # fmt: skip
-    notes = "".join(f"\n\nNote: {n}" for n in report.notes)
-    headlines = [(p, _headline(report, p)) for p in report.problems]
-    most = max((len(cells) for _, (_, cells) in headlines), default=0)
-    # the fullest first: every group of every problem, then fewer groups, fewer problems, recipes
-    plans = [(len(rows), len(headlines), n) for n in range(most, 0, -1)]
-    plans += [(len(rows), k, 1) for k in range(len(headlines) - 1, -1, -1)]
-    plans += [(r, 0, 1) for r in range(len(rows) - 1, 0, -1)]
-    text = ""
-    for n_rows, n_problems, per_problem in plans:
-        parts = [markdown_table(head, rows[:n_rows])]
-        if n_rows < len(rows):
-            parts.append(f"{len(rows) - n_rows} more recipes in the full report.")
-        parts.append(intro + notes)
-        for problem, (h, cells) in headlines[:n_problems]:
-            more = len(cells) - per_problem
-            rest = f" ({more} more in the full report)" if more > 0 else ""
-            parts.append(f"**{problem}**: mean [95% CI] over seeds, best `{report.metric}` first{rest}"
-                         f"\n\n{markdown_table(h, cells[:per_problem])}")  # fmt: skip
-        if n_problems < len(headlines):
-            parts.append(f"{len(headlines) - n_problems} more problems in the full report.")
-        parts.append(FOOTER)
-        text = "\n\n".join(parts)
-        if len(text) <= limit:
-            return text
-    return text[:limit]
+        loud = [[f"[bold red]{escape(c)}[/]" if c.startswith(LOUD) else c for c in row]
+                for row in rows]  # fmt: skip
+        print_table(title, header, loud, 220, justify, ["bold green"] if best else [])
 
 
 def write_report(report: Report, out: Path) -> list[Path]:
@@ -337,7 +374,13 @@ def write_report(report: Report, out: Path) -> list[Path]:
     md = [f"# lossbench report: {sweep.experiment}", "", intro, ""]
     for title, content, _ in sections:
         md += [f"## {title}", ""] if title else []
-        md += [content if isinstance(content, str) else markdown_table(*content), ""]
+        if isinstance(content, str):
+            loud = content in report.warnings or content == "\n".join(report.warnings)
+            md += [f"**{content}**" if loud else content, ""]
+        else:
+            header, rows = content
+            rows = [[f"**{c}**" if c.startswith(LOUD) else c for c in row] for row in rows]
+            md += [markdown_table(header, rows), ""]
     md += [
         "## Plots",
         "",
@@ -352,7 +395,8 @@ def write_report(report: Report, out: Path) -> list[Path]:
 
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px} table{border-collapse:collapse;"
              "margin:1em 0;font-size:13px} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             " th{background:#f0f0f0} tr.best{background:#e3f6e3;font-weight:bold} img{max-width:100%}")  # fmt: skip
+             " th{background:#f0f0f0} tr.best{background:#e3f6e3;font-weight:bold} img{max-width:100%}"
+             " .loud{color:#b00000;font-weight:bold}")  # fmt: skip
     name = html.escape(sweep.experiment)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lossbench report: {name}"
              f"</title><style>{style}</style></head><body><h1>lossbench report: {name}</h1>"
@@ -361,9 +405,11 @@ def write_report(report: Report, out: Path) -> list[Path]:
         parts.append(f"<h2>{html.escape(title)}</h2>" if title else "")
         if isinstance(content, str):
             lines = content.split("\n")
-            parts.append("".join(f"<p>{html.escape(line)}</p>" for line in lines))
+            css = " class=loud" if content == "\n".join(report.warnings) else ""
+            parts.append("".join(f"<p{css}>{html.escape(line)}</p>" for line in lines))
         else:
-            parts.append(html_table(*content, best))
+            table = html_table(*content, best)  # a failed audit in red
+            parts.append(table.replace(f"<td>{LOUD}", f"<td class=loud>{LOUD}"))
     parts.append("<h2>Plots</h2>")
     for png in pngs:
         data = base64.b64encode(png.read_bytes()).decode()

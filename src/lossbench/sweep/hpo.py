@@ -73,26 +73,53 @@ def objective(ret: Any, metric: str, penalty: float) -> float:
     return float(value)
 
 
+def study_direction(
+    metric: str, direction: str | None, declared: Mapping[str, bool] | None = None
+) -> str:
+    """``minimize`` or ``maximize``: as given, else as the metric's direction says
+    (:mod:`lossbench.problem.directions`; ``declared``: the config's ``metrics:`` entries).
+    ConfigError for another value, a direction that contradicts the metric's, or a metric
+    without one and no direction given."""
+    from lossbench.problem.directions import higher_is_better
+
+    if direction is not None and direction not in ("minimize", "maximize"):
+        raise ConfigError(f"hydra.sweeper.optuna.direction={direction!r}: minimize or maximize")
+    higher = higher_is_better(metric, declared)
+    implied = None if higher is None else ("maximize" if higher else "minimize")
+    if direction is not None and implied is not None and direction != implied:
+        raise ConfigError(
+            f"hydra.sweeper.optuna.direction={direction} contradicts "
+            f"hydra.sweeper.optuna.metric={metric}, where {'higher' if higher else 'lower'} is "
+            f"better: use direction={implied} (or leave it out)"
+        )
+    if direction is None and implied is None:
+        raise ConfigError(
+            f"hydra.sweeper.optuna.metric={metric} has no better end: give "
+            "hydra.sweeper.optuna.direction=minimize or maximize"
+        )
+    return str(direction or implied)
+
+
 def run_studies(
     combos: Sequence[Sequence[str]],
     launch: Callable[[list[list[str]], int], Sequence[Any]],
     options: Mapping[str, Any],
     sweep_dir: Path,
+    declared: Mapping[str, bool] | None = None,
 ) -> list[Sequence[Any]]:
     """One study per override combination, ``n_trials`` trials each, launched in rounds;
-    returns the JobReturns of each round and writes the best trials to ``optuna_best.yaml``."""
+    returns the JobReturns of each round and writes the best trials to ``optuna_best.yaml``.
+    ``declared``: the config's ``metrics:`` entries' directions (Optuna's default direction)."""
     import optuna
     from omegaconf import OmegaConf
 
     from lossbench.tracking.sweeps import log_studies, open_studies
 
-    direction = str(options.get("direction", "minimize"))
-    if direction not in ("minimize", "maximize"):
-        raise ConfigError(f"hydra.sweeper.optuna.direction={direction!r}: minimize or maximize")
+    metric = str(options.get("metric", "val/loss"))
+    direction = study_direction(metric, options.get("direction"), declared)
     n_trials, per_round = int(options.get("n_trials", 20)), int(options.get("trials_per_round", 2))
     if n_trials < 1 or per_round < 1:
         raise ConfigError("hydra.sweeper.optuna.n_trials and trials_per_round must be >= 1")
-    metric = str(options.get("metric", "val/loss"))
     penalty = options.get("penalty")
     # default: worse than any finite value (a fixed 1e9 would beat a finite loss of 1e30)
     penalty = (

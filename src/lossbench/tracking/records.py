@@ -234,13 +234,40 @@ def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = N
     return SweepRecord(uri, name, sweep_id, parent_id, parent_tags, runs, table)
 
 
-def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, list[float]]:
-    """Each run's per-epoch values of one metric, ordered by step."""
+@dataclass(frozen=True)
+class History:
+    """One metric of one run as logged: the epochs it was logged at (1, 2, ... counting epochs
+    trained: MLflow's step + 1) and its values there. Sparse where the run logged some epochs
+    only (``tracking.log_every_n_epochs``, ``trainer.check_val_every_n_epoch``)."""
+
+    epochs: tuple[int, ...] = ()
+    values: tuple[float, ...] = ()
+
+    @classmethod
+    def every_epoch(cls, values: Sequence[float]) -> History:
+        """Values of epochs 1, 2, 3, ...: a history logged at every epoch."""
+        return cls(tuple(range(1, len(values) + 1)), tuple(float(v) for v in values))
+
+    @property
+    def dense(self) -> bool:
+        """Whether every epoch from the first to the last was logged."""
+        return self.epochs == tuple(range(1, len(self.epochs) + 1))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, History]:
+    """Each run's logged values of one metric, by step (step = epoch - 1); a step written twice
+    counts once, with its latest value."""
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     histories = {}
     for run_id in run_ids:
         points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        histories[run_id] = [m.value for m in points]
+        by_step = {m.step: m.value for m in points}  # the latest write of each step
+        histories[run_id] = History(
+            tuple(step + 1 for step in by_step), tuple(float(v) for v in by_step.values())
+        )
     return histories
