@@ -48,6 +48,16 @@ class Cluster:
                     found.add(process.pid)
         return found
 
+    def kill(self) -> None:
+        """SIGKILL the node at once: ``ray start`` and every process under it. Ray's workers
+        run in process groups of their own, so the node's group alone would miss them."""
+        with contextlib.suppress(psutil.Error):
+            processes = [psutil.Process(self.head.pid)]
+            processes += processes[0].children(recursive=True)
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+
 
 @contextlib.contextmanager
 def ray_cluster(
@@ -83,8 +93,14 @@ def ray_cluster(
         yield Cluster(join or f"127.0.0.1:{port}", directory, head)
     finally:
         # Ray's orderly stop takes ~30 s; nothing of a test cluster needs keeping: the whole
-        # group (every Ray process of it) is killed after 3 s
+        # group is killed after 3 s, then whatever Ray started in groups of its own
+        leftovers = []
+        with contextlib.suppress(psutil.Error):
+            leftovers = psutil.Process(head.pid).children(recursive=True)
         stop_group(head, timeout=3)
+        for process in leftovers:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +69,7 @@ def test_stacks_spread_over_two_nodes_and_a_lost_node_s_stack_is_retried_on_the_
             wait_for(all_live)
             # one stack on each node: a train_stack worker under each node's processes
             assert len(head.tasks()) == 1 and len(worker.tasks()) == 1
-            os.killpg(worker.head.pid, signal.SIGKILL)  # the node, all at once
+            worker.kill()  # the node, all its processes at once
             process.wait(timeout=180)
         finally:
             process.kill()

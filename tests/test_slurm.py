@@ -213,7 +213,15 @@ def test_squeue_reports_ended_and_forgotten_jobs(
     from lossbench.sweep.executors import squeue
 
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
-    job = cluster.run("sbatch", "--parsable", "--output=/dev/null", "--wrap=true").strip()
+    # a small job: without --mem it asks for the whole node and waits for the time-limit sweep
+    job = cluster.run(
+        "sbatch",
+        "--parsable",
+        "--output=/dev/null",
+        "--mem=64M",
+        "--cpus-per-task=1",
+        "--wrap=true",
+    ).strip()
     wait_for(lambda: cluster.jobs()[job] == "COMPLETED", timeout=30)  # listed for a while
     assert squeue.job_states([job, "999999"]) == {job: "COMPLETED", "999999": squeue.GONE}
     assert squeue.job_states(["999999"]) == {"999999": squeue.GONE}
