@@ -235,12 +235,21 @@ def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = N
 
 
 def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, list[float]]:
-    """Each run's per-epoch values of one metric, ordered by step."""
+    """Each run's per-epoch values of one metric, ordered by step: from a SQL store on a
+    verified MLflow in a few queries (:func:`lossbench.tracking.sql_batches.metric_histories`),
+    else a ``get_metric_history`` call per run."""
     from mlflow import MlflowClient
 
+    from lossbench.tracking.sql_batches import batch_store
+    from lossbench.tracking.sql_batches import metric_histories as bulk_histories
+
     client = MlflowClient(uri)
-    histories = {}
-    for run_id in run_ids:
-        points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        histories[run_id] = [m.value for m in points]
-    return histories
+    store, _ = batch_store(client)
+    if store is not None:
+        found = bulk_histories(store, run_ids, key)
+    else:
+        found = {run_id: client.get_metric_history(run_id, key) for run_id in run_ids}
+    return {
+        run_id: [m.value for m in sorted(found[run_id], key=lambda m: (m.step, m.timestamp))]
+        for run_id in run_ids
+    }
