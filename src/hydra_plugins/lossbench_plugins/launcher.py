@@ -13,6 +13,7 @@ where dataclasses cannot resolve string annotations.)
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -148,6 +149,7 @@ class LossbenchLauncher(Launcher):
         from lossbench.config.spec import ConfigError
         from lossbench.interrupts import interrupts
         from lossbench.sweep.executors import open_executor
+        from lossbench.tracking.store import import_mlflow
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -164,10 +166,12 @@ class LossbenchLauncher(Launcher):
                 f"hydra.launcher.audit={self.audit!r} is not one of: {', '.join(AUDIT_MODES)}"
             )
 
-        # Workers start importing torch and Lightning now, while jobs are composed and checked.
+        # Workers start importing torch and Lightning now, while jobs are composed and checked;
+        # and this process imports MLflow meanwhile (it opens the stores once jobs are checked).
         executor = open_executor(
             self.executor, self.n_jobs, len(job_overrides), self.executor_options, sweep_dir
         )
+        threading.Thread(target=import_mlflow, name="lossbench-import-mlflow", daemon=True).start()
         finished = False
         try:
             with interrupts():
