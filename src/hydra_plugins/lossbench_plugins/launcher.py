@@ -149,7 +149,6 @@ class LossbenchLauncher(Launcher):
         from lossbench.config.spec import ConfigError
         from lossbench.interrupts import interrupts
         from lossbench.sweep.executors import open_executor
-        from lossbench.tracking.store import import_mlflow
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -166,12 +165,10 @@ class LossbenchLauncher(Launcher):
                 f"hydra.launcher.audit={self.audit!r} is not one of: {', '.join(AUDIT_MODES)}"
             )
 
-        # Workers start importing torch and Lightning now, while jobs are composed and checked;
-        # and this process imports MLflow meanwhile (it opens the stores once jobs are checked).
+        # Workers start importing torch and Lightning now, while jobs are composed and checked.
         executor = open_executor(
             self.executor, self.n_jobs, len(job_overrides), self.executor_options, sweep_dir
         )
-        threading.Thread(target=import_mlflow, name="lossbench-import-mlflow", daemon=True).start()
         finished = False
         try:
             with interrupts():
@@ -192,7 +189,7 @@ class LossbenchLauncher(Launcher):
         from lossbench.sweep.checking import check_all
         from lossbench.sweep.jobs import compose_jobs
         from lossbench.sweep.run import run_sweep
-        from lossbench.tracking.store import mlflow_seconds
+        from lossbench.tracking.store import import_mlflow, mlflow_seconds
 
         assert self.config is not None and self.hydra_context is not None
         start = time.perf_counter()
@@ -201,6 +198,9 @@ class LossbenchLauncher(Launcher):
         )
         specs = [job.spec for job in jobs]
         composed = time.perf_counter()
+        # While the workers finish their imports, this process imports MLflow (it opens the
+        # stores once every job is checked): in a thread, so that composing is not slowed.
+        threading.Thread(target=import_mlflow, name="lossbench-import-mlflow", daemon=True).start()
         executor.wait_ready()  # their imports, started before composing
         ready = time.perf_counter()
         checker = executor.checker()
