@@ -46,6 +46,7 @@ from typing import Any
 from bench_references import measure_bare, measure_references
 from bench_workloads import (
     SEEDS,
+    OtherLoad,
     SweepMeasure,
     Workload,
     growth,
@@ -171,15 +172,18 @@ def main() -> int:
               f"{' x '.join(str(len(g)) for g in grids[1])} x {SEEDS}), the same data and model")  # fmt: skip
 
     sweeps: dict[str, tuple[Workload, SweepMeasure]] = {}
+    others: dict[str, float] = {}  # cores used by other processes while each part ran
 
     def measure(name: str, what: str, variant: Workload) -> None:
         loads[name] = load()
         print(f"{what} ...", flush=True)
-        sweeps[name] = (variant, run_sweep(variant, workdir, args.verbose))
+        with OtherLoad() as other:
+            sweeps[name] = (variant, run_sweep(variant, workdir, args.verbose))
+        others[name] = round(other.cores, 2)
         m = sweeps[name][1]
         print(f"   {m.seconds:.1f} s, written with {PATH_NAMES[m.write_path]}, "
               f"{m.summary['stacks']} stacked fits, peak RSS {m.peak_rss_mb:.0f} MB "
-              f"(load average before: {loads[name]})", flush=True)  # fmt: skip
+              f"(other processes meanwhile: {others[name]} cores)", flush=True)  # fmt: skip
 
     measure("standard", "The standard sweep (the default write path)", work)
     sweep = sweeps["standard"][1]
@@ -187,13 +191,17 @@ def main() -> int:
     if "report" not in skip:
         loads["report"] = load()
         print("lossbench-report on it ...", flush=True)
-        report_seconds = time_report(sweep.uri, workdir / "report")
+        with OtherLoad() as other:
+            report_seconds = time_report(sweep.uri, workdir / "report")
+        others["report"] = round(other.cores, 2)
     bare: dict[str, Any] = {}
     if "bare" not in skip:
         loads["bare"] = load()
         print(f"Reference (c), the bare stacked loop: {sweep.summary['stacks']} stacks on "
               f"{sweep.summary['workers']} processes ...", flush=True)  # fmt: skip
-        bare = measure_bare(work, sweep.summary["stacks"], sweep.summary["workers"])
+        with OtherLoad() as other:
+            bare = measure_bare(work, sweep.summary["stacks"], sweep.summary["workers"])
+        others["bare"] = round(other.cores, 2)
     variants = (
         ("api", "api", "The same through MLflow's API (tracking.sql_batches=false)",
          replace(work, sql_batches="false")),
@@ -217,7 +225,9 @@ def main() -> int:
         loads["references"] = load()
         print(f"References (a), (b): naive x{args.naive_sample}, plain x{args.plain_sample} ...",
               flush=True)  # fmt: skip
-        ref = measure_references(work, workdir, args.naive_sample, args.plain_sample)
+        with OtherLoad() as other:
+            ref = measure_references(work, workdir, args.naive_sample, args.plain_sample)
+        others["references"] = round(other.cores, 2)
     unreachable = None
     if "unreachable" not in skip:
         print("An unreachable store ...", flush=True)
@@ -240,6 +250,7 @@ def main() -> int:
         ],
         "peak_rss_mb_all_workloads": round(max(m.peak_rss_mb for _, m in sweeps.values()), 1),
         "load_average": loads,
+        "other_processes_cores": others,
         **overheads,
     }
     for name, (_, m) in sweeps.items():
@@ -273,6 +284,7 @@ def main() -> int:
 
     print()
     print(f"Load average (1 min) as each part started: {loads}")
+    print(f"Cores used by other processes while each part ran: {others}")
     print(f"Standard sweep: {sweep.seconds:.1f} s wall for {work.runs} runs = "
           f"{figures['runs_per_minute']:.0f} runs/min, written with {PATH_NAMES[sweep.write_path]} "
           f"({sweep.summary['stacks']} stacked fits on {sweep.summary['workers']} workers; composing "

@@ -178,6 +178,52 @@ def tree_pss_mb(proc: psutil.Process) -> float:
     return total
 
 
+class OtherLoad:
+    """While a part of the benchmark runs: how many cores other processes used (every process
+    on the machine but this one and its descendants), from their CPU times sampled each second
+    (a process that starts and ends between two samples is missed)."""
+
+    def __init__(self) -> None:
+        self.cores = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> OtherLoad:
+        self._start = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        seen: dict[int, float] = {}
+        used = 0.0
+        first = True
+        while True:
+            try:
+                mine = {me, *(p.pid for p in psutil.Process(me).children(recursive=True))}
+            except psutil.Error:
+                mine = {me}
+            for proc in psutil.process_iter(["pid", "cpu_times"]):
+                times = proc.info["cpu_times"]
+                if proc.info["pid"] in mine or times is None:
+                    continue
+                total = times.user + times.system
+                before = seen.get(proc.info["pid"])
+                if before is not None:
+                    used += max(0.0, total - before)
+                elif not first:  # started since the last sample
+                    used += total
+                seen[proc.info["pid"]] = total
+            first = False
+            self.cores = used / max(time.perf_counter() - self._start, 1e-9)
+            if self._stop.wait(1.0):
+                return
+
+
 def run_sweep(work: Workload, workdir: Path, verbose: bool) -> SweepMeasure:
     """Run the workload through ``lossbench-train`` into a fresh store and measure it."""
     store = workdir / f"store-{work.name}"
