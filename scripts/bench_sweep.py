@@ -113,6 +113,7 @@ def sweep_figures(prefix: str, m: SweepMeasure) -> dict[str, Any]:
         f"{prefix}mlflow_share": round(m.summary["mlflow_seconds"] / m.seconds, 4),
         f"{prefix}peak_rss_mb": round(m.peak_rss_mb, 1),
         f"{prefix}peak_pss_mb": round(m.peak_pss_mb, 1),
+        f"{prefix}peak_rss_processes": [[name, round(rss, 1)] for name, rss in m.peak_processes],
         f"{prefix}launcher": m.summary,
     }
 

@@ -140,6 +140,7 @@ class SweepMeasure:
     seconds: float
     peak_rss_mb: float  # resident memory of its processes, summed (shared pages counted in each)
     peak_pss_mb: float  # their proportional set size, summed (shared pages split among sharers)
+    peak_processes: list[tuple[str, float]] = field(default_factory=list)  # at the RSS peak
     rss_by_runs: list[tuple[int, float, float]] = field(default_factory=list)  # main, max worker
     summary: dict[str, Any] = field(default_factory=dict)
     write_path: str = "?"  # "sql" or "api", as lossbench-train announced it
@@ -166,6 +167,15 @@ def tree_rss_mb(proc: psutil.Process) -> float:
     """Resident memory of a process and all its children, in MB."""
     main, children = rss_mb(proc)
     return main + sum(children)
+
+
+def tree_rss(proc: psutil.Process) -> list[tuple[str, float]]:
+    """Each process of the tree (its command line's end) and its resident memory, in MB."""
+    found = []
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            found.append((" ".join(p.cmdline())[-50:], p.memory_info().rss / 2**20))
+    return found
 
 
 def tree_pss_mb(proc: psutil.Process) -> float:
@@ -245,12 +255,16 @@ def run_sweep(work: Workload, workdir: Path, verbose: bool) -> SweepMeasure:
     peak, peak_pss, rss_by_runs, lines = 0.0, 0.0, [], []
     stop = threading.Event()
 
+    peak_processes: list[tuple[str, float]] = []
+
     def sample() -> None:
-        nonlocal peak, peak_pss
+        nonlocal peak, peak_pss, peak_processes
         ticks = 0
         while not stop.is_set():
-            peak = max(peak, tree_rss_mb(ps))
-            if ticks % 5 == 0:  # reading every page table is slower: every 0.5 s
+            processes = tree_rss(ps)
+            if sum(rss for _, rss in processes) > peak:
+                peak, peak_processes = sum(rss for _, rss in processes), processes
+            if ticks % 20 == 0:  # reading every page table costs 13 ms: every 2 s
                 peak_pss = max(peak_pss, tree_pss_mb(ps))
             ticks += 1
             time.sleep(0.1)
@@ -278,7 +292,9 @@ def run_sweep(work: Workload, workdir: Path, verbose: bool) -> SweepMeasure:
         sys.stdout.writelines(lines[-40:])
         raise SystemExit(f"the sweep failed (exit {proc.returncode})")
     summary = json.loads((sweep_dir / "lossbench-summary.json").read_text())
-    measure = SweepMeasure(seconds, peak, peak_pss, rss_by_runs, summary, write_path, uri)
+    measure = SweepMeasure(
+        seconds, peak, peak_pss, peak_processes, rss_by_runs, summary, write_path, uri
+    )
     measure.finished, measure.complete, measure.diverged = count_complete(
         uri, work.epochs, work.experiment
     )
