@@ -289,7 +289,7 @@ class RecipeModule(pl.LightningModule):
             return
         self._norm_step = self.trainer.global_step
         self._optimizer_steps += 1
-        self._sums["train/grad_norm"] += member_grad_norms(optimizer, self.model.layer_parameters())
+        self._sums["train/grad_norm"] += member_grad_norms(optimizer, list(self.parameters()))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Validation loss and metrics of every member."""
@@ -344,14 +344,19 @@ class RecipeModule(pl.LightningModule):
 
 
 def member_grad_norms(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> Tensor:
-    """Each member's gradient norm over all its parameters, ``[K]``: one norm over its row of
-    the gradients laid out as the plain model's (each layer's weight, then its bias). A
-    stacked optimizer's gradient buffer is that layout already."""
+    """Each member's gradient norm over all its parameters, ``[K]``: each parameter's sum of
+    squares, added up in ``params``' order. With a stacked optimizer's ``[K, P]`` gradient
+    buffer, the squares are taken once over the whole buffer (the same sums, fewer kernels)."""
     rows = optimizer.grad_rows() if hasattr(optimizer, "grad_rows") else None
-    if rows is not None:
-        return torch.linalg.vector_norm(rows, dim=1)
-    grads = [p.grad.flatten(1) for p in params if p.grad is not None]
-    return torch.linalg.vector_norm(torch.cat(grads, 1), dim=1)
+    if rows is None:
+        squares = [p.grad.square().flatten(1).sum(1) for p in params if p.grad is not None]
+    else:
+        square = rows.square()
+        squares = []
+        for p in params:  # each gradient is a view of its columns of the buffer
+            start = p.grad.storage_offset() - rows.storage_offset()
+            squares.append(square[:, start : start + p[0].numel()].sum(1))
+    return torch.stack(squares).sum(0).sqrt()
 
 
 def _group_losses(
