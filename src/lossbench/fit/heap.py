@@ -16,7 +16,6 @@ Only glibc has ``mallopt``; elsewhere (macOS, musl) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
@@ -36,7 +35,9 @@ def limit_heap_growth() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # the C library this process already runs on (find_library would run ldconfig in a
+        # subprocess: a fork of a worker of 500 MB)
+        libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl has no such function)
     except (OSError, AttributeError):
         return False
