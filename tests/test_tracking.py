@@ -18,6 +18,7 @@ from lossbench.results import RunResult
 from lossbench.tracking import sql_batches
 from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.payloads import batches, flatten, run_name
+from lossbench.tracking.records import History, metric_histories
 from lossbench.tracking.store import StoreUnreachable, check_reachable, tracking_uri
 from lossbench.tracking.writer import Tracker
 
@@ -164,6 +165,29 @@ def test_sql_batches_read_back_as_mlflow_api_writes(
     assert {batched, api, flushed} <= {r.info.run_id for r in found}
     if error is not None:
         assert Path(client.download_artifacts(batched, "traceback.txt")).read_text() == error
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "run-by-run"])
+def test_metric_histories_read_what_the_api_reads_run_by_run(
+    sql_uri: str, bulk: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runs = [record(Tracker(sql_uri, "writer", sql_batches=sql)) for sql in (True, False, True)]
+    runs.append(record(Tracker(sql_uri, "writer", sql_batches=True), flush_first=True))
+    monkeypatch.setattr(sql_batches, "RUNS_PER_QUERY", 3)  # four runs: two queries
+    if not bulk:  # the path of a store it does not read in bulk (an HTTP server, say)
+        monkeypatch.setattr(sql_batches, "batch_store", lambda client: (None, "not SQL"))
+    client = MlflowClient(sql_uri)
+    by_step = {
+        run_id: [m.value for m in sorted(client.get_metric_history(run_id, "val/acc"),
+                                         key=lambda m: (m.step, m.timestamp))]
+        for run_id in runs
+    }  # fmt: skip
+    histories = metric_histories(sql_uri, runs, "val/acc")
+    assert {run_id: list(h.values) for run_id, h in histories.items()} == by_step
+    assert set(map(tuple, by_step.values())) == {(0.5, 0.75, 0.8)}
+    assert {h.epochs for h in histories.values()} == {(1, 2, 3)}
+    assert metric_histories(sql_uri, runs[:1], "no/such") == {runs[0]: History()}
 
 
 def test_a_run_is_one_create_its_params_its_inputs_one_log_batch_and_one_terminate(

@@ -13,6 +13,7 @@ where dataclasses cannot resolve string annotations.)
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -188,7 +189,7 @@ class LossbenchLauncher(Launcher):
         from lossbench.sweep.checking import check_all
         from lossbench.sweep.jobs import compose_jobs
         from lossbench.sweep.run import run_sweep
-        from lossbench.tracking.store import mlflow_seconds
+        from lossbench.tracking.store import import_mlflow, mlflow_seconds
 
         assert self.config is not None and self.hydra_context is not None
         start = time.perf_counter()
@@ -197,6 +198,9 @@ class LossbenchLauncher(Launcher):
         )
         specs = [job.spec for job in jobs]
         composed = time.perf_counter()
+        # While the workers finish their imports, this process imports MLflow (it opens the
+        # stores once every job is checked): in a thread, so that composing is not slowed.
+        threading.Thread(target=import_mlflow, name="lossbench-import-mlflow", daemon=True).start()
         executor.wait_ready()  # their imports, started before composing
         ready = time.perf_counter()
         checker = executor.checker()

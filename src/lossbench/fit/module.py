@@ -1,4 +1,4 @@
-"""Lightning adapters: the in-memory datamodule and the LightningModule.
+"""The LightningModule of a fit (its data module: :mod:`lossbench.fit.batches`).
 
 The module receives its model, losses, optimizer and schedule; it never picks them. It trains K
 stacked members at once (K=1 for a plain run) and keeps one row of per-member metrics per epoch
@@ -7,8 +7,7 @@ in memory: no ``self.log`` per step, no logger. Whoever runs the fit decides whe
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,87 +23,10 @@ from lossbench.problem.metrics import (
     metric_inputs,
     regression_metrics,
 )
-from lossbench.problem.models import StackedMLP, member_generators
+from lossbench.problem.models import StackedMLP
 from lossbench.recipe.early_stopping import MemberStopping
 
 EpochRow = dict[str, Tensor]  # metric name -> one value per member, [K]
-
-
-class MemberBatches:
-    """Mini-batches for K members from tensors in memory, each member in its own shuffled order.
-
-    Yields ``(x [K, B, F], y [K, B])``. A batch covering the whole split (full-batch training)
-    needs no shuffling and is yielded once, shared by all members: ``(x [N, F], y [N])``.
-    """
-
-    def __init__(self, x: Tensor, y: Tensor, seeds: Sequence[int], batch_size: int) -> None:
-        self.x, self.y = x, y
-        self.batch_size = batch_size
-        self.generators = member_generators(seeds, stream=1)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.y)
-        if self.batch_size >= n:
-            yield self.x, self.y
-            return
-        order = torch.stack([torch.randperm(n, generator=g) for g in self.generators])
-        order = order.to(self.x.device)
-        for start in range(0, n, self.batch_size):
-            idx = order[:, start : start + self.batch_size]
-            yield self.x[idx], self.y[idx]
-
-
-class OneBatch:
-    """A whole split as a single batch, shared by all members (validation and test)."""
-
-    def __init__(self, x: Tensor, y: Tensor) -> None:
-        self.batch = (x, y)
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        yield self.batch
-
-
-class InMemoryDataModule(pl.LightningDataModule):
-    """Serves a :class:`SplitData` as tensors, without DataLoader or per-sample collation."""
-
-    def __init__(self, data: SplitData, seeds: Sequence[int], batch_size: int) -> None:
-        super().__init__()
-        self.data = data
-        self.seeds = list(seeds)
-        self.batch_size = batch_size
-        self._tensors: dict[str, Tensor] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        """Move the splits to the trainer's device, once."""
-        if self._tensors:
-            return
-        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        d = self.data
-        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-            self._tensors[name] = torch.from_numpy(getattr(d, name)).to(device)
-
-    def split(self, name: str) -> tuple[Tensor, Tensor]:
-        """``(x, y)`` of the train, val or test split, on the trainer's device."""
-        return self._tensors[f"x_{name}"], self._tensors[f"y_{name}"]
-
-    def train_dataloader(self) -> MemberBatches:
-        """Shuffled per-member mini-batches of the training split."""
-        t = self._tensors
-        return MemberBatches(t["x_train"], t["y_train"], self.seeds, self.batch_size)
-
-    def val_dataloader(self) -> OneBatch:
-        """The validation split as one batch."""
-        return OneBatch(self._tensors["x_val"], self._tensors["y_val"])
-
-    def test_dataloader(self) -> OneBatch:
-        """The test split as one batch."""
-        return OneBatch(self._tensors["x_test"], self._tensors["y_test"])
 
 
 class RecipeModule(pl.LightningModule):
@@ -176,6 +98,7 @@ class RecipeModule(pl.LightningModule):
         self._objectives = torch.zeros(model.n_members)
         self._evaluated: tuple[int, int] | None = None  # (epoch, batch) last counted
         self._norm_step = -1  # the optimizer step whose gradient norm was counted
+        self._masked = False  # some member has diverged or stopped: losses need its mask
 
     @property
     def latest_val(self) -> EpochRow:
@@ -215,7 +138,13 @@ class RecipeModule(pl.LightningModule):
         """Record the current epoch for members whose values just became non-finite."""
         newly = self.alive & ~finite
         self.diverged_at = torch.where(newly, self.current_epoch, self.diverged_at)
-        if not bool(self.alive.any()):
+        self._update_masked()
+
+    def _update_masked(self) -> None:
+        """Note whether some member no longer trains; stop the fit when none does."""
+        alive = self.alive
+        self._masked = not bool(alive.all())
+        if not bool(alive.any()):
             self.trainer.should_stop = True
 
     def _check_stopping(self, row: EpochRow) -> None:
@@ -229,8 +158,7 @@ class RecipeModule(pl.LightningModule):
         for member in keep.nonzero().flatten().tolist():
             self._kept[member] = [p[member].detach().clone() for p in self.model.parameters()]
         self.stopped_at = torch.where(stop, self.current_epoch, self.stopped_at)
-        if not bool(self.alive.any()):
-            self.trainer.should_stop = True
+        self._update_masked()
 
     @torch.no_grad()
     def _restore_kept(self) -> None:
@@ -341,14 +269,18 @@ class RecipeModule(pl.LightningModule):
         penalty = member_penalty(self.model.weight_matrices(), self.penalties)
         objective = losses if penalty is None else losses + penalty
         self._objectives = objective.detach()
-        self._mark_diverged(torch.isfinite(self._objectives))
-        alive = self.alive
+        finite = torch.isfinite(self._objectives)
+        if not bool(finite.all()):  # one check a step; the masks change only then
+            self._mark_diverged(finite)
+        # while every member trains, the mask would keep every value as it is
+        alive = self.alive if self._masked else None
         if (self.current_epoch, batch_idx) != self._evaluated:
             self._evaluated = (self.current_epoch, batch_idx)
             self.last_step_losses = losses.detach()
-            self._sums["train/loss"] += torch.where(alive, losses.detach(), 0.0)
+            counted = losses.detach() if alive is None else torch.where(alive, losses.detach(), 0.0)
+            self._sums["train/loss"] += counted
             self._steps += 1
-        return torch.where(alive, objective, 0.0).sum()
+        return (objective if alive is None else torch.where(alive, objective, 0.0)).sum()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Accumulate each member's gradient norm (over all its parameters), once per
@@ -357,10 +289,7 @@ class RecipeModule(pl.LightningModule):
             return
         self._norm_step = self.trainer.global_step
         self._optimizer_steps += 1
-        squares = [
-            p.grad.square().flatten(1).sum(1) for p in self.parameters() if p.grad is not None
-        ]
-        self._sums["train/grad_norm"] += torch.stack(squares).sum(0).sqrt()
+        self._sums["train/grad_norm"] += member_grad_norms(optimizer, list(self.parameters()))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Validation loss and metrics of every member."""
@@ -412,6 +341,22 @@ class RecipeModule(pl.LightningModule):
         if at_end:
             x, y = self.trainer.datamodule.split("val")
             self.end_metrics.update(self.config_metrics(self.model(x), y, "val", at_end))
+
+
+def member_grad_norms(optimizer: torch.optim.Optimizer, params: Sequence[Tensor]) -> Tensor:
+    """Each member's gradient norm over all its parameters, ``[K]``: each parameter's sum of
+    squares, added up in ``params``' order. With a stacked optimizer's ``[K, P]`` gradient
+    buffer, the squares are taken once over the whole buffer (the same sums, fewer kernels)."""
+    rows = optimizer.grad_rows() if hasattr(optimizer, "grad_rows") else None
+    if rows is None:
+        squares = [p.grad.square().flatten(1).sum(1) for p in params if p.grad is not None]
+    else:
+        square = rows.square()
+        squares = []
+        for p in params:  # each gradient is a view of its columns of the buffer
+            start = p.grad.storage_offset() - rows.storage_offset()
+            squares.append(square[:, start : start + p[0].numel()].sum(1))
+    return torch.stack(squares).sum(0).sqrt()
 
 
 def _group_losses(

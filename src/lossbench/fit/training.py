@@ -16,9 +16,11 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from lossbench.config.checks import MEMBER_SAFE, epoch_metrics
 from lossbench.config.spec import batch_rows, build, build_trainer
+from lossbench.fit.batches import InMemoryDataModule
 from lossbench.fit.diagnostics import Diagnostics
+from lossbench.fit.heap import limit_heap_growth
 from lossbench.fit.model_export import save_member, wants_models
-from lossbench.fit.module import EpochRow, InMemoryDataModule, RecipeModule
+from lossbench.fit.module import EpochRow, RecipeModule
 from lossbench.fit.platform_facts import float_tags
 from lossbench.identity import canonical
 from lossbench.problem.data import SplitData, load_dataset
@@ -46,6 +48,7 @@ def fit_members(
     epoch's values as they come, one row per config (``None`` for a member that has diverged).
     ``exact``: the same fit in float64 (the audit's: see :mod:`lossbench.sweep.audit`).
     """
+    limit_heap_growth()  # a worker trains stack after stack: its memory stays flat
     order = _member_order(cfgs)
     stacked = [cfgs[i] for i in order]
     first = stacked[0]

@@ -135,6 +135,9 @@ class StackedOptimizer(Optimizer):
             contiguous = rows == list(range(rows[0], rows[-1] + 1))
             group.span = slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows)
         self.steps = 0
+        # MemberSchedules count their steps here: only they change the shadows' and members'
+        # hyperparameters, so the vectorized groups read them again only after one
+        self.schedule_steps = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the gradients in place (their buffer stays; ``set_to_none`` is ignored)."""
@@ -148,6 +151,14 @@ class StackedOptimizer(Optimizer):
             owner = shadow if shadow is not None else self.members[member].optimizer
             lrs.append(float(owner.param_groups[0]["lr"]))
         return torch.tensor(lrs)
+
+    def grad_rows(self) -> Tensor | None:
+        """The gradients as ``[K, P]`` rows (each member's, in the plain model's parameter
+        order), if every parameter's gradient is still its view of that buffer, else None."""
+        params = self.param_groups[0]["params"]
+        if all(p.grad is grad for p, grad in zip(params, self._grads, strict=True)):
+            return self.flat_grad
+        return None
 
     def _reattach(self) -> None:
         params = self.param_groups[0]["params"]
@@ -172,17 +183,15 @@ class StackedOptimizer(Optimizer):
             rows = group.span
             if isinstance(rows, Tensor) and rows.device != flat.device:
                 group.span = rows = rows.to(flat.device)
-            params, group_grads = (
-                (flat[rows], grads[rows])
-                if isinstance(rows, slice)
-                else (flat.index_select(0, rows), grads.index_select(0, rows))
-            )
-            hyper, state = group.hyper(self.shadows, flat), self.state[key]
-            updated = group.update(params, group_grads, state, hyper, self.steps, group.flags)
-            if isinstance(rows, slice):
-                flat[rows] = updated
+            hyper, state = group.hyper(self.shadows, flat, self.schedule_steps), self.state[key]
+            if isinstance(rows, slice):  # a view: updated in place
+                group.update(flat[rows], grads[rows], state, hyper, self.steps, group.flags)
             else:
-                flat.index_copy_(0, rows, updated)
+                params = flat.index_select(0, rows)
+                group.update(
+                    params, grads.index_select(0, rows), state, hyper, self.steps, group.flags
+                )
+                flat.index_copy_(0, rows, params)
         if self.members:
             first = self.objectives() if self.objectives is not None else None
             for member in self.members.values():
@@ -226,18 +235,28 @@ class MemberSchedules:
     def __init__(self, optimizer: StackedOptimizer, schedulers: Sequence[Any]) -> None:
         self.optimizer = optimizer  # Lightning checks that a schedule belongs to the optimizer
         self.schedulers = list(schedulers)
+        self.stepped = False
 
     def step(self, metric: Any = None) -> None:
         """Advance every member's schedule by one step (or epoch); ``metric``: the monitored
         value, for a schedule that reads one (a run alone's)."""
+        self.optimizer.schedule_steps += 1  # the members' hyperparameters may have changed
+        if self.stepped:
+            self._step(metric)
+            return
+        self.stepped = True
         with warnings.catch_warnings():
-            # the shadow optimizers never step themselves (the stacked one does their work)
+            # torch warns at a schedule's first step that its optimizer has not stepped: the
+            # shadow optimizers never step themselves (the stacked one does their work)
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-            for scheduler in self.schedulers:
-                if metric is None:
-                    scheduler.step()
-                else:
-                    scheduler.step(metric)
+            self._step(metric)
+
+    def _step(self, metric: Any) -> None:
+        for scheduler in self.schedulers:
+            if metric is None:
+                scheduler.step()
+            else:
+                scheduler.step(metric)
 
     def state_dict(self) -> dict[str, Any]:
         """The members' schedulers' states."""
@@ -245,6 +264,7 @@ class MemberSchedules:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+        self.optimizer.schedule_steps += 1
         for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
 

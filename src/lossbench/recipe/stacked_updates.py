@@ -6,8 +6,9 @@ Each update does its arithmetic in torch's order (``addcdiv(p, a, b, value=v)`` 
 RMSprop, Adagrad, Adam/AdamW and NAdam, up to float rounding (within 1e-5 relative over a run,
 tested against the plain model in ``tests/test_own_recipes.py``). Members are grouped by update
 and options (SGD with Nesterov momentum, AdamW, ...): a group's update is a handful of tensor
-ops on its rows of one ``[K, P]`` buffer. Any other optimizer steps each member through its own
-instance (:mod:`lossbench.recipe.stacked_optim`).
+ops on its rows of one ``[K, P]`` buffer, done in place on the weights and the state (the same
+arithmetic as out of place, so the same bits, with fewer temporaries). Any other optimizer
+steps each member through its own instance (:mod:`lossbench.recipe.stacked_optim`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from torch.optim import Optimizer
 Hyper = dict[str, Tensor]  # hyperparameter -> one value per member of a group, [k, 1]
 State = dict[str, Tensor]  # a group's optimizer state, [k, P] tensors
 Flags = frozenset[str]  # the options on in a group, e.g. {"momentum", "nesterov"}
-Update = Callable[[Tensor, Tensor, State, Hyper, int, Flags], Tensor]
+Update = Callable[[Tensor, Tensor, State, Hyper, int, Flags], None]  # updates in place
 
 
-def _kept(state: State, key: str, new: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
-    """``state[key]``, or ``new(like)`` at the first step (built only then)."""
-    return state[key] if key in state else new(like)
+def _kept(state: State, key: str, like: Tensor) -> Tensor:
+    """``state[key]``, or zeros like ``like`` at the first step (built only then, and kept)."""
+    if key not in state:
+        state[key] = torch.zeros_like(like)
+    return state[key]
 
 
 def _signed(grad: Tensor, f: Flags) -> Tensor:
@@ -40,89 +43,85 @@ def _l2(grad: Tensor, param: Tensor, h: Hyper, f: Flags) -> Tensor:
     return grad.addcmul(param, h["weight_decay"]) if "weight_decay" in f else grad
 
 
-def _sgd(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+def _sgd(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> None:
     g = _l2(_signed(g, f), p, h, f)
     if "momentum" in f:
         if "momentum_buffer" not in state:
-            buf = g.clone()
+            buf = state["momentum_buffer"] = g.clone()
         else:
-            buf = torch.addcmul(state["momentum_buffer"] * h["momentum"], g, h["1-dampening"])
-        state["momentum_buffer"] = buf
+            buf = state["momentum_buffer"].mul_(h["momentum"]).addcmul_(g, h["1-dampening"])
         g = g.addcmul(buf, h["momentum"]) if "nesterov" in f else buf
-    return p.addcmul(g, -h["lr"])
+    p.addcmul_(g, -h["lr"])
 
 
-def _decay(p: Tensor, g: Tensor, h: Hyper, f: Flags) -> tuple[Tensor, Tensor]:
+def _decay(p: Tensor, g: Tensor, h: Hyper, f: Flags) -> Tensor:
     """Weight decay as Adam, AdamW and NAdam apply it: decoupled (the weights shrink by
-    ``1 - lr * weight_decay``) or L2 (added to the gradient)."""
+    ``1 - lr * weight_decay``, in place) or L2 (added to the gradient, returned)."""
     if "decoupled" in f and "weight_decay" in f:
-        return p * (1 - h["lr_64"] * h["weight_decay_64"]).to(p.dtype), g
-    return p, _l2(g, p, h, f)
+        p.mul_((1 - h["lr_64"] * h["weight_decay_64"]).to(p.dtype))
+        return g
+    return _l2(g, p, h, f)
 
 
 def _moments(g: Tensor, state: State, h: Hyper) -> tuple[Tensor, Tensor]:
-    exp_avg = _kept(state, "exp_avg", torch.zeros_like, g).lerp(g, h["1-beta1"])
-    exp_avg_sq = _kept(state, "exp_avg_sq", torch.zeros_like, g) * h["beta2"]
-    exp_avg_sq = torch.addcmul(exp_avg_sq, g, g * h["1-beta2"])
-    state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
+    exp_avg = _kept(state, "exp_avg", g).lerp_(g, h["1-beta1"])
+    exp_avg_sq = _kept(state, "exp_avg_sq", g).mul_(h["beta2"]).addcmul_(g, g * h["1-beta2"])
     return exp_avg, exp_avg_sq
 
 
-def _adam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
-    p, g = _decay(p, _signed(g, f), h, f)
+def _adam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> None:
+    g = _decay(p, _signed(g, f), h, f)
     exp_avg, second = _moments(g, state, h)
     step_size = (h["lr_64"] / (1 - h["beta1_64"] ** step)).to(p.dtype)
     correction2 = (1 - h["beta2_64"] ** step).sqrt().to(p.dtype)
     if "amsgrad" in f:
-        second = torch.maximum(state.get("max_exp_avg_sq", second), second)
-        state["max_exp_avg_sq"] = second
-    denom = second.sqrt() / correction2 + h["eps"]
-    return p + (-step_size * exp_avg) / denom
+        if "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = second.clone()
+        second = torch.maximum(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
+    denom = second.sqrt().div_(correction2).add_(h["eps"])
+    p.add_((-step_size * exp_avg).div_(denom))
 
 
-def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
-    p, g = _decay(p, _signed(g, f), h, f)
+def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> None:
+    g = _decay(p, _signed(g, f), h, f)
     beta1, decay = h["beta1_64"], h["momentum_decay_64"]
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (step * decay))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * decay))
     # torch keeps the product of the mu's as a float32 state tensor
-    previous = _kept(state, "mu_product", lambda m: torch.ones_like(m, dtype=p.dtype), mu)
-    mu_product = previous * mu.to(p.dtype)
-    state["mu_product"] = mu_product
+    if "mu_product" not in state:
+        state["mu_product"] = torch.ones_like(mu, dtype=p.dtype)
+    mu_product = state["mu_product"].mul_(mu.to(p.dtype))
     exp_avg, exp_avg_sq = _moments(g, state, h)
     correction2 = (1 - h["beta2_64"] ** step).to(p.dtype)
-    denom = (exp_avg_sq / correction2).sqrt() + h["eps"]
+    denom = (exp_avg_sq / correction2).sqrt_().add_(h["eps"])
     product = mu_product.double()
     now = (-h["lr_64"] * (1.0 - mu) / (1.0 - product)).to(p.dtype)
     ahead = (-h["lr_64"] * mu_next / (1.0 - product * mu_next)).to(p.dtype)
-    return p + (now * g) / denom + (ahead * exp_avg) / denom
+    p.add_((now * g).div_(denom)).add_((ahead * exp_avg).div_(denom))
 
 
-def _rmsprop(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+def _rmsprop(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> None:
     g = _l2(_signed(g, f), p, h, f)
-    square_avg = _kept(state, "square_avg", torch.zeros_like, g) * h["alpha"]
-    square_avg = torch.addcmul(square_avg, g, g * h["1-alpha"])
-    state["square_avg"] = square_avg
+    square_avg = _kept(state, "square_avg", g).mul_(h["alpha"]).addcmul_(g, g * h["1-alpha"])
     if "centered" in f:
-        grad_avg = _kept(state, "grad_avg", torch.zeros_like, g).lerp(g, h["1-alpha"])
-        state["grad_avg"] = grad_avg
-        avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt() + h["eps"]
+        grad_avg = _kept(state, "grad_avg", g).lerp_(g, h["1-alpha"])
+        avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(h["eps"])
     else:
-        avg = square_avg.sqrt() + h["eps"]
+        avg = square_avg.sqrt().add_(h["eps"])
     if "momentum" not in f:
-        return p + (-h["lr"] * g) / avg
-    buf = _kept(state, "momentum_buffer", torch.zeros_like, g) * h["momentum"] + g / avg
-    state["momentum_buffer"] = buf
-    return p.addcmul(buf, -h["lr"])
+        p.add_((-h["lr"] * g).div_(avg))
+        return
+    buf = _kept(state, "momentum_buffer", g).mul_(h["momentum"]).add_(g / avg)
+    p.addcmul_(buf, -h["lr"])
 
 
-def _adagrad(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> Tensor:
+def _adagrad(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> None:
     g = _l2(_signed(g, f), p, h, f)
     if "sum" not in state:
         state["sum"] = h["initial_accumulator_value"].expand_as(g).clone()
-    state["sum"] = state["sum"].addcmul(g, g)
+    total = state["sum"].addcmul_(g, g)
     rate = (h["lr_64"] / (1 + (step - 1) * h["lr_decay_64"])).to(p.dtype)
-    return p + (-rate * g) / (state["sum"].sqrt() + h["eps"])
+    p.add_((-rate * g).div_(total.sqrt().add_(h["eps"])))
 
 
 # torch.optim class -> its update and the param-group values it reads (AdamW is Adam with
@@ -145,9 +144,13 @@ _DOUBLES = ("lr", "beta1", "beta2", "weight_decay", "momentum_decay", "lr_decay"
 
 def _values(group: dict[str, Any], keys: Sequence[str]) -> tuple[float, ...]:
     """A param group's ``lr`` and ``keys`` (``beta1``, ``beta2``: its betas), as floats."""
-    betas = group.get("betas", (math.nan, math.nan))
-    named = {**group, "beta1": betas[0], "beta2": betas[1]}
-    return (float(group["lr"]), *(float(named[key]) for key in keys))
+    values = [float(group["lr"])]
+    for key in keys:
+        if key == "beta1" or key == "beta2":
+            values.append(float(group.get("betas", (math.nan, math.nan))[key == "beta2"]))
+        else:
+            values.append(float(group[key]))
+    return tuple(values)
 
 
 def variant(shadow: Optimizer) -> tuple[Update, tuple[str, ...], Flags]:
@@ -185,6 +188,7 @@ class VectorGroup:
         self._values: list[tuple[float, ...]] = []
         self._hyper: Hyper = {}
         self._slots: Tensor | None = None  # self.slots as a tensor, once built
+        self._version: int | None = None  # of the shadows' values last read
 
     def add(self, member: int, recipe: int) -> None:
         """Add a member that trains with ``recipe``."""
@@ -193,9 +197,14 @@ class VectorGroup:
         self.rows.append(member)
         self.slots.append(self.recipes.index(recipe))
 
-    def hyper(self, shadows: Sequence[Any], like: Tensor) -> Hyper:
+    def hyper(self, shadows: Sequence[Any], like: Tensor, version: int | None = None) -> Hyper:
         """This step's hyperparameters, a column ``[k, 1]`` each, read from the recipes'
-        shadows (a column is rebuilt only when a schedule has changed one of its values)."""
+        shadows (a column is rebuilt only when a schedule has changed one of its values).
+        ``version`` counts the changes the shadows may have had: the same one as the last
+        call's, and they are not read again."""
+        if version is not None and version == self._version and self._hyper:
+            return self._hyper
+        self._version = version
         values = [_values(shadows[r].param_groups[0], self.keys) for r in self.recipes]
         if values == self._values:
             return self._hyper

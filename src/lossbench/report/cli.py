@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lossbench.one_shot import collect_rarely
 from lossbench.report.aggregate import default_uri
 from lossbench.report.build import build_report
 from lossbench.report.description import run_description
@@ -18,6 +19,8 @@ from lossbench.tracking.store import StoreUnreachable, check_reachable
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lossbench-report``."""
+    if argv is None:  # the console command: this process ends with the report
+        collect_rarely()
     parser = argparse.ArgumentParser(
         prog="lossbench-report",
         description="Compare the runs of a sweep: grouped by the axes it varied, aggregated over "

@@ -205,6 +205,11 @@ class StackRunner:
             log.error("AUDIT FAILED: %s", message)
         for job, result in zip(stack.jobs, results, strict=True):
             self.on_result(job, result)
+        # What handing the jobs over kept (their JobReturns) lives as long as the sweep: the
+        # garbage it made is collected once, the rest is frozen, out of the collections' walks
+        # (which otherwise grow with every stack recorded: 15% of this process's time).
+        gc.collect()
+        gc.freeze()
         self.done += len(results)
         elapsed = time.perf_counter() - t0
         rate = self.done / elapsed * 60 if elapsed else 0.0

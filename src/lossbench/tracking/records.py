@@ -259,13 +259,23 @@ class History:
 
 def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, History]:
     """Each run's logged values of one metric, by step (step = epoch - 1); a step written twice
-    counts once, with its latest value."""
+    counts once, with its latest value. From a SQL store on a verified MLflow in a few queries
+    (:func:`lossbench.tracking.sql_batches.metric_histories`), else a ``get_metric_history``
+    call per run."""
     from mlflow import MlflowClient
 
+    from lossbench.tracking.sql_batches import batch_store
+    from lossbench.tracking.sql_batches import metric_histories as bulk_histories
+
     client = MlflowClient(uri)
+    store, _ = batch_store(client)
+    if store is not None:
+        found = bulk_histories(store, run_ids, key)
+    else:
+        found = {run_id: client.get_metric_history(run_id, key) for run_id in run_ids}
     histories = {}
     for run_id in run_ids:
-        points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        points = sorted(found[run_id], key=lambda m: (m.step, m.timestamp))
         by_step = {m.step: m.value for m in points}  # the latest write of each step
         histories[run_id] = History(
             tuple(step + 1 for step in by_step), tuple(float(v) for v in by_step.values())

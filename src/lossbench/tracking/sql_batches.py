@@ -7,7 +7,9 @@ own. MLflow has no batch API for runs, so this module writes a stack's runs in o
 curves while it trains (metrics, latest metrics), and one (the remaining metrics, latest
 metrics, result tags, statuses) when it ends, through MLflow's own table models and session,
 with the values its ``create_run``, ``log_batch`` and ``set_terminated`` would write: the same
-validation, the same NaN/inf handling, the same latest-metric rule.
+validation, the same NaN/inf handling, the same latest-metric rule. It also reads one
+metric's history of many runs in a few queries (the SQL store's bulk read, which MLflow's
+client does not expose), where the client takes a query per run.
 
 It is the only module of lossbench that touches MLflow's private store modules (the table
 models, the client's store, the validation helpers, the artifact repositories), so it runs only
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # MLflow versions whose table models and validation this module was checked against.
 VERIFIED_MLFLOW = ("3.17.2",)
+RUNS_PER_QUERY = 500  # run ids per bulk read (SQLite allows 999 variables in older builds)
 
 
 def batch_store(client: Any) -> tuple[Any | None, str]:
@@ -287,3 +290,15 @@ def finish_runs(
         if tag_rows:
             session.execute(insert(SqlTag.__table__), tag_rows)
         session.connection().execute(set_status, status_rows)
+
+
+def metric_histories(store: Any, run_ids: Sequence[str], key: str) -> dict[str, list[Any]]:
+    """Every logged value of metric ``key`` of each run (MLflow ``Metric`` entities, as its
+    client's ``get_metric_history`` returns them), a few hundred runs per query."""
+    found: dict[str, list[Any]] = {run_id: [] for run_id in run_ids}
+    ids = list(found)
+    for start in range(0, len(ids), RUNS_PER_QUERY):
+        chunk = ids[start : start + RUNS_PER_QUERY]
+        for metric in store.get_metric_history_bulk(chunk, key, max_results=2**62):
+            found[metric.run_id].append(metric)
+    return found

@@ -83,6 +83,13 @@ def mlflow_seconds() -> float:
     return _mlflow_seconds
 
 
+def import_mlflow() -> None:
+    """Import what opening a store takes (MLflow, its SQL store: 1.5 s), e.g. in a thread
+    while a sweep's workers start, before anything may be written."""
+    import mlflow  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def open_client(uri: str) -> MlflowClient:
     """MLflow's client for ``uri``, after making sure the store exists (its schema is created
     or upgraded once, under the store's lock)."""

@@ -94,7 +94,12 @@ class LocalExecutor(StackExecutor):
         self._n = n
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(
-            ["lossbench.fit.training", "sklearn.datasets", "sklearn.model_selection"]
+            [
+                "lossbench.fit.training",
+                "sklearn.datasets",
+                "sklearn.model_selection",
+                "lossbench.sweep.executors.fork_server",  # a quick exit for the server
+            ]
         )
         self.pool = ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_init_worker)
         threading.Thread(target=self._warm, name="lossbench-pool-start", daemon=True).start()
