@@ -106,6 +106,8 @@ def test_bad_choice_fails_before_anything_runs(tmp_path: Path, store_uri: str) -
          "hydra.launcher.stack_by='optimizer' is not one of: recipe, seed_loss"),
         (["tracking.uri=http://127.0.0.1:9"], "tracking store http://127.0.0.1:9 is unreachable"),
         (["-m", "hydra/launcher=basic", "optimizer.lr=0.1,-1"], "optimizer.lr=-1 must be"),
+        (["-m", "experiment=hpo", "hydra.sweeper.optuna.n_trials=2", "trainer.max_epochs=-3"],
+         "job #0 .*max_epochs=-3 must be an integer >= 1"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_its_message_and_writes_nothing(

@@ -97,8 +97,9 @@ def open_sweep(
     """Start a sweep's file (no store writes); returns the new sweep id. ``store_uri`` is the
     store as the launching process resolved it, for jobs that run elsewhere (see
     :func:`sweep_store`)."""
+    pending = _pending_studies.pop(Path(sweep_dir).resolve(), None)
     with _locked_state(sweep_dir) as state:
-        studies = state.get("studies")  # an HPO sweep's, recorded before its first round
+        studies = state.get("studies", pending)  # an HPO sweep's, recorded before its first round
         state.clear()
         if studies is not None:
             state["studies"] = studies
@@ -153,14 +154,24 @@ def _sweep_info(state: Mapping[str, Any]) -> SweepInfo:
     return SweepInfo(state["sweep_id"], state.get("parent_run_id"), studies)
 
 
+# An HPO sweep's studies, held in this process until its file is started (by the launcher or
+# sweeper, once the first round's jobs are checked): bad input leaves no sweep file.
+_pending_studies: dict[Path, list[dict[str, Any]]] = {}
+
+
 def open_studies(sweep_dir: str | Path, studies: Sequence[tuple[Sequence[str], str]]) -> None:
     """Record an HPO sweep's studies (the overrides naming each, its label) in the sweep's
-    file; their runs are created with the sweep's parent run (no store writes here)."""
+    file, or, before that file is started, when :func:`open_sweep` starts it; their runs are
+    created with the sweep's parent run (no store writes here)."""
+    entries = [
+        {"overrides": list(overrides), "label": label, "run_id": None}
+        for overrides, label in studies
+    ]
+    if not _sweep_file(sweep_dir).exists():
+        _pending_studies[Path(sweep_dir).resolve()] = entries
+        return
     with _locked_state(sweep_dir) as state:
-        state["studies"] = [
-            {"overrides": list(overrides), "label": label, "run_id": None}
-            for overrides, label in studies
-        ]
+        state["studies"] = entries
 
 
 def log_studies(sweep_dir: str | Path, best: Mapping[str, Mapping[str, Any]], metric: str) -> None:
