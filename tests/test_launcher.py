@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from hydra import initialize_config_dir
+from hydra.conf import HydraConf
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -70,6 +71,13 @@ def assert_same_configs(fast: list, slow: list, jobs: list[list[str]]) -> None:
             texts.append(OmegaConf.to_yaml(container))
         assert texts[0] == texts[1], jobs[i]
         assert job.config().hydra.job.num == i
+        flags = [  # what Hydra's set_config and the task function see (set_config, which
+            # compose_both called on Hydra's, makes the hydra node read-only)
+            (OmegaConf.get_type(c, "hydra"), OmegaConf.is_struct(c), OmegaConf.is_readonly(c),
+             OmegaConf.is_struct(c.hydra))
+            for c in (job.config(), cfg)
+        ]  # fmt: skip
+        assert flags[0] == flags[1] and flags[0][0] is HydraConf, flags
         assert job.spec == job.expected, jobs[i]
 
 
