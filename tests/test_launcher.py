@@ -317,3 +317,22 @@ def test_equal_numbers_are_one_config(make_spec, store_uri: str, tmp_path) -> No
     second = run_sweep([one_point_oh], check_specs([one_point_oh]), tmp_path / "b",
                        make_executor(1), 1, results.__setitem__)  # fmt: skip
     assert second.trained == 0 and list(second.done) == [0]
+
+
+def test_a_template_that_cannot_be_pickled_is_deep_copied() -> None:
+    """Job configs are unpickled copies of their template; a config pickle refuses (a
+    structured config class defined in a function) is deep-copied instead, the same config."""
+    from dataclasses import dataclass
+
+    from lossbench.sweep.assembly import Template
+
+    @dataclass
+    class Local:
+        width: int = 64
+
+    base = OmegaConf.create({"hydra": {"runtime": {"choices": {}}}, "model": Local})
+    template = Template(base, {"model": {"width": 64}}, {})
+    first, second = template.config(), template.config()
+    assert first == base and first is not second and OmegaConf.get_type(first, "model") is Local
+    first.model.width = 8
+    assert second.model.width == 64 and base.model.width == 64
