@@ -44,7 +44,7 @@ def test_stacks_spread_over_two_nodes_and_a_lost_node_s_stack_is_retried_on_the_
     every run's curve is live: its stack is submitted again and trains on the head; every run
     ends FINISHED with every epoch once, and the killed stack's runs carry attempts=2."""
     head, worker = two_nodes
-    n_epochs = 700
+    n_epochs = 1200  # ~8 s a stack here: the worker node is killed well before its stack ends
     log = tmp_path / "sweep.log"
     cmd = sweep(tmp_path / "nodes", "ray-two-nodes", "seed=0,1,2,3", f"hydra.launcher.ray.address={head.address}",
                 f"trainer.max_epochs={n_epochs}", "tracking.flush_every_s=1")  # fmt: skip
