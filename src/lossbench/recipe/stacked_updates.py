@@ -142,15 +142,18 @@ _COMPLEMENTS = ("beta1", "beta2", "alpha", "dampening")  # also as 1 - value
 _DOUBLES = ("lr", "beta1", "beta2", "weight_decay", "momentum_decay", "lr_decay")  # also as f64
 
 
+_BETAS = {"beta1": 0, "beta2": 1}  # their place in a param group's ``betas``
+
+
+def _value(group: dict[str, Any], key: str) -> float:
+    if key in _BETAS:
+        return float(group.get("betas", (math.nan, math.nan))[_BETAS[key]])
+    return float(group[key])
+
+
 def _values(group: dict[str, Any], keys: Sequence[str]) -> tuple[float, ...]:
     """A param group's ``lr`` and ``keys`` (``beta1``, ``beta2``: its betas), as floats."""
-    values = [float(group["lr"])]
-    for key in keys:
-        if key == "beta1" or key == "beta2":
-            values.append(float(group.get("betas", (math.nan, math.nan))[key == "beta2"]))
-        else:
-            values.append(float(group[key]))
-    return tuple(values)
+    return (float(group["lr"]), *(_value(group, key) for key in keys))
 
 
 def variant(shadow: Optimizer) -> tuple[Update, tuple[str, ...], Flags]:
