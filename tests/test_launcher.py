@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hydra import initialize_config_dir
 from hydra.conf import HydraConf
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
@@ -299,6 +301,106 @@ def test_handing_over_a_job_gives_what_hydras_run_job_gives(composed, tmp_path: 
             dirs["runtime"] = hydra_cfg["hydra"]["runtime"].pop("output_dir")
             assert dirs["runtime"].endswith(f"/{i}")
         assert outs["hydra"][3] == outs["lossbench"][3]
+
+
+class _NoCallbacks:
+    def on_job_start(self, config: Any, task_function: Any) -> None:
+        pass
+
+    def on_job_end(self, config: Any, job_return: Any) -> None:
+        pass
+
+
+class _JobEndCallback(Callback):
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        pass
+
+
+LR_JOBS = [  # values that stay interpolations in config.yaml (the lr workload's)
+    ["optimizer=adam", "optimizer.lr=${usual_lr_times:0.3}", "seed=0", "experiment=bench_lr"],
+    [
+        "optimizer=sgd",
+        "scheduler=cosine",
+        "optimizer.lr=${usual_lr_times:3}",
+        "seed=1",
+        "experiment=bench_lr",
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    "master, jobs", [(["dataset=iris"], JOBS), (["experiment=bench_lr"], LR_JOBS)]
+)
+def test_plain_hand_over_gives_what_the_full_hand_over_gives(
+    master: list[str], jobs: list[list[str]], tmp_path: Path
+) -> None:
+    """Without job callbacks the launcher hands jobs over from plain containers: the same
+    .hydra/ files (byte for byte), output dirs and JobReturn (its configs built when read) as
+    the hand-over on each job's full config, for passing and failing jobs."""
+    from hydra.core.utils import JobStatus
+    from hydra.types import HydraContext
+
+    from hydra_plugins.lossbench_plugins.job_return import PlainHandOver, hand_over
+
+    sweep = tmp_path / "sweep"
+    fast, _ = compose_both([*master, f"hydra.sweep.dir={sweep}"], jobs)
+    context = HydraContext(config_loader=None, callbacks=_NoCallbacks())  # type: ignore[arg-type]
+    plain = PlainHandOver()
+
+    def outcome(job: Any) -> dict[str, float]:
+        if job.spec.seed == 1:
+            raise RuntimeError("run FAILED")
+        return {"val/acc": 0.5}
+
+    for job in fast:
+        assert plain.applies(job)
+        rets, files = [], []
+        for how in ("full", "plain"):
+            if how == "full":
+                ret = hand_over(context, lambda _, job=job: outcome(job), job.config())
+                job.release()
+            else:
+                ret = plain(job, lambda job=job: outcome(job))
+            written = sorted(p for p in sweep.rglob("*") if p.is_file())
+            files.append({p.relative_to(sweep): p.read_bytes() for p in written})
+            rets.append(ret)
+            shutil.rmtree(sweep)
+        assert set(files[0]) == {Path(str(job.idx), ".hydra", n) for n in
+                                 ("config.yaml", "hydra.yaml", "overrides.yaml")}  # fmt: skip
+        assert files[1] == files[0]
+        config_yaml = files[0][Path(str(job.idx), ".hydra", "config.yaml")]
+        interpolated = any("usual_lr_times" in line for line in job.task_lines())
+        assert (b"lr: ${usual_lr_times:" in config_yaml) == interpolated  # kept as written
+        full, lean = rets
+        failed = job.spec.seed == 1
+        assert lean.status == full.status == (JobStatus.FAILED if failed else JobStatus.COMPLETED)
+        if not failed:
+            assert lean.return_value == full.return_value
+        for field in ("overrides", "working_dir", "task_name"):
+            assert getattr(lean, field) == getattr(full, field), field
+        for field in ("cfg", "hydra_cfg"):
+            assert OmegaConf.to_container(getattr(lean, field)) == OmegaConf.to_container(
+                getattr(full, field)
+            ), field
+            assert OmegaConf.is_struct(getattr(lean, field)) == OmegaConf.is_struct(
+                getattr(full, field)
+            )
+
+
+def test_plain_hand_over_is_used_only_where_it_gives_the_same(tmp_path: Path) -> None:
+    """A sweep subdir named from anything but the job's number, or a Hydra callback with a job
+    hook, takes the hand-over on each job's full config."""
+    from hydra_plugins.lossbench_plugins.job_return import PlainHandOver, has_job_hooks
+
+    fast, _ = compose_both(
+        ["dataset=iris", "hydra.sweep.subdir=${hydra.job.override_dirname}"], JOBS[:2]
+    )
+    assert not PlainHandOver().applies(fast[0])
+    ours = {
+        "lossbench_sweep": {"_target_": "hydra_plugins.lossbench_plugins.callback.SweepCallback"}
+    }
+    assert not has_job_hooks(ours) and not has_job_hooks(None)
+    assert has_job_hooks({**ours, "user": {"_target_": f"{__name__}._JobEndCallback"}})
 
 
 def test_equal_numbers_are_one_config(make_spec, store_uri: str, tmp_path) -> None:  # noqa: ANN001

@@ -26,6 +26,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.lossbench_plugins.job_return import PlainHandOver, has_job_hooks
 from hydra_plugins.lossbench_plugins.job_return import hand_over as hand_over_job
 from lossbench.sweep.audit import AUDIT_MODES
 from lossbench.sweep.plan import MAX_MEMBERS, STACK_BY_DEFAULT, SweepPlan
@@ -93,6 +94,10 @@ class _Recorded:
         self.result = result
 
     def __call__(self, cfg: DictConfig) -> Any:
+        return self.outcome()
+
+    def outcome(self) -> Any:
+        """The job's return value, or the run's failure raised."""
         if self.result.status != "FINISHED" and not self.result.diverged:
             raise RuntimeError(f"run {self.result.status}:\n{self.result.error}")
         return self.result.job_return()
@@ -216,10 +221,14 @@ class LossbenchLauncher(Launcher):
         start_sweep_file(self.config)
 
         returns: dict[int, JobReturn] = {}
+        plain = None if has_job_hooks(self.config.hydra.callbacks) else PlainHandOver()
 
         def hand_over(job: int, result: RunResult) -> None:
             # the job's output dir, .hydra/ files, callbacks and JobReturn, as Hydra gives them;
             # no per-job log file: the job's work was done (and logged) by its stack
+            if plain is not None and plain.applies(jobs[job]):
+                returns[job] = plain(jobs[job], _Recorded(result).outcome)
+                return
             returns[job] = hand_over_job(self.hydra_context, _Recorded(result), jobs[job].config())
             jobs[job].release()  # the JobReturn holds what it needs of it
 

@@ -7,6 +7,7 @@ disjoint parts of the config; Hydra composes the rest.
 from __future__ import annotations
 
 import copy
+import functools
 import pickle
 from collections.abc import Sequence
 from typing import Any
@@ -106,6 +107,13 @@ class Template:
             for group, option in self.changed.items():
                 cfg.hydra.runtime.choices[group] = option
         return cfg
+
+    @functools.cached_property
+    def naming(self) -> dict[str, Any]:
+        """``hydra.job.config.override_dirname``: how jobs' override_dirname is written."""
+        naming = OmegaConf.to_container(self.base.hydra.job.config.override_dirname, resolve=True)
+        assert isinstance(naming, dict)
+        return naming
 
     def spec(self) -> RunSpec:
         """The resolved run spec of a config without interpolations (``direct``)."""

@@ -86,33 +86,50 @@ class ComposedJob:
         if self._config is None:
             cfg = self.template.config()
             _apply_values(cfg, self.plain)
-            app = [o for o in self.parsed if not o.is_hydra_override()]
-            naming = cfg.hydra.job.config.override_dirname
             with read_write(cfg.hydra), open_dict(cfg):
-                cfg.hydra.overrides.task = [o.input_line for o in app]
-                cfg.hydra.job.override_dirname = get_overrides_dirname(
-                    overrides=app,
-                    kv_sep=naming.kv_sep,
-                    item_sep=naming.item_sep,
-                    exclude_keys=naming.exclude_keys,
-                )
+                cfg.hydra.overrides.task = self.task_lines()
+                cfg.hydra.job.override_dirname = self.override_dirname()
                 cfg.hydra.job.id = self.idx
                 cfg.hydra.job.num = self.idx
             self._config = cfg
         return self._config
+
+    def task_lines(self) -> list[str]:
+        """The job's overrides that are not Hydra's own (``hydra.overrides.task``)."""
+        return [o.input_line for o in self.parsed if not o.is_hydra_override()]
+
+    def override_dirname(self) -> str:
+        """``hydra.job.override_dirname``, as Hydra names it from the task overrides."""
+        naming = self.template.naming
+        return get_overrides_dirname(
+            overrides=[o for o in self.parsed if not o.is_hydra_override()],
+            kv_sep=naming["kv_sep"],
+            item_sep=naming["item_sep"],
+            exclude_keys=naming["exclude_keys"],
+        )
 
     def release(self) -> None:
         """Drop the full config once Hydra has what it needs from it."""
         self._config = None
 
 
-def _with_values(cfg: dict[str, Any], plain: list[Override]) -> dict[str, Any] | None:
+def unresolved_task(job: ComposedJob) -> dict[str, Any] | None:
+    """The job's task config (without ``hydra``) unresolved, as plain containers, as
+    ``OmegaConf.to_container(resolve=False)`` gives it; ``None`` when applying its values
+    needs OmegaConf."""
+    return _with_values(job.template.task, job.plain, unresolved=True)
+
+
+def _with_values(
+    cfg: dict[str, Any], plain: list[Override], unresolved: bool = False
+) -> dict[str, Any] | None:
     """A copy of ``cfg`` with plain overrides applied as OmegaConf.update(merge=True) would,
-    or ``None`` when that needs OmegaConf (a missing key, an interpolation in a value)."""
+    or ``None`` when that needs OmegaConf (a missing key; an interpolation in a value, unless
+    the result stays ``unresolved``, where it is kept as written)."""
     cfg = copy_plain(cfg)
     for override in plain:
         value = copy_plain(override.value())  # the override is shared by other jobs
-        if needs_omegaconf(value):
+        if needs_omegaconf(value) and not unresolved:
             return None
         *path, last = override.key_or_group.split(".")
         node = cfg
