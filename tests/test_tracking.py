@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from lossbench.config.spec import RunSpec
 from lossbench.problem.data import SplitData
 from lossbench.results import RunResult
-from lossbench.tracking import sql_batches
+from lossbench.tracking import sql_batches, store
 from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.payloads import batches, flatten, run_name
 from lossbench.tracking.records import History, metric_histories
@@ -305,6 +305,49 @@ def test_store_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  #
     assert (
         tracking_uri({"uri": "http://127.0.0.1:5000", "root": "mlruns"}) == "http://127.0.0.1:5000"
     )
+
+
+def _schema_and_experiments(db: Path) -> tuple[list[Any], list[Any]]:
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        schema = connection.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+        version = connection.execute("SELECT * FROM alembic_version")
+        experiments = connection.execute(
+            "SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments"
+        )
+        # a table's constraints come in no fixed order from MLflow's migrations (two stores
+        # made in place differ in it too): compared as a set of lines
+        tables = [
+            (kind, name, sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()))
+            for kind, name, sql in schema.fetchall()
+        ]
+        return [*tables, *version.fetchall()], experiments.fetchall()
+
+
+@pytest.mark.slow
+def test_a_store_prepared_ahead_is_the_store_made_in_place(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A sweep makes a new SQLite store's schema while its workers start, outside the user's
+    directories (nothing is written there before the checks pass); open_client puts it in
+    place: the same schema, migrations and default experiment as a store made in place. A
+    store that appeared meanwhile is kept as it is."""
+    monkeypatch.chdir(tmp_path)  # MLflow's default experiment keeps its artifacts under here
+    ahead, in_place = tmp_path / "ahead" / "mlflow.db", tmp_path / "in-place" / "mlflow.db"
+    store.prepare_store(f"sqlite:///{ahead}")
+    made = store._prepared[f"sqlite:///{ahead}"].db
+    assert made is not None and made.exists() and not ahead.parent.exists()
+    store.open_client(f"sqlite:///{ahead}")
+    store.open_client(f"sqlite:///{in_place}")
+    assert _schema_and_experiments(ahead) == _schema_and_experiments(in_place)
+    assert not made.parent.exists()  # the temporary directory is gone
+
+    meanwhile = tmp_path / "meanwhile" / "mlflow.db"
+    store.prepare_store(f"sqlite:///{meanwhile}")
+    MlflowClient(f"sqlite:///{meanwhile}").create_experiment("made meanwhile")
+    client = store.open_client(f"sqlite:///{meanwhile}")
+    assert client.get_experiment_by_name("made meanwhile") is not None
 
 
 @pytest.mark.parametrize(

@@ -194,7 +194,7 @@ class LossbenchLauncher(Launcher):
         from lossbench.sweep.checking import check_all
         from lossbench.sweep.jobs import compose_jobs
         from lossbench.sweep.run import run_sweep
-        from lossbench.tracking.store import import_mlflow, mlflow_seconds
+        from lossbench.tracking.store import import_mlflow, mlflow_seconds, tracking_uri
 
         assert self.config is not None and self.hydra_context is not None
         start = time.perf_counter()
@@ -204,8 +204,19 @@ class LossbenchLauncher(Launcher):
         specs = [job.spec for job in jobs]
         composed = time.perf_counter()
         # While the workers finish their imports, this process imports MLflow (it opens the
-        # stores once every job is checked): in a thread, so that composing is not slowed.
-        threading.Thread(target=import_mlflow, name="lossbench-import-mlflow", daemon=True).start()
+        # stores once every job is checked) and makes a new store's schema in a temporary
+        # directory: in a thread, so that composing is not slowed.
+        stores = {
+            tracking_uri(s.cfg["tracking"])
+            for s in specs
+            if s.cfg.get("tracking", {}).get("enabled", True)
+        }
+        threading.Thread(
+            target=import_mlflow,
+            args=(next(iter(stores)) if len(stores) == 1 else None,),
+            name="lossbench-import-mlflow",
+            daemon=True,
+        ).start()
         executor.wait_ready()  # their imports, started before composing
         ready = time.perf_counter()
         checker = executor.checker()

@@ -8,8 +8,12 @@ leave it unusable.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -83,11 +87,81 @@ def mlflow_seconds() -> float:
     return _mlflow_seconds
 
 
-def import_mlflow() -> None:
+def import_mlflow(prepare: str | None = None) -> None:
     """Import what opening a store takes (MLflow, its SQL store: 1.5 s), e.g. in a thread
-    while a sweep's workers start, before anything may be written."""
+    while a sweep's workers start, before anything may be written; then
+    :func:`prepare_store` for the store ``prepare`` names, if any."""
     import mlflow  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    if prepare is not None:
+        prepare_store(prepare)
+
+
+class _Prepared:
+    """A fresh SQLite store made ahead in a temporary directory (see :func:`prepare_store`)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.db: Path | None = None
+
+
+_prepared: dict[str, _Prepared] = {}
+
+
+def prepare_store(uri: str) -> None:
+    """If ``uri`` names a SQLite store that does not exist yet, create its schema now in a
+    temporary directory: MLflow's migrations take ~1.2 s, which a sweep can spend while its
+    workers start, before anything may be written where the user looks. :func:`open_client`
+    then puts the prepared file in place (if the store still does not exist)."""
+    db = sqlite_path(uri)
+    if db is None or db.exists() or uri in _prepared:
+        return
+    prepared = _prepared[uri] = _Prepared()
+    quiet = _FromThisThread()  # MLflow's "Creating initial MLflow database tables...": not
+    logging.getLogger("mlflow.store.db.utils").addFilter(quiet)  # the user's store (yet)
+    try:
+        from mlflow import MlflowClient
+
+        ahead = Path(tempfile.mkdtemp(prefix="lossbench-store-")) / db.name
+        atexit.register(shutil.rmtree, ahead.parent, True)  # if never put in place
+        # the same schema and default experiment as made in place: its artifact location
+        # comes from the working directory, not from the database's path
+        MlflowClient(tracking_uri=f"sqlite:///{ahead}").search_experiments(max_results=1)
+        prepared.db = ahead
+    except Exception:  # noqa: BLE001 (then open_client migrates in place, and reports errors)
+        pass
+    finally:
+        logging.getLogger("mlflow.store.db.utils").removeFilter(quiet)
+        prepared.done.set()
+
+
+class _FromThisThread(logging.Filter):
+    """Drops the records logged by the thread that made it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
+
+
+def _use_prepared(uri: str) -> None:
+    """Under the store's lock: move a store prepared for ``uri`` into place, if the store
+    still does not exist."""
+    prepared = _prepared.pop(uri, None)
+    if prepared is None:
+        return
+    prepared.done.wait()
+    db = sqlite_path(uri)
+    if prepared.db is None or db is None:
+        return
+    if not db.exists():
+        staging = db.with_name(db.name + ".prepared")
+        shutil.copyfile(prepared.db, staging)
+        os.replace(staging, db)  # whole or not at all
+    shutil.rmtree(prepared.db.parent, ignore_errors=True)
 
 
 def open_client(uri: str) -> MlflowClient:
@@ -96,6 +170,7 @@ def open_client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     with timed(), store_lock(uri):
+        _use_prepared(uri)
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     return client
