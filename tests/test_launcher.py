@@ -92,6 +92,20 @@ def test_fast_composition_equals_hydras(composed) -> None:  # noqa: ANN001
     assert_same_configs(*composed, JOBS)
 
 
+def test_interpolated_values_resolve_as_in_hydras_configs() -> None:
+    """Values that are interpolations (the lr workload's ``${usual_lr_times:...}``, resolved
+    on each job's task config) give the run specs of Hydra's configs; one that reads the job's
+    own hydra node is resolved on the job's full config."""
+    fast, slow = compose_both(["experiment=bench_lr"], LR_JOBS)
+    assert all(job._config is None for job in fast)  # no full config was built for them
+    assert_same_configs(fast, slow, LR_JOBS)
+    assert [job.spec.cfg["optimizer"]["lr"] for job in fast] == [0.0003, 0.3]
+    reads_hydra = [["optimizer=adamw", "seed=1", "experiment=bench_lr"],
+                   ["optimizer=adamw", "seed=${hydra:job.num}", "experiment=bench_lr"]]  # fmt: skip
+    fast, _ = compose_both(["experiment=bench_lr"], reads_hydra)
+    assert fast[1].spec.cfg["seed"] == 1  # its job number, as Hydra's launcher numbers it
+
+
 def test_combinations_assembled_from_single_group_compositions_equal_hydras(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -152,6 +152,26 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
             into[key] = value
 
 
+def _reads_hydra(node: Any) -> bool:
+    """Whether an interpolation in ``node`` may read the ``hydra`` node (a job's own)."""
+    if isinstance(node, dict):
+        return any(_reads_hydra(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_reads_hydra(v) for v in node)
+    return isinstance(node, str) and "${" in node and "hydra" in node
+
+
+def _hydra_config(template: Template) -> DictConfig:
+    """What ``HydraConfig`` holds while a job of ``template`` is resolved."""
+    instance = HydraConfig.instance()
+    previous = instance.cfg
+    instance.set_config(template.config())
+    try:
+        return instance.cfg  # type: ignore[return-value]
+    finally:
+        instance.cfg = previous
+
+
 def compose_jobs(
     loader: ConfigLoader,
     master: DictConfig,
@@ -163,6 +183,7 @@ def compose_jobs(
     parser = OverridesParser.create()
     parsed_lines: dict[str, tuple[Override, bool]] = {}  # line -> (override, is plain)
     composer = Composer(loader, master)
+    hydra_configs: dict[int, DictConfig] = {}  # by template, while composing
     jobs = []
     for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
         for line in overrides:
@@ -176,8 +197,16 @@ def compose_jobs(
         job = ComposedJob(template, parsed, plain, idx)
         cfg = _with_values(template.spec().cfg, plain) if template.direct else None
         if cfg is not None:
-            app = [o.input_line for o in parsed if not o.is_hydra_override()]
-            job.spec = RunSpec(cfg, dict(template.spec().choices), app, idx)
+            job.spec = RunSpec(cfg, dict(template.spec().choices), job.task_lines(), idx)
+        elif (task := unresolved_task(job)) is not None and not _reads_hydra(task):
+            # resolved on the task alone, as from_hydra_config resolves it, with the template's
+            # Hydra config set (resolvers read the choices): no full config per job
+            if id(template) not in hydra_configs:
+                hydra_configs[id(template)] = _hydra_config(template)
+            HydraConfig.instance().cfg = hydra_configs[id(template)]
+            job.spec = RunSpec.from_task_config(
+                OmegaConf.create(task), template.choices, job.task_lines(), idx
+            )
         else:
             HydraConfig.instance().set_config(job.config())  # for ${hydra:...} interpolations
             job.spec = RunSpec.from_hydra_config(job.config())
