@@ -254,17 +254,19 @@ def test_aggregate_is_a_dataframe_for_notebooks(sweep_store: str) -> None:
 
 
 def test_report_is_a_light_command(sweep_store: str, tmp_path: Path) -> None:
-    """It reads MLflow only: neither Lightning nor torch is imported."""
+    """Neither Lightning nor torch is imported; nor MLflow, on a SQL store this MLflow
+    version's schema (read and written straight: :mod:`lossbench.tracking.plain_sql`), the
+    report attached to the sweep's run all the same."""
     code = (
         "import sys; from lossbench import report; "
         f"rc = report.main(['--tracking-uri', {sweep_store!r}, '--experiment', 'report', "
-        f"'--out', {str(tmp_path)!r}, '--no-mlflow']); "
-        "print('HEAVY', [m for m in ('pytorch_lightning', 'lightning', 'torch') if m in sys.modules]); "
-        "sys.exit(rc)"
+        f"'--out', {str(tmp_path)!r}]); "
+        "print('HEAVY', [m for m in ('pytorch_lightning', 'lightning', 'torch', 'mlflow') "
+        "if m in sys.modules]); sys.exit(rc)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "HEAVY []" in done.stdout
+    assert "HEAVY []" in done.stdout and "Attached to the sweep's MLflow run" in done.stdout
 
 
 def test_an_unreachable_store_is_named_at_once(capsys: pytest.CaptureFixture) -> None:
