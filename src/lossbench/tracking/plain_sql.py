@@ -79,7 +79,7 @@ def _rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
         if isinstance(value, list | tuple):
             statement = statement.bindparams(bindparam(name, expanding=True))
     with engine.connect() as conn:
-        return list(conn.execute(statement, params))
+        return list(conn.execute(statement, params).all())
 
 
 def active_experiments(engine: Engine) -> list[tuple[str, str]]:
