@@ -771,3 +771,31 @@ def test_a_user_metric_where_higher_is_better_is_ranked_by_its_declaration(
         assert (first["optimizer"], first["optimizer.lr"]) == ("b", "0.1")
         assert first["best val/auroc mean"] == pytest.approx(0.5)
         assert dict(best_lr) == {"a": "0.01", "b": "0.1"}
+
+
+def test_figures_drawn_in_two_processes_are_those_drawn_in_one(
+    built: report.Report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's figures are drawn half in a forked process where that is safe: the same
+    files, byte for byte, as drawn one after another; a figure that fails is named."""
+    from lossbench.analysis import render
+
+    for name in ("forked", "serial"):
+        (tmp_path / name).mkdir()
+    forked = report.plot_report(built, tmp_path / "forked")
+    monkeypatch.setattr(render.threading, "active_count", lambda: 2)  # a thread: no fork
+    serial = report.plot_report(built, tmp_path / "serial")
+    assert [p.name for p in forked] == [p.name for p in serial] == [
+        "curves.png", "bars.png", "heatmap.png",
+    ]  # fmt: skip
+    for a, b in zip(forked, serial, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    monkeypatch.undo()
+
+    def broken(subject: object, path: Path) -> None:
+        raise ValueError("no such figure")
+
+    figures = [(tmp_path / "a.png", broken), (tmp_path / "b.png", lambda s, p: p.write_text("b"))]
+    with pytest.raises(RuntimeError, match="drawing a.png failed"):
+        render.draw_figures(built, figures)  # a.png is the forked process's
+    assert (tmp_path / "b.png").read_text() == "b"
