@@ -254,17 +254,19 @@ def test_aggregate_is_a_dataframe_for_notebooks(sweep_store: str) -> None:
 
 
 def test_report_is_a_light_command(sweep_store: str, tmp_path: Path) -> None:
-    """It reads MLflow only: neither Lightning nor torch is imported."""
+    """Neither Lightning nor torch is imported; nor MLflow, on a SQL store this MLflow
+    version's schema (read and written straight: :mod:`lossbench.tracking.plain_sql`), the
+    report attached to the sweep's run all the same."""
     code = (
         "import sys; from lossbench import report; "
         f"rc = report.main(['--tracking-uri', {sweep_store!r}, '--experiment', 'report', "
-        f"'--out', {str(tmp_path)!r}, '--no-mlflow']); "
-        "print('HEAVY', [m for m in ('pytorch_lightning', 'lightning', 'torch') if m in sys.modules]); "
-        "sys.exit(rc)"
+        f"'--out', {str(tmp_path)!r}]); "
+        "print('HEAVY', [m for m in ('pytorch_lightning', 'lightning', 'torch', 'mlflow') "
+        "if m in sys.modules]); sys.exit(rc)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "HEAVY []" in done.stdout
+    assert "HEAVY []" in done.stdout and "Attached to the sweep's MLflow run" in done.stdout
 
 
 def test_an_unreachable_store_is_named_at_once(capsys: pytest.CaptureFixture) -> None:
@@ -769,3 +771,31 @@ def test_a_user_metric_where_higher_is_better_is_ranked_by_its_declaration(
         assert (first["optimizer"], first["optimizer.lr"]) == ("b", "0.1")
         assert first["best val/auroc mean"] == pytest.approx(0.5)
         assert dict(best_lr) == {"a": "0.01", "b": "0.1"}
+
+
+def test_figures_drawn_in_two_processes_are_those_drawn_in_one(
+    built: report.Report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's figures are drawn half in a forked process where that is safe: the same
+    files, byte for byte, as drawn one after another; a figure that fails is named."""
+    from lossbench.analysis import render
+
+    for name in ("forked", "serial"):
+        (tmp_path / name).mkdir()
+    forked = report.plot_report(built, tmp_path / "forked")
+    monkeypatch.setattr(render.threading, "active_count", lambda: 2)  # a thread: no fork
+    serial = report.plot_report(built, tmp_path / "serial")
+    assert [p.name for p in forked] == [p.name for p in serial] == [
+        "curves.png", "bars.png", "heatmap.png",
+    ]  # fmt: skip
+    for a, b in zip(forked, serial, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    monkeypatch.undo()
+
+    def broken(subject: object, path: Path) -> None:
+        raise ValueError("no such figure")
+
+    figures = [(tmp_path / "a.png", broken), (tmp_path / "b.png", lambda s, p: p.write_text("b"))]
+    with pytest.raises(RuntimeError, match="drawing a.png failed"):
+        render.draw_figures(built, figures)  # a.png is the forked process's
+    assert (tmp_path / "b.png").read_text() == "b"

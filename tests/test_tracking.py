@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from lossbench.config.spec import RunSpec
 from lossbench.problem.data import SplitData
 from lossbench.results import RunResult
-from lossbench.tracking import sql_batches, store
+from lossbench.tracking import plain_sql, sql_batches, store
 from lossbench.tracking.datasets import run_facts
 from lossbench.tracking.payloads import batches, flatten, run_name
 from lossbench.tracking.records import History, metric_histories
@@ -167,15 +167,22 @@ def test_sql_batches_read_back_as_mlflow_api_writes(
         assert Path(client.download_artifacts(batched, "traceback.txt")).read_text() == error
 
 
-@pytest.mark.parametrize("bulk", [True, False], ids=["bulk", "run-by-run"])
+@pytest.mark.parametrize("path", ["plain", "bulk", "run-by-run"])
 def test_metric_histories_read_what_the_api_reads_run_by_run(
-    sql_uri: str, bulk: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sql_uri: str, path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    runs = [record(Tracker(sql_uri, "writer", sql_batches=sql)) for sql in (True, False, True)]
-    runs.append(record(Tracker(sql_uri, "writer", sql_batches=True), flush_first=True))
-    monkeypatch.setattr(sql_batches, "RUNS_PER_QUERY", 3)  # four runs: two queries
-    if not bulk:  # the path of a store it does not read in bulk (an HTTP server, say)
+    tracker = Tracker(sql_uri, "histories")
+    runs = [tracker.start_run(spec()) for _ in range(4)]
+    series = {"val/acc": [0.5, float("nan"), 0.8]}
+    tracker.log_epochs(runs[3], {"val/acc": series["val/acc"][:2]})  # written in two parts
+    for i, run_id in enumerate(runs):
+        tracker.finish_run(run_id, RunResult(series, {"val/acc": 0.8}), 2 if i == 3 else 0)
+    monkeypatch.setattr(plain_sql, "RUNS_PER_QUERY", 3)  # four runs: two queries
+    monkeypatch.setattr(sql_batches, "RUNS_PER_QUERY", 3)
+    if path != "plain":  # MLflow's SQL store in bulk, or the API run by run (an HTTP server)
+        monkeypatch.setattr(plain_sql, "open_store", lambda uri: (None, "not verified"))
+    if path == "run-by-run":
         monkeypatch.setattr(sql_batches, "batch_store", lambda client: (None, "not SQL"))
     client = MlflowClient(sql_uri)
     by_step = {
@@ -184,8 +191,11 @@ def test_metric_histories_read_what_the_api_reads_run_by_run(
         for run_id in runs
     }  # fmt: skip
     histories = metric_histories(sql_uri, runs, "val/acc")
-    assert {run_id: list(h.values) for run_id, h in histories.items()} == by_step
-    assert set(map(tuple, by_step.values())) == {(0.5, 0.75, 0.8)}
+    got = {run_id: list(h.values) for run_id, h in histories.items()}
+    assert got.keys() == by_step.keys()
+    for run_id, values in by_step.items():  # NaN as NaN
+        assert np.array_equal(got[run_id], values, equal_nan=True), run_id
+    assert {len(v) for v in by_step.values()} == {3}
     assert {h.epochs for h in histories.values()} == {(1, 2, 3)}
     assert metric_histories(sql_uri, runs[:1], "no/such") == {runs[0]: History()}
 

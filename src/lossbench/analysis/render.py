@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -116,3 +119,40 @@ def figure(path: Path, dpi: int, **subplots: Any) -> Iterator[tuple[Any, Any]]:
         fig.savefig(path, dpi=dpi)
     finally:
         plt.close(fig)
+
+
+def draw_figures(subject: Any, figures: Sequence[tuple[Path, Callable[[Any, Path], None]]]) -> None:
+    """Draw figures of ``subject`` (each ``draw(subject, path)``): every other one in a forked
+    process while this one draws the rest, where this process can fork safely (no other
+    thread); matplotlib spends most of a report's drawing in Python, on one core each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401 (imported once, before forking)
+
+    if len(figures) < 2 or not hasattr(os, "fork") or threading.active_count() > 1:
+        for path, draw in figures:
+            draw(subject, path)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # the others; never back into the caller's code
+        code = 1
+        try:
+            for path, draw in figures[::2]:
+                draw(subject, path)
+            code = 0
+        except BaseException:  # noqa: BLE001 (reported by the parent, the traceback here)
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    try:
+        for path, draw in figures[1::2]:
+            draw(subject, path)
+    finally:
+        _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        names = ", ".join(p.name for p, _ in figures[::2])
+        raise RuntimeError(f"drawing {names} failed (the traceback above)")

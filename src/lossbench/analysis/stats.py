@@ -20,6 +20,7 @@ Methods (stated in the report too):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,15 +48,22 @@ def t_bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Student's t confidence interval ``center ± t(1/2 + confidence/2, df) · se``, elementwise,
     from SciPy's ``t.interval``; NaN bounds when ``df < 1``."""
-    from scipy import stats
-
     center, se = np.asarray(center, dtype=float), np.asarray(se, dtype=float)
     if df < 1:
         nan = np.full(np.broadcast(center, se).shape, math.nan)
         return nan, nan.copy()
-    # the standard t's interval, scaled here: SciPy's scale= refuses a zero standard error
-    _, quantile = stats.t.interval(confidence, df)
+    quantile = _t_quantile(confidence, df)
     return center - quantile * se, center + quantile * se
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantile(confidence: float, df: float) -> float:
+    """The upper end of the standard t's ``confidence`` interval with ``df`` degrees of
+    freedom (SciPy's ``t.interval``; a report asks for the same few thousands of times)."""
+    from scipy import stats
+
+    # the standard t's interval, scaled by the caller: SciPy's scale= refuses a zero error
+    return float(stats.t.interval(confidence, df)[1])
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:

@@ -135,7 +135,8 @@ def sweep_axes(frame: pd.DataFrame, choices: Sequence[str] = ()) -> list[str]:
         if frame[c].nunique(dropna=False) > 1 and c not in ("run_id", "run", "outcome")
     ]
     choice_axes = [c for c in choices if c in varying]
-    grouped = frame.groupby(choice_axes, dropna=False) if choice_axes else [(None, frame)]
+    # the groups listed once: a groupby re-slices the frame each time it is walked
+    grouped = list(frame.groupby(choice_axes, dropna=False)) if choice_axes else [(None, frame)]
     params = [
         c
         for c in varying

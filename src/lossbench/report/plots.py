@@ -6,11 +6,12 @@ performance profile."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench.analysis import stats
-from lossbench.analysis.render import figure, number
+from lossbench.analysis.render import draw_figures, figure, number
 
 if TYPE_CHECKING:
     from lossbench.report.build import Report
@@ -23,23 +24,21 @@ def plot_report(report: Report, out: Path) -> list[Path]:
     """Learning curves (best groups, mean ± 95% CI band) and bars of the final metric with
     CIs, a panel per problem; a heatmap; across problems, the critical-difference diagram
     and, with a target, the performance profile. Returns the PNG files written."""
-    files = [out / "curves.png", out / "bars.png"]
-    _plot_curves(report, files[0])
-    _plot_bars(report, files[1])
+    figures: list[tuple[Path, Callable[[Report, Path], None]]] = [
+        (out / "curves.png", _plot_curves),
+        (out / "bars.png", _plot_bars),
+    ]
     across = report.across
     if across is not None and len(across.problems) >= 1 and len(across.mean_ranks) >= 2:
-        files.append(out / "heatmap.png")
-        _plot_rank_heatmap(report, files[-1])
+        figures.append((out / "heatmap.png", _plot_rank_heatmap))
     elif across is None and len(report.axes) >= 2 and not report.searched:
-        files.append(out / "heatmap.png")
-        _plot_heatmap(report, files[-1])
+        figures.append((out / "heatmap.png", _plot_heatmap))
     if across is not None and across.posthoc is not None:
-        files.append(out / "cd.png")
-        _plot_critical_difference(report, files[-1])
+        figures.append((out / "cd.png", _plot_critical_difference))
     if across is not None and across.times is not None and len(across.problems):
-        files.append(out / "profile.png")
-        _plot_profile(report, files[-1])
-    return files
+        figures.append((out / "profile.png", _plot_profile))
+    draw_figures(report, figures)
+    return [path for path, _ in figures]
 
 
 def _panels(n: int) -> tuple[int, int]:

@@ -12,10 +12,12 @@
   API, or batched SQL (:mod:`~lossbench.tracking.sql_batches`, the only module that touches
   MLflow's private store modules), the default where verified;
 - :mod:`~lossbench.tracking.records`: reading runs and sweeps back;
+- :mod:`~lossbench.tracking.plain_sql`: a verified SQL store read (and the report attached)
+  straight, without importing MLflow;
 - :mod:`~lossbench.tracking.artifacts`: small files attached to runs;
 - :mod:`~lossbench.tracking.sweeps`: a sweep's state file and its parent run;
 - :mod:`~lossbench.tracking.datasets`: the dataset inputs of runs.
 
-The read side (``records``, ``store``, ``artifacts``, ``reaping``) imports neither torch,
+The read side (``records``, ``plain_sql``, ``store``, ``artifacts``, ``reaping``) imports neither torch,
 Lightning nor Hydra, so that light commands (report, ui, reap) start fast.
 """

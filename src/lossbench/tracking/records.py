@@ -197,10 +197,50 @@ def require_store(uri: str) -> None:
 
 
 def load_sweep(uri: str, experiment: str | None = None, sweep_id: str | None = None) -> SweepRecord:
-    """A sweep and its runs: ``sweep_id``, or the latest sweep (of ``experiment``, if given)."""
-    from mlflow import MlflowClient
+    """A sweep and its runs: ``sweep_id``, or the latest sweep (of ``experiment``, if given).
+    Read straight from a verified SQL store (:mod:`lossbench.tracking.plain_sql`: MLflow is not
+    imported), else through MLflow's API."""
+    from lossbench.tracking import plain_sql
 
     require_store(uri)
+    engine, _ = plain_sql.open_store(uri)
+    if engine is None:
+        return _load_sweep_api(uri, experiment, sweep_id)
+    if experiment is None:
+        ids = [i for i, _ in plain_sql.active_experiments(engine)]
+    else:
+        found_id = plain_sql.experiment_id(engine, experiment)
+        if found_id is None:
+            names = sorted(name for _, name in plain_sql.active_experiments(engine))
+            raise NotInStore(f"no experiment {experiment!r} in this store; experiments: {names}")
+        ids = [found_id]
+    role = {"lossbench.role": "sweep", **({"lossbench.sweep_id": sweep_id} if sweep_id else {})}
+    parents = plain_sql.search_runs(engine, ids, role, limit=1)
+    if parents:
+        sweep_id = str(parents[0].tags["lossbench.sweep_id"])
+        experiment_id, parent_id = parents[0].experiment_id, parents[0].run_id
+        parent_tags = dict(parents[0].tags)
+    elif sweep_id:  # a sweep by another launcher may have runs and no parent
+        found = plain_sql.search_runs(engine, ids, {"lossbench.sweep_id": sweep_id}, limit=1)
+        if not found:
+            raise NotInStore(f"no sweep {sweep_id!r} in {uri}")
+        experiment_id, parent_id, parent_tags = found[0].experiment_id, None, {}
+    else:
+        where = f"experiment {experiment!r}" if experiment else "this store"
+        raise NotInStore(f"no lossbench sweep in {where}: run `lossbench-train -m ...` first")
+    in_sweep = {in_sweep_tag(sweep_id): "true", "lossbench.role": "run"}
+    table = plain_sql.runs_table(plain_sql.search_runs(engine, [experiment_id], in_sweep))
+    if table.empty:
+        raise NotInStore(f"sweep {sweep_id} has no runs")
+    runs = [RunRecord.from_row(row) for row in table.to_dict("records")]
+    name = plain_sql.experiment_name(engine, experiment_id)
+    return SweepRecord(uri, name, sweep_id, parent_id, parent_tags, runs, table)
+
+
+def _load_sweep_api(uri: str, experiment: str | None, sweep_id: str | None) -> SweepRecord:
+    """:func:`load_sweep` through MLflow's API."""
+    from mlflow import MlflowClient
+
     client = MlflowClient(uri)
     experiments = _experiments(client, experiment)
     ids = [e.experiment_id for e in experiments]
@@ -260,19 +300,26 @@ class History:
 def metric_histories(uri: str, run_ids: Sequence[str], key: str) -> dict[str, History]:
     """Each run's logged values of one metric, by step (step = epoch - 1); a step written twice
     counts once, with its latest value. From a SQL store on a verified MLflow in a few queries
-    (:func:`lossbench.tracking.sql_batches.metric_histories`), else a ``get_metric_history``
+    (:func:`lossbench.tracking.plain_sql.metric_histories`, without MLflow; else
+    :func:`lossbench.tracking.sql_batches.metric_histories`), else a ``get_metric_history``
     call per run."""
-    from mlflow import MlflowClient
+    from lossbench.tracking import plain_sql
 
-    from lossbench.tracking.sql_batches import batch_store
-    from lossbench.tracking.sql_batches import metric_histories as bulk_histories
-
-    client = MlflowClient(uri)
-    store, _ = batch_store(client)
-    if store is not None:
-        found = bulk_histories(store, run_ids, key)
+    engine, _ = plain_sql.open_store(uri)
+    if engine is not None:
+        found: dict[str, Sequence[Any]] = plain_sql.metric_histories(engine, run_ids, key)
     else:
-        found = {run_id: client.get_metric_history(run_id, key) for run_id in run_ids}
+        from mlflow import MlflowClient
+
+        from lossbench.tracking.sql_batches import batch_store
+        from lossbench.tracking.sql_batches import metric_histories as bulk_histories
+
+        client = MlflowClient(uri)
+        store, _ = batch_store(client)
+        if store is not None:
+            found = bulk_histories(store, run_ids, key)
+        else:
+            found = {run_id: client.get_metric_history(run_id, key) for run_id in run_ids}
     histories = {}
     for run_id in run_ids:
         points = sorted(found[run_id], key=lambda m: (m.step, m.timestamp))
