@@ -399,17 +399,26 @@ def test_plain_hand_over_gives_what_the_full_hand_over_gives(
             assert OmegaConf.is_struct(getattr(lean, field)) == OmegaConf.is_struct(
                 getattr(full, field)
             )
+    fresh = plain(job, lambda: {})  # a field set as on any JobReturn; the others stay built
+    fresh.cfg = None
+    assert fresh.cfg is None and fresh.hydra_cfg.hydra.job.num == job.idx
 
 
 def test_plain_hand_over_is_used_only_where_it_gives_the_same(tmp_path: Path) -> None:
-    """A sweep subdir named from anything but the job's number, or a Hydra callback with a job
-    hook, takes the hand-over on each job's full config."""
+    """A sweep subdir named from anything but the job's number, a sweep dir named from the
+    job, or a Hydra callback with a job hook, take the hand-over on each job's full config."""
     from hydra_plugins.lossbench_plugins.job_return import PlainHandOver, has_job_hooks
 
     fast, _ = compose_both(
         ["dataset=iris", "hydra.sweep.subdir=${hydra.job.override_dirname}"], JOBS[:2]
     )
     assert not PlainHandOver().applies(fast[0])
+    fast, _ = compose_both(
+        ["dataset=iris", "hydra.sweep.dir=out/${hydra.job.override_dirname}"], JOBS[:2]
+    )
+    assert not PlainHandOver().applies(fast[0])
+    fast, _ = compose_both(["dataset=iris", "hydra.sweep.dir=out/${now:%Y}"], JOBS[:2])
+    assert PlainHandOver().applies(fast[0])
     ours = {
         "lossbench_sweep": {"_target_": "hydra_plugins.lossbench_plugins.callback.SweepCallback"}
     }

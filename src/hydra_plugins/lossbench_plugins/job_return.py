@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,8 @@ class _LazyJobReturn(JobReturn):
     gives them) are built the first time either is read."""
 
     def __init__(self, build: Callable[[], tuple[DictConfig, DictConfig]], **fields: Any) -> None:
-        self.__dict__["_build"] = build
         super().__init__(**fields)
+        self.__dict__["_build"] = build
 
     def _configs(self) -> None:
         build = self.__dict__.pop("_build", None)
@@ -134,9 +135,8 @@ class _LazyJobReturn(JobReturn):
 
     @cfg.setter
     def cfg(self, value: DictConfig | None) -> None:
-        if value is not None or "_build" not in self.__dict__:
-            self.__dict__.pop("_build", None)
-            self.__dict__["_cfg"] = value
+        self._configs()
+        self.__dict__["_cfg"] = value
 
     @property  # type: ignore[override]
     def hydra_cfg(self) -> DictConfig:
@@ -145,9 +145,8 @@ class _LazyJobReturn(JobReturn):
 
     @hydra_cfg.setter
     def hydra_cfg(self, value: DictConfig | None) -> None:
-        if value is not None or "_build" not in self.__dict__:
-            self.__dict__.pop("_build", None)
-            self.__dict__["_hydra_cfg"] = value
+        self._configs()
+        self.__dict__["_hydra_cfg"] = value
 
 
 _SUBDIRS_BY_NUMBER = ("${hydra.job.num}", "${hydra.job.id}")  # Hydra's default, and its twin
@@ -166,8 +165,9 @@ class PlainHandOver:
     ``.hydra/`` files and the same JobReturn, for sweeps whose Hydra callbacks have no job
     hooks (:func:`has_job_hooks`) and whose task function only hands over a result.
 
-    :meth:`applies` says which jobs qualify: a task config of plain YAML values, and a sweep
-    subdir named by the job's number (Hydra's default). Others go through :func:`hand_over`."""
+    :meth:`applies` says which jobs qualify: a task config of plain YAML values, a sweep dir
+    that is the same for every job and a subdir named by the job's number (Hydra's defaults).
+    Others go through :func:`hand_over`."""
 
     def __init__(self) -> None:
         self._templates: dict[int, tuple[Any, dict[str, Any] | None, str]] = {}
@@ -180,10 +180,11 @@ class PlainHandOver:
             cfg = job.template.config()
             hydra = OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)
             assert isinstance(hydra, dict)
-            subdir = hydra["sweep"]["subdir"]
+            subdir, sweep = hydra["sweep"]["subdir"], str(hydra["sweep"]["dir"])
             qualifies = (
                 _is_plain_yaml(hydra)
                 and (subdir in _SUBDIRS_BY_NUMBER or "${" not in str(subdir))
+                and "${" not in re.sub(r"\$\{now:[^}]*\}", "", sweep)  # the same for every job
                 and _is_plain_yaml(job.template.task)
             )
             sweep_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
