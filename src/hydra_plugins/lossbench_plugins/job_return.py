@@ -10,8 +10,8 @@ callbacks and ``.hydra/`` files (the same YAML content) for less:
   the ``hydra`` node fewer, the task part copied instead of the whole config, YAML by libyaml.
 - :class:`PlainHandOver`, when no Hydra callback has a job hook: the files are written from
   plain containers (the ``hydra`` node's made once per template), and the JobReturn builds its
-  ``cfg`` and ``hydra_cfg`` only if someone reads them. At 300 jobs this takes the main
-  process's hand-over from ~5 s of CPU to a fraction of a second.
+  ``cfg`` and ``hydra_cfg`` only if someone reads them: 3-4 ms a job instead of ~21 ms, in the
+  process that also records runs and feeds the workers.
 """
 
 from __future__ import annotations
