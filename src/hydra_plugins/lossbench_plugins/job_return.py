@@ -115,6 +115,21 @@ def has_job_hooks(callbacks: Mapping[str, Any] | None) -> bool:
     return False
 
 
+def _built(name: str) -> property:
+    """A field of :class:`_LazyJobReturn`: the job's configs are built when it is first read
+    or set (a value set replaces the built one)."""
+
+    def get(self: _LazyJobReturn) -> Any:
+        self._configs()
+        return self.__dict__[name]
+
+    def set_(self: _LazyJobReturn, value: Any) -> None:
+        self._configs()
+        self.__dict__[name] = value
+
+    return property(get, set_)
+
+
 class _LazyJobReturn(JobReturn):
     """A JobReturn whose ``cfg`` and ``hydra_cfg`` (the job's DictConfigs, as ``run_job``
     gives them) are built the first time either is read."""
@@ -128,25 +143,8 @@ class _LazyJobReturn(JobReturn):
         if build is not None:
             self.__dict__["_cfg"], self.__dict__["_hydra_cfg"] = build()
 
-    @property  # type: ignore[override]
-    def cfg(self) -> DictConfig:
-        self._configs()
-        return self.__dict__["_cfg"]
-
-    @cfg.setter
-    def cfg(self, value: DictConfig | None) -> None:
-        self._configs()
-        self.__dict__["_cfg"] = value
-
-    @property  # type: ignore[override]
-    def hydra_cfg(self) -> DictConfig:
-        self._configs()
-        return self.__dict__["_hydra_cfg"]
-
-    @hydra_cfg.setter
-    def hydra_cfg(self, value: DictConfig | None) -> None:
-        self._configs()
-        self.__dict__["_hydra_cfg"] = value
+    cfg = _built("_cfg")  # type: ignore[assignment]
+    hydra_cfg = _built("_hydra_cfg")  # type: ignore[assignment]
 
 
 _SUBDIRS_BY_NUMBER = ("${hydra.job.num}", "${hydra.job.id}")  # Hydra's default, and its twin
@@ -193,16 +191,25 @@ class PlainHandOver:
         _, hydra, sweep_dir = self._templates[key]
         return hydra, sweep_dir
 
+    def _parts(self, job: ComposedJob) -> tuple[dict[str, Any], str, dict[str, Any]] | None:
+        """The template's hydra node and sweep dir and the job's unresolved task config, or
+        ``None`` when the job does not qualify."""
+        template_hydra, sweep_dir = self._template(job)
+        task = unresolved_task(job) if template_hydra is not None else None
+        return None if template_hydra is None or task is None else (template_hydra, sweep_dir, task)
+
     def applies(self, job: ComposedJob) -> bool:
         """Whether this job can be handed over from plain containers."""
-        return self._template(job)[0] is not None and unresolved_task(job) is not None
+        return self._parts(job) is not None
 
-    def __call__(self, job: ComposedJob, outcome: Callable[[], Any]) -> JobReturn:
+    def __call__(self, job: ComposedJob, outcome: Callable[[], Any]) -> JobReturn | None:
         """Write the job's ``.hydra/`` files and return its JobReturn, with ``outcome()``'s
-        value (COMPLETED) or exception (FAILED)."""
-        template_hydra, sweep_dir = self._template(job)
-        task = unresolved_task(job)
-        assert template_hydra is not None and task is not None, "check applies() first"
+        value (COMPLETED) or exception (FAILED); ``None`` (nothing done) when the job does not
+        qualify (:meth:`applies`)."""
+        parts = self._parts(job)
+        if parts is None:
+            return None
+        template_hydra, sweep_dir, task = parts
         lines = job.task_lines()
         subdir = template_hydra["sweep"]["subdir"]
         output_dir = os.path.join(

@@ -237,8 +237,9 @@ class LossbenchLauncher(Launcher):
         def hand_over(job: int, result: RunResult) -> None:
             # the job's output dir, .hydra/ files, callbacks and JobReturn, as Hydra gives them;
             # no per-job log file: the job's work was done (and logged) by its stack
-            if plain is not None and plain.applies(jobs[job]):
-                returns[job] = plain(jobs[job], _Recorded(result).outcome)
+            handed = plain(jobs[job], _Recorded(result).outcome) if plain is not None else None
+            if handed is not None:
+                returns[job] = handed
                 return
             returns[job] = hand_over_job(self.hydra_context, _Recorded(result), jobs[job].config())
             jobs[job].release()  # the JobReturn holds what it needs of it
