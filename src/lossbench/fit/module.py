@@ -351,7 +351,9 @@ def member_grad_norms(optimizer: torch.optim.Optimizer, params: Iterable[Tensor]
     rows = optimizer.grad_rows() if hasattr(optimizer, "grad_rows") else None
     if rows is not None:
         return torch.linalg.vector_norm(rows, dim=1)
-    norms = [torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in params if p.grad is not None]
+    norms = [
+        torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in params if p.grad is not None
+    ]
     return torch.linalg.vector_norm(torch.stack(norms), dim=0)
 
 
