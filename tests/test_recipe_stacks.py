@@ -16,6 +16,7 @@ from lossbench.config.checks import check_run
 from lossbench.fit.training import fit_members
 from lossbench.recipe import schedules as schedules
 from lossbench.recipe.stacked_optim import Recipe, StackedOptimizer, member_schedules
+from lossbench.recipe.stacked_updates import VectorGroup, _columns, variant
 from lossbench.sweep.stacking import stack_key
 
 # 1e-5 relative, as the issue asks; the absolute floor only serves values that are 0 when
@@ -147,6 +148,48 @@ def test_stacked_optimizer_steps_each_member_as_torch_optim_does(grads_to_none: 
         assert (alone - start[k]).abs().max() > 1e-2, recipe  # the member did train
         # the same arithmetic in the same order: equal here; other kernels may round otherwise
         torch.testing.assert_close(stacked[k], alone, rtol=1e-6, atol=1e-6, msg=str(recipe))
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        P(torch.optim.SGD, lr=0.1),
+        P(torch.optim.SGD, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+        P(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True, maximize=True),
+        P(torch.optim.RMSprop, lr=0.01),
+        P(torch.optim.RMSprop, lr=0.01, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.1),
+        P(torch.optim.Adam, lr=0.01),
+        P(torch.optim.Adam, lr=0.01, amsgrad=True, weight_decay=0.01),
+        P(torch.optim.AdamW, lr=0.01, weight_decay=0.1),
+        P(torch.optim.NAdam, lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
+        P(torch.optim.Adagrad, lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
+    ],
+    ids=lambda p: f"{p.func.__name__}({','.join(sorted(p.keywords))})",
+)
+def test_a_value_every_member_shares_steps_as_a_column_of_it(optimizer: P) -> None:
+    """A group whose members share every value takes them as floats (torch.optim's scalar
+    forms); the same values as columns step the members to the same weights and state."""
+    shadow = optimizer([torch.zeros(1, requires_grad=True)])
+    update, keys, flags = variant(shadow)
+    group = VectorGroup(update, keys, flags)
+    for member in range(3):
+        group.add(member, 0)
+    like = torch.zeros(3, 7)
+    shared = group.hyper([shadow], like)
+    assert not any(isinstance(v, torch.Tensor) for v in shared.values())
+    stepped = []
+    for hyper in (shared, _columns(shared, list(shared), like)):
+        gen = torch.Generator().manual_seed(0)
+        weights, state = torch.randn(3, 7, generator=gen), {}
+        for step in range(1, 6):
+            update(weights, torch.randn(3, 7, generator=gen), state, hyper, step, flags)
+        stepped.append((weights, state))
+    (weights, state), (column_weights, column_state) = stepped
+    assert (
+        weights - torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    ).abs().max() > 1e-3
+    torch.testing.assert_close(weights, column_weights, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(state, column_state, rtol=1e-6, atol=1e-7)
 
 
 def test_stacked_optimizer_refuses_what_it_cannot_step() -> None:
