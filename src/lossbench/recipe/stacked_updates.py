@@ -244,7 +244,6 @@ class VectorGroup:
         self.span: slice | Tensor = slice(0)  # its rows: a slice where they are contiguous
         self._values: list[tuple[float, ...]] = []
         self._hyper: Hyper = {}
-        self._slots: Tensor | None = None  # self.slots as a tensor, once built
         self._version: int | None = None  # of the shadows' values last read
 
     def add(self, member: int, recipe: int) -> None:
@@ -265,14 +264,14 @@ class VectorGroup:
         values = [_values(shadows[r].param_groups[0], self.keys) for r in self.recipes]
         if values == self._values:
             return self._hyper
-        if self._slots is None or self._slots.device != like.device:
-            self._slots = torch.tensor(self.slots, device=like.device)
-        slots = self._slots
 
         def column(per_recipe: list[float], dtype: torch.dtype) -> Tensor | float:
             if all(v == per_recipe[0] for v in per_recipe):
                 return per_recipe[0]  # torch.optim's own scalar (kernels round it to dtype)
-            return torch.tensor(per_recipe, dtype=dtype, device=like.device)[slots].unsqueeze(1)
+            # one tensor made from a flat list (indexing a tensor of the recipes' values costs
+            # more; a schedule that changes every step remakes the lr's every step)
+            per_member = [per_recipe[slot] for slot in self.slots]
+            return torch.tensor(per_member, dtype=dtype, device=like.device).unsqueeze(1)
 
         for i, name in enumerate(("lr", *self.keys)):
             per_recipe = [v[i] for v in values]
