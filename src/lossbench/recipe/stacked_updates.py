@@ -104,14 +104,19 @@ def _decay(p: Tensor, g: Tensor, h: Hyper, f: Flags) -> Tensor:
     return _l2(g, p, h, f)
 
 
+def _square_average(
+    average: Tensor, g: Tensor, keep: Tensor | float, rest: Tensor | float
+) -> Tensor:
+    """``average * keep + g * g * rest``, in place (Adam's and RMSprop's second moment)."""
+    average.mul_(keep)
+    if isinstance(rest, Tensor):
+        return average.addcmul_(g, g * rest)
+    return average.addcmul_(g, g, value=rest)
+
+
 def _moments(g: Tensor, state: State, h: Hyper) -> tuple[Tensor, Tensor]:
     exp_avg = _kept(state, "exp_avg", g).lerp_(g, h["1-beta1"])
-    exp_avg_sq = _kept(state, "exp_avg_sq", g).mul_(h["beta2"])
-    rest = h["1-beta2"]
-    if isinstance(rest, Tensor):
-        exp_avg_sq.addcmul_(g, g * rest)
-    else:
-        exp_avg_sq.addcmul_(g, g, value=rest)
+    exp_avg_sq = _square_average(_kept(state, "exp_avg_sq", g), g, h["beta2"], h["1-beta2"])
     return exp_avg, exp_avg_sq
 
 
@@ -150,12 +155,7 @@ def _nadam(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) ->
 
 def _rmsprop(p: Tensor, g: Tensor, state: State, h: Hyper, step: int, f: Flags) -> None:
     g = _l2(_signed(g, f), p, h, f)
-    square_avg = _kept(state, "square_avg", g).mul_(h["alpha"])
-    rest = h["1-alpha"]
-    if isinstance(rest, Tensor):
-        square_avg.addcmul_(g, g * rest)
-    else:
-        square_avg.addcmul_(g, g, value=rest)
+    square_avg = _square_average(_kept(state, "square_avg", g), g, h["alpha"], h["1-alpha"])
     if "centered" in f:
         grad_avg = _kept(state, "grad_avg", g).lerp_(g, h["1-alpha"])
         avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(h["eps"])
